@@ -1,0 +1,73 @@
+"""CockroachDB dialect plugin for tenant-schema (through django-cockroachdb).
+
+CockroachDB cannot roll DDL back (``can_rollback_ddl = False``) and wants one
+schema change per transaction, so tenant-schema runs each statement in
+autocommit and undoes what a failed call created. It has ``IF NOT EXISTS``
+for databases and schemas, addresses an index as ``table@name`` and offers
+hash-sharded indexes (``USING HASH``) against hot ranges on sequential keys.
+"""
+
+from __future__ import annotations
+
+from django.db.backends.ddl_references import Statement
+
+from tenant_schema import hookimpl
+from tenant_schema_postgres import PostgresDialect
+
+
+class CockroachDialect(PostgresDialect):
+    name = "cockroach"
+    engine = "django_cockroachdb"
+    schemes = ("cockroach", "cockroachdb")
+
+    can_rollback_ddl = False
+    can_clone_databases = False
+    supports_hash_sharded_indexes = True
+    ddl_one_statement_per_transaction = True
+
+    exists_database_sql = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
+    hash_index_template = "CREATE INDEX %(name)s ON %(table)s (%(columns)s) USING HASH%(extra)s%(condition)s"
+    hash_unique_index_template = (
+        "CREATE UNIQUE INDEX %(name)s ON %(table)s (%(columns)s) USING HASH%(extra)s%(condition)s"
+    )
+    drop_index_template = "DROP INDEX IF EXISTS %(table)s@%(name)s CASCADE"
+
+    def server_settings(self, parsed):
+        parsed["NAME"] = parsed.get("NAME") or "defaultdb"
+        return parsed
+
+    def create_database_sql(self, server, quoted: str) -> str:
+        kind = "SCHEMA" if self._is_schema(server) else "DATABASE"
+        return f"CREATE {kind} IF NOT EXISTS {quoted}"
+
+    def drop_database_sql(self, server, quoted: str) -> str:
+        kind = "SCHEMA" if self._is_schema(server) else "DATABASE"
+        return f"DROP {kind} IF EXISTS {quoted} CASCADE"
+
+    def clone_database(self, server, template, name):
+        return False
+
+    def create_index_sql(self, schema_editor, model, index):
+        if not index.options.get("hash_sharded"):
+            return super().create_index_sql(schema_editor, model, index)
+        fields = [model._meta.get_field(_field_name(model, c)) for c in index.columns]
+        template = self.hash_unique_index_template if index.unique else self.hash_index_template
+        return schema_editor._create_index_sql(model, fields=fields, name=index.name, sql=template)
+
+    def drop_index_sql(self, schema_editor, model, name, constraint):
+        return Statement(
+            self.drop_index_template,
+            table=schema_editor.quote_name(model._meta.db_table),
+            name=schema_editor.quote_name(name),
+        )
+
+
+def _field_name(model, column):
+    from tenant_schema.dialects import column_field
+
+    return column_field(model, column)
+
+
+@hookimpl
+def tenant_schema_register_dialects(register):
+    register(CockroachDialect)

@@ -1,0 +1,77 @@
+"""SQLite dialect plugin for tenant-schema.
+
+A server is a directory; a tenant database is a file in it. Creation is an
+exclusive file create (``open(path, "x")``), so two processes racing end
+with one file; cloning copies a template file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tenant_schema import hookimpl
+from tenant_schema.dialects import Dialect
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    engine = "django.db.backends.sqlite3"
+    schemes = ("sqlite",)
+
+    can_rollback_ddl = True
+    can_clone_databases = True
+    max_identifier_length = 63  # SQLite has no limit; keep names portable
+    file_suffix = ".sqlite3"
+
+    def file(self, server, name: str) -> Path:
+        return server.path / f"{name}{self.file_suffix}"
+
+    def tenant_settings(self, server, database_name: str) -> dict[str, Any]:
+        settings = dict(server.settings)
+        settings["OPTIONS"] = dict(settings.get("OPTIONS", {}))
+        settings["NAME"] = str(self.file(server, database_name))
+        return settings
+
+    def database_exists(self, server, name: str) -> bool:
+        return self.file(server, name).exists()
+
+    def create_database(self, server, name: str) -> bool:
+        server.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self.file(server, name), "x"):
+                pass  # an empty file is a valid, empty SQLite database
+        except FileExistsError:
+            return False
+        return True
+
+    def drop_database(self, server, name: str) -> bool:
+        path = self.file(server, name)
+        existed = path.exists()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return existed
+
+    def clone_database(self, server, template: str, name: str) -> bool:
+        source, target = self.file(server, template), self.file(server, name)
+        server.path.mkdir(parents=True, exist_ok=True)
+        # Copy to a temporary name, then link into place: never a half-copied file.
+        fd, tmp = tempfile.mkstemp(dir=server.path, suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+        return True
+
+
+@hookimpl
+def tenant_schema_register_dialects(register):
+    register(SQLiteDialect)

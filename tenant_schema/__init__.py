@@ -1,0 +1,60 @@
+"""tenant-schema: database-per-tenant for Django.
+
+The public API is importable from here; modules load on first use, so
+``import tenant_schema`` (which Django does at start-up) costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "hookimpl": "hookspecs",
+    "hookspec": "hookspecs",
+    "Dialect": "dialects",
+    "IndexSpec": "dialects",
+    "TenantDatabase": "databases",
+    "get_or_create_tenant_db": "databases",
+    "aget_or_create_tenant_db": "databases",
+    "get_tenant_db": "databases",
+    "drop_tenant_db": "databases",
+    "close_tenant_connections": "databases",
+    "register_table": "ddl",
+    "register_tables": "ddl",
+    "drop_table": "ddl",
+    "table_exists": "ddl",
+    "list_tables": "ddl",
+    "create_index": "ddl",
+    "create_indexes": "ddl",
+    "drop_index": "ddl",
+    "list_indexes": "ddl",
+    "IndexInfo": "ddl",
+    "Table": "tables",
+    "SchemaMismatch": "exceptions",
+    "TenantSchemaError": "exceptions",
+    "TenantDatabaseDoesNotExist": "exceptions",
+    "NoTenantSelected": "exceptions",
+    "TenantNotFound": "exceptions",
+    "UnknownDialect": "exceptions",
+    "UnknownServer": "exceptions",
+    "tenant_context": "context",
+    "current_tenant": "context",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tenant_schema' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,46 @@
+"""Reading ``settings.TENANT_SCHEMA`` with its defaults, in one place."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # key -> dj-database-url style URL; the scheme names the dialect plugin.
+    "SERVERS": {"default": "sqlite:///var/tenants/"},
+    "DEFAULT_SERVER": "default",
+    # Prefix of every tenant database / schema name.
+    "DATABASE_PREFIX": "tenant_",
+    # Load third-party plugins from the ``tenant_schema`` entry-point group.
+    "PLUGINS_AUTOLOAD": True,
+    # Dotted paths of extra plugin modules to register explicitly.
+    "PLUGINS": [],
+    # Apps whose models live in each tenant's database (issue 3).
+    "TENANT_APPS": [],
+    # Dataclass tables every new tenant gets: [("pkg.mod.Class", "table", "pk"), ...]
+    "TENANT_TABLES": [],
+    # Most tenant connections kept open per process before idle ones are closed.
+    "MAX_OPEN_CONNECTIONS": 100,
+    # How middleware finds the tenant: "subdomain", "header", "path" or a dotted path.
+    "RESOLVER": "subdomain",
+    "HEADER": "X-Tenant",
+}
+
+AUTOLOAD_ENV = "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD"
+
+
+def get(key: str) -> Any:
+    """One ``TENANT_SCHEMA`` setting, or its default."""
+    configured = getattr(settings, "TENANT_SCHEMA", {}) if settings.configured else {}
+    if key in configured:
+        return configured[key]
+    return DEFAULTS[key]
+
+
+def plugins_autoload() -> bool:
+    """Third-party autoload is off when the env var is set or the setting is false."""
+    if os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0"):
+        return False
+    return bool(get("PLUGINS_AUTOLOAD"))

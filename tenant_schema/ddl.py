@@ -1,0 +1,514 @@
+"""Tables and indexes of a tenant database, created all-or-nothing.
+
+Everything runs through Django's schema editor on the tenant's alias. Where
+the dialect can roll DDL back (PostgreSQL, SQLite) a batch runs in one
+``schema_editor(atomic=True)``; where it cannot (MySQL/MariaDB, CockroachDB)
+each statement commits on its own and a failure undoes what this call
+created, newest first, then re-raises the original error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import graphlib
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from django.db import models
+
+from .databases import TenantDatabase
+from .dialects import IndexSpec, column_field
+from .exceptions import SchemaMismatch
+from .mapping import (
+    APP_LABEL,
+    build_model,
+    default_table_name,
+    describe,
+    fingerprint,
+    introspect_model,
+    pk_field,
+    plan_dataclass,
+)
+from .names import shorten, validate_identifier
+from .plugins import get_plugins
+from .tables import Table
+
+__all__ = [
+    "IndexInfo",
+    "create_index",
+    "create_indexes",
+    "drop_index",
+    "drop_table",
+    "list_indexes",
+    "list_tables",
+    "register_table",
+    "register_tables",
+    "table_exists",
+]
+
+
+class IndexInfo(NamedTuple):
+    """An index as ``list_indexes`` reports it."""
+
+    name: str
+    columns: tuple[str, ...]
+    unique: bool
+
+
+@dataclasses.dataclass
+class _TableSpec:
+    source: type
+    table: str
+    pk: str
+
+    @property
+    def is_django_model(self) -> bool:
+        return isinstance(self.source, type) and issubclass(self.source, models.Model)
+
+
+# -- tables -------------------------------------------------------------------
+
+def register_table(tenant_db: TenantDatabase, model: type, table_name: str | None = None, pk: str = "id") -> Table:
+    """Create ``table_name`` from a dataclass or Django model if missing; return its ``Table``.
+
+    Calling it again returns the same ``Table``. If the table exists with
+    other columns, ``SchemaMismatch`` names the differences.
+    """
+    spec = (model, table_name, pk)
+    tables = register_tables(tenant_db, [spec])
+    return next(iter(tables.values()))
+
+
+def register_tables(tenant_db: TenantDatabase, specs: Iterable[Any]) -> dict[str, Table]:
+    """Create several tables, all or none; ``{name: Table}``.
+
+    Each spec is a model class or a tuple ``(model, table_name=None, pk="id")``.
+    Tables are created in foreign-key order; cycles are fine (the constraint
+    is added once both tables exist).
+    """
+    normalized = _normalize_specs(tenant_db, specs)
+    registered = tenant_db._tables
+    result: dict[str, Table] = {}
+    todo = []
+    for spec in normalized:
+        table = registered.get(spec.table)
+        if table is not None and table.source is spec.source:
+            result[spec.table] = table
+        else:
+            todo.append(spec)
+    if not todo:
+        return result
+
+    built = _build_models(tenant_db, todo)
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        existing = set(connection.introspection.table_names(cursor))
+    for spec in todo:
+        if spec.table in existing:
+            _check_columns(tenant_db, built[spec.table], spec.table)
+    to_create = [built[s.table] for s in _fk_order(todo, built) if s.table not in existing]
+    if to_create:
+        _create_tables(tenant_db, to_create, existing)
+
+    with tenant_db._tables_lock:
+        for spec in todo:
+            row_type = spec.source
+            table = Table(tenant_db, built[spec.table], spec.table, row_type=row_type, source=spec.source)
+            registered[spec.table] = table
+            result[spec.table] = table
+    return {spec.table: result[spec.table] for spec in normalized}
+
+
+def _normalize_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[_TableSpec]:
+    limit = tenant_db.dialect.max_identifier_length
+    out: list[_TableSpec] = []
+    seen: set[str] = set()
+    for raw in specs:
+        parts = tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)
+        if not 1 <= len(parts) <= 3:
+            raise ValueError(f"a table spec is (model, table_name=None, pk='id'), got {raw!r}")
+        source, table, pk = (*parts, None, None)[:3]
+        if isinstance(source, type) and issubclass(source, models.Model):
+            table = table or source._meta.db_table
+            pk = pk or source._meta.pk.attname
+            if pk not in (source._meta.pk.name, source._meta.pk.attname):
+                raise ValueError(f"model {source.__name__}'s primary key is {source._meta.pk.name!r}, not {pk!r}")
+        elif dataclasses.is_dataclass(source) and isinstance(source, type):
+            table = table or default_table_name(source)
+            pk = pk or "id"
+        else:
+            raise TypeError(f"{source!r} is not a dataclass or a Django model class")
+        validate_identifier(table, "table name", limit)
+        validate_identifier(pk, "primary key column", limit)
+        if table in seen:
+            raise ValueError(f"table {table!r} appears twice in one register_tables call")
+        seen.add(table)
+        out.append(_TableSpec(source, table, pk))
+    return out
+
+
+def _build_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[str, type[models.Model]]:
+    """Model classes for each spec; foreign keys point at models of this batch or registered tables."""
+    dialect = tenant_db.dialect
+    registered = tenant_db.tables
+    known = {s.source: s.table for s in specs if not s.is_django_model}
+    for name, table in registered.items():
+        if isinstance(table.source, type) and table.source not in known:
+            known[table.source] = name
+    batch_tables = {s.table for s in specs}
+    plans = {s.table: plan_dataclass(s.source, s.pk, dialect, known) for s in specs if not s.is_django_model}
+
+    # One key for the whole batch: identical batches share model classes.
+    shape = []
+    for spec in specs:
+        if spec.is_django_model:
+            shape.append((spec.table, "django", spec.source._meta.label, spec.source._meta.db_table))
+            continue
+        cols = []
+        for plan in plans[spec.table]:
+            if plan.references is not None:
+                target = plan.references
+                outside = registered.get(target)
+                cols.append((plan.name, "fk", target, plan.null, outside.model._meta.label if outside else None,
+                             tuple(sorted(plan.dc_field.metadata.items()))))
+            else:
+                cols.append((plan.name, describe(plan.field)))
+        shape.append((spec.table, spec.pk, tuple(cols)))
+    key = fingerprint(dialect.name, tuple(shape))
+
+    built: dict[str, type[models.Model]] = {}
+    for spec in specs:
+        if spec.is_django_model:
+            built[spec.table] = _django_model(spec, key)
+            continue
+        fields: dict[str, models.Field] = {}
+        for plan in plans[spec.table]:
+            if plan.references is None:
+                fields[plan.name] = pk_field(plan) if plan.name == spec.pk else plan.field
+                continue
+            target = plan.references
+            if target in batch_tables:
+                to: Any = f"{APP_LABEL}.T{key}_{target}"
+            elif target in registered:
+                to = registered[target].model
+            else:
+                raise ValueError(
+                    f"field {spec.source.__name__}.{plan.name} references table {target!r}, which is neither "
+                    "in this call nor registered for this tenant"
+                )
+            metadata = plan.dc_field.metadata
+            on_delete = metadata.get("on_delete", "set_null" if plan.null else "cascade")
+            from .mapping import ON_DELETE
+
+            if on_delete not in ON_DELETE:
+                raise ValueError(f"field {spec.source.__name__}.{plan.name}: on_delete must be one of {sorted(ON_DELETE)}")
+            column = metadata.get("db_column") or (plan.name if metadata.get("references") else f"{plan.name}_id")
+            fields[plan.name] = models.ForeignKey(
+                to, on_delete=ON_DELETE[on_delete], null=plan.null, blank=plan.null,
+                db_column=column, related_name="+",
+                unique=bool(metadata.get("unique")), primary_key=plan.name == spec.pk,
+            )
+        built[spec.table] = build_model(spec.table, fields, key)
+    limit = dialect.max_identifier_length
+    for table, model in built.items():
+        for f in model._meta.concrete_fields:
+            validate_identifier(f.column, f"column name in table {table!r}", limit)
+    return built
+
+
+def _django_model(spec: _TableSpec, key: str) -> type[models.Model]:
+    source = spec.source
+    if source._meta.db_table == spec.table:
+        return source
+    fields = {}
+    for f in source._meta.local_concrete_fields:
+        if f.is_relation:
+            raise TypeError(
+                f"{source.__name__}.{f.name} is a relation: register {source.__name__} under its own "
+                f"db_table {source._meta.db_table!r} to keep its foreign keys"
+            )
+        fields[f.name] = f.clone()
+    return build_model(spec.table, fields, key)
+
+
+def _fk_order(specs: list[_TableSpec], built: dict[str, type[models.Model]]) -> list[_TableSpec]:
+    """Specs sorted so referenced tables come first; cycles keep their given order."""
+    by_table = {s.table: s for s in specs}
+    graph: dict[str, set[str]] = {}
+    for spec in specs:
+        deps = set()
+        for f in built[spec.table]._meta.concrete_fields:
+            if f.is_relation and f.related_model is not None:
+                target = f.related_model._meta.db_table
+                if target in by_table and target != spec.table:
+                    deps.add(target)
+        graph[spec.table] = deps
+    sorter = graphlib.TopologicalSorter(graph)
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError:
+        # Django defers foreign keys to the end of the schema editor: any order works.
+        order = [s.table for s in specs]
+    return [by_table[t] for t in order]
+
+
+def _check_columns(tenant_db: TenantDatabase, model: type[models.Model], table: str) -> None:
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        description = connection.introspection.get_table_description(cursor, table)
+    actual = {row.name: bool(row.null_ok) for row in description}
+    expected = {f.column: bool(f.null) for f in model._meta.concrete_fields}
+    problems = []
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    for column in sorted(set(actual) & set(expected)):
+        if actual[column] != expected[column] and not model._meta.get_field(column_field(model, column)).primary_key:
+            want = "nullable" if expected[column] else "NOT NULL"
+            problems.append(f"column {column!r} should be {want}")
+    if problems:
+        raise SchemaMismatch(
+            f"table {table!r} of tenant {tenant_db.tenant_id!r} exists with different columns: " + "; ".join(problems)
+        )
+
+
+def _run_hook_statements(editor, statements_lists) -> None:
+    for statements in statements_lists:
+        for statement in statements or ():
+            editor.execute(statement)
+
+
+def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]], existing: set[str]) -> None:
+    plugins = get_plugins()
+    dialect = tenant_db.dialect
+    connection = tenant_db.connection
+
+    def create_all(editor) -> None:
+        for model in to_create:
+            editor.create_model(model)
+            _run_hook_statements(editor, plugins.hook.tenant_schema_after_create_table(
+                dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
+
+    if plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection):
+        with connection.schema_editor(atomic=True) as editor:
+            create_all(editor)
+        return
+    try:
+        with connection.schema_editor(atomic=False) as editor:
+            create_all(editor)
+    except BaseException:
+        _undo_tables(tenant_db, to_create, existing)
+        raise
+
+
+def _undo_tables(tenant_db: TenantDatabase, created: list[type[models.Model]], existing: set[str]) -> None:
+    """Drop the tables of ``created`` that exist now and did not before, newest first."""
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        now = set(connection.introspection.table_names(cursor))
+        new = [m for m in reversed(created) if m._meta.db_table in now and m._meta.db_table not in existing]
+        fks = {
+            m: [name for name, info in connection.introspection.get_constraints(cursor, m._meta.db_table).items()
+                if info["foreign_key"]]
+            for m in new
+        }
+    with connection.schema_editor(atomic=False) as editor:
+        # Foreign keys first, so a cycle between new tables cannot block a drop.
+        for model in new:
+            for name in fks[model]:
+                editor.execute(editor._delete_fk_sql(model, name))
+        for model in new:
+            editor.execute(editor.sql_delete_table % {"table": editor.quote_name(model._meta.db_table)})
+
+
+def table_exists(tenant_db: TenantDatabase, table_name: str) -> bool:
+    """Whether ``table_name`` exists in the tenant's database."""
+    return table_name in list_tables(tenant_db)
+
+
+def list_tables(tenant_db: TenantDatabase) -> list[str]:
+    """The tenant's table names, sorted, live from the database."""
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        return sorted(connection.introspection.table_names(cursor))
+
+
+def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
+    """Drop ``table_name`` (and its indexes); ``False`` if it did not exist.
+
+    The ``tenant_schema_before_drop_table`` hooks run first, in the same
+    schema editor.
+    """
+    validate_identifier(table_name, "table name", tenant_db.dialect.max_identifier_length)
+    if not table_exists(tenant_db, table_name):
+        return False
+    model = _model_for(tenant_db, table_name)
+    plugins = get_plugins()
+    dialect = tenant_db.dialect
+    connection = tenant_db.connection
+    atomic = bool(plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection))
+    with connection.schema_editor(atomic=atomic) as editor:
+        _run_hook_statements(editor, plugins.hook.tenant_schema_before_drop_table(
+            dialect=dialect, schema_editor=editor, model=model, table_name=table_name))
+        editor.execute(editor.sql_delete_table % {"table": editor.quote_name(table_name)})
+    with tenant_db._tables_lock:
+        tenant_db._tables.pop(table_name, None)
+    return True
+
+
+def _model_for(tenant_db: TenantDatabase, table_name: str) -> type[models.Model]:
+    table = tenant_db._tables.get(table_name)
+    return table.model if table is not None else introspect_model(tenant_db, table_name)
+
+
+# -- indexes --------------------------------------------------------------------
+
+def index_name(table: str, columns: Sequence[str], max_length: int) -> str:
+    """``idx_{table}_{cols}``, shortened with a stable hash to ``max_length``."""
+    return shorten(f"idx_{table}_{'_'.join(columns)}", max_length)
+
+
+def create_index(
+    tenant_db: TenantDatabase,
+    table_name: str,
+    columns: str | Sequence[str],
+    unique: bool = False,
+    index_name: str | None = None,
+    **options: Any,
+) -> str:
+    """Create an index if it does not exist; returns its name.
+
+    ``options`` reach the dialect (``hash_sharded=True`` on CockroachDB).
+    """
+    return create_indexes(tenant_db, [(table_name, columns, unique, index_name, options)])[0]
+
+
+def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]:
+    """Create several indexes, all or none; returns their names.
+
+    Each spec is ``(table, columns, unique=False, name=None, options={})`` or
+    a dict with those keys. An index that already exists with the same
+    columns is left alone; one with the same name and other columns is an
+    error, raised before any SQL.
+    """
+    normalized = _normalize_index_specs(tenant_db, specs)
+    connection = tenant_db.connection
+    current: dict[str, dict[str, IndexInfo]] = {}
+    todo: list[tuple[type[models.Model], IndexSpec]] = []
+    for spec in normalized:
+        if spec.table not in current:
+            current[spec.table] = {i.name: i for i in list_indexes(tenant_db, spec.table)}
+        found = current[spec.table].get(spec.name)
+        if found is not None:
+            if found.columns != spec.columns or found.unique != spec.unique:
+                raise ValueError(
+                    f"index {spec.name!r} already exists on {spec.table!r} as "
+                    f"{'unique ' if found.unique else ''}{list(found.columns)}, not "
+                    f"{'unique ' if spec.unique else ''}{list(spec.columns)}"
+                )
+            continue
+        model = _model_for(tenant_db, spec.table)
+        for column in spec.columns:
+            column_field(model, column)  # ValueError naming the valid columns
+        todo.append((model, spec))
+    if not todo:
+        return [s.name for s in normalized]
+
+    plugins = get_plugins()
+    dialect = tenant_db.dialect
+
+    def statement(editor, model, spec):
+        return plugins.hook.tenant_schema_index_sql(dialect=dialect, schema_editor=editor, model=model, index=spec)
+
+    if plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection):
+        with connection.schema_editor(atomic=True) as editor:
+            for model, spec in todo:
+                editor.execute(statement(editor, model, spec))
+        return [s.name for s in normalized]
+
+    created: list[tuple[type[models.Model], IndexSpec]] = []
+    try:
+        with connection.schema_editor(atomic=False) as editor:
+            for model, spec in todo:
+                editor.execute(statement(editor, model, spec))
+                created.append((model, spec))
+    except BaseException:
+        with connection.schema_editor(atomic=False) as editor:
+            for model, spec in reversed(created):
+                editor.execute(plugins.hook.tenant_schema_drop_index_sql(
+                    dialect=dialect, schema_editor=editor, model=model, name=spec.name, constraint=False))
+        raise
+    return [s.name for s in normalized]
+
+
+def _normalize_index_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[IndexSpec]:
+    limit = tenant_db.dialect.max_identifier_length
+    out: list[IndexSpec] = []
+    names: set[str] = set()
+    for raw in specs:
+        if isinstance(raw, dict):
+            raw = (raw.get("table"), raw.get("columns"), raw.get("unique", False), raw.get("name"), raw.get("options"))
+        parts = (*tuple(raw), False, None, None)
+        table, columns, unique, name, options = parts[:5]
+        validate_identifier(table, "table name", limit)
+        if isinstance(columns, str):
+            columns = [c.strip() for c in columns.split(",")] if "," in columns else [columns]
+        columns = tuple(columns or ())
+        if not columns:
+            raise ValueError(f"an index on {table!r} needs at least one column")
+        for column in columns:
+            validate_identifier(column, "column name", limit)
+        name = name or index_name(table, columns, limit)
+        validate_identifier(name, "index name", limit)
+        if name in names:
+            raise ValueError(f"index name {name!r} appears twice in one create_indexes call")
+        names.add(name)
+        out.append(IndexSpec(table=table, columns=columns, unique=bool(unique), name=name, options=dict(options or {})))
+    return out
+
+
+def list_indexes(tenant_db: TenantDatabase, table_name: str) -> list[IndexInfo]:
+    """Indexes of ``table_name`` (not the primary key or foreign-key constraints), by name."""
+    validate_identifier(table_name, "table name", tenant_db.dialect.max_identifier_length)
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table_name)
+    out = []
+    for name, info in constraints.items():
+        if info.get("primary_key") or info.get("foreign_key") or info.get("check"):
+            continue
+        if not (info.get("index") or info.get("unique")):
+            continue
+        out.append(IndexInfo(name, tuple(info["columns"]), bool(info["unique"])))
+    return sorted(out)
+
+
+def drop_index(tenant_db: TenantDatabase, index_name: str, table_name: str | None = None) -> bool:
+    """Drop an index; ``False`` if there was none by that name.
+
+    Without ``table_name`` the table is looked up (MySQL needs it for
+    ``DROP INDEX ... ON table``).
+    """
+    limit = tenant_db.dialect.max_identifier_length
+    validate_identifier(index_name, "index name", limit)
+    tables = [table_name] if table_name else list_tables(tenant_db)
+    connection = tenant_db.connection
+    for table in tables:
+        validate_identifier(table, "table name", limit)
+        with connection.cursor() as cursor:
+            info = connection.introspection.get_constraints(cursor, table).get(index_name)
+        if info is None or info.get("primary_key"):
+            continue
+        model = _model_for(tenant_db, table)
+        constraint = bool(info.get("unique") and not info.get("index"))
+        plugins = get_plugins()
+        dialect = tenant_db.dialect
+        atomic = bool(plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection))
+        with connection.schema_editor(atomic=atomic) as editor:
+            editor.execute(plugins.hook.tenant_schema_drop_index_sql(
+                dialect=dialect, schema_editor=editor, model=model, name=index_name, constraint=constraint))
+        return True
+    return False

@@ -1,0 +1,31 @@
+"""Errors raised by tenant-schema, so callers can catch ours and nothing else."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class TenantSchemaError(Exception):
+    """Base class of every tenant-schema error."""
+
+
+class UnknownDialect(TenantSchemaError, ImproperlyConfigured):
+    """A server URL names a scheme no installed plugin handles."""
+
+
+class UnknownServer(TenantSchemaError, ImproperlyConfigured):
+    """A server key is not in ``TENANT_SCHEMA["SERVERS"]``."""
+
+
+class TenantDatabaseDoesNotExist(TenantSchemaError, LookupError):
+    """The tenant has no database (or schema) on its server."""
+
+
+class SchemaMismatch(TenantSchemaError):
+    """A table exists with columns other than the ones being registered."""
+
+
+class NoTenantSelected(TenantSchemaError):
+    """A tenant model was queried with no current tenant: routing fails closed."""
+
+
+class TenantNotFound(TenantSchemaError, LookupError):
+    """No tenant with that slug is registered."""

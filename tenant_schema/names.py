@@ -1,0 +1,60 @@
+"""Validation of every name that can reach SQL, applied before any SQL runs.
+
+Names are also quoted by the backend when they are used; validating first
+means a bad name fails with a message saying what is allowed, and never
+half-way through a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+TENANT_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+TENANT_ID_MAX_LENGTH = 40
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_tenant_id(value: object) -> str:
+    """Return ``value`` if it is a valid tenant id, else raise ``ValueError``.
+
+    Tenant ids are DNS labels (so they work as subdomains): lower-case ASCII
+    letters, digits and inner hyphens, 1 to 40 characters. No underscores, so
+    the database name derived from an id (hyphens become underscores) is
+    unique per id.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"tenant id must be a string, got {type(value).__name__}")
+    if not value or len(value) > TENANT_ID_MAX_LENGTH or not TENANT_ID_RE.match(value):
+        raise ValueError(
+            f"invalid tenant id {value!r}: use 1-{TENANT_ID_MAX_LENGTH} lower-case letters, "
+            "digits and hyphens, starting and ending with a letter or digit"
+        )
+    return value
+
+
+def validate_identifier(value: object, kind: str, max_length: int) -> str:
+    """Return ``value`` if it is a safe SQL identifier, else raise ``ValueError``.
+
+    ``kind`` names what is validated ("table name", "column name", ...) so
+    the message points at the argument that was wrong. Reserved words are
+    allowed: the backend quotes every identifier.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{kind} must be a string, got {type(value).__name__}")
+    if not IDENTIFIER_RE.match(value):
+        raise ValueError(
+            f"invalid {kind} {value!r}: use ASCII letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    if len(value) > max_length:
+        raise ValueError(f"{kind} {value!r} is {len(value)} characters; the limit here is {max_length}")
+    return value
+
+
+def shorten(name: str, max_length: int) -> str:
+    """``name`` if it fits, else a prefix plus a stable 8-character hash of it."""
+    if len(name) <= max_length:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: max_length - 9]}_{digest}"

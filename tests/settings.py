@@ -1,0 +1,71 @@
+"""Settings for tenant-schema's own test suite."""
+
+import os
+import tempfile
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "tenant_schema",
+    "tests.tenantapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+
+# The registry lives in SQLite; tenants live on every live server below.
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "var" / "registry.sqlite3")}}
+
+TENANT_DIR = Path(os.environ.get("TENANT_SCHEMA_TEST_DIR") or tempfile.mkdtemp(prefix="tenant-schema-tests-"))
+SERVERS = {
+    "default": f"sqlite:///{TENANT_DIR}/",
+    "sqlite": f"sqlite:///{TENANT_DIR}/",
+    "pg": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/"),
+    "pgschema": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/") + "tstest_shared?isolation=schema",
+    "mysql": os.environ.get("TENANT_SCHEMA_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
+}
+if os.environ.get("TENANT_SCHEMA_COCKROACH_URL"):
+    SERVERS["crdb"] = os.environ["TENANT_SCHEMA_COCKROACH_URL"]
+
+TENANT_SCHEMA = {
+    "SERVERS": SERVERS,
+    "DEFAULT_SERVER": "default",
+    "DATABASE_PREFIX": "tstest_",
+    "PLUGINS_AUTOLOAD": False,
+    "TENANT_APPS": ["tests.tenantapp"],
+}
