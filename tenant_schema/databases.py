@@ -151,6 +151,15 @@ def _bind(tenant_id: str, server: Server, name: str) -> TenantDatabase:
         return tenant_db
 
 
+def bind_tenant_db(tenant_id: str, server: str, database_name_: str) -> TenantDatabase:
+    """The ``TenantDatabase`` for a known location (from the registry); no SQL runs."""
+    validate_tenant_id(tenant_id)
+    bound = _tenants.get(tenant_id)
+    if bound is not None and bound.server.key == server and bound.name == database_name_:
+        return bound
+    return _bind(tenant_id, get_server(server), database_name_)
+
+
 def get_or_create_tenant_db(
     tenant_id: str, server: str | None = None, *, database_name_: str | None = None
 ) -> TenantDatabase:

@@ -1,0 +1,67 @@
+"""The tenant registry: one row per tenant, in the ``default`` database.
+
+The row holds where the tenant lives (server key and database/schema name)
+and where its provisioning stands, never credentials: servers come from
+``TENANT_SCHEMA["SERVERS"]``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .names import validate_tenant_id
+
+
+def validate_slug(value: str) -> None:
+    try:
+        validate_tenant_id(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_tenant_slug") from None
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        PROVISIONING = "provisioning", _("provisioning")
+        READY = "ready", _("ready")
+        FAILED = "failed", _("failed")
+        ARCHIVED = "archived", _("archived")
+
+    slug = models.CharField(max_length=40, unique=True, validators=[validate_slug])
+    name = models.CharField(max_length=200, blank=True)
+    server = models.CharField(max_length=100, help_text=_("Key in TENANT_SCHEMA['SERVERS']."))
+    database_name = models.CharField(max_length=64, help_text=_("Database, or schema, holding the tenant's data."))
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROVISIONING, db_index=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    provisioned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name = _("tenant")
+        verbose_name_plural = _("tenants")
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == self.Status.READY
+
+    @property
+    def database(self):
+        """The tenant's ``TenantDatabase`` (bound lazily; nothing is created)."""
+        from .databases import bind_tenant_db
+
+        return bind_tenant_db(self.slug, self.server, self.database_name)
+
+    @property
+    def dialect_name(self) -> str:
+        from .servers import get_server
+
+        try:
+            return get_server(self.server).dialect.name
+        except Exception:  # noqa: BLE001 - a removed server shows as unknown
+            return "?"
