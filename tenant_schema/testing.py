@@ -1,0 +1,1 @@
+"""pytest fixtures for sites using tenant-schema (registered as the ``tenant_schema`` pytest plugin)."""
