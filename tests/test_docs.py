@@ -35,7 +35,7 @@ RUNNABLE = [p for p in DOC_FILES if p.exists() and blocks(p)]
 def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
     from django.core.management import call_command
 
-    from tenant_schema import databases
+    from tenant_schema import databases, plugins
 
     monkeypatch.chdir(tmp_path)
     before = {t.tenant_id for t in databases.bound_tenants()}
@@ -55,6 +55,7 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
                     ran += 1
     finally:
         sys.modules.pop(module.__name__, None)
+        plugins.reset_plugins()  # examples register throwaway plugins
         for tdb in databases.bound_tenants():
             if tdb.tenant_id not in before:
                 tdb.close()
