@@ -1,0 +1,281 @@
+"""The Tenant admin: what operators see and do without a shell.
+
+The list and the detail page read table counts, tables and indexes live from
+each tenant's database. Every change goes through ``tenant_schema.provisioning``
+(the same functions the ``tenant_*`` commands call), never through a plain
+model save: adding a tenant provisions it, and Django's delete is replaced by
+a purge that needs a superuser and the slug typed on a confirmation page,
+because deleting the row alone would orphan the tenant's database.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from .management.inspection import one_line, table_count, tables_and_indexes
+from .models import Tenant
+from .servers import get_server, server_urls
+
+STATUS_COLORS = {
+    Tenant.Status.READY: "#1e7e34",
+    Tenant.Status.PROVISIONING: "#996800",
+    Tenant.Status.FAILED: "#ba2121",
+    Tenant.Status.ARCHIVED: "#666666",
+}
+
+
+def _dialects() -> dict[str, list[str]]:
+    """``{dialect name: [server keys]}`` of the configured servers."""
+    found: dict[str, list[str]] = {}
+    for key in server_urls():
+        try:
+            name = get_server(key).dialect.name
+        except Exception:  # noqa: BLE001 - a misconfigured server is left out of the filter
+            continue
+        found.setdefault(name, []).append(key)
+    return found
+
+
+class DialectFilter(admin.SimpleListFilter):
+    """Filter by dialect: the dialect is the server's, so this filters on server keys."""
+
+    title = _("dialect")
+    parameter_name = "dialect"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in sorted(_dialects())]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(server__in=_dialects().get(self.value(), []))
+        return queryset
+
+
+class TenantAddForm(forms.ModelForm):
+    """Slug, name and a server picked from ``TENANT_SCHEMA["SERVERS"]``."""
+
+    server = forms.ChoiceField(label=_("server"))
+
+    class Meta:
+        model = Tenant
+        fields = ("slug", "name", "server")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["server"].choices = [(key, key) for key in server_urls()]
+        self.fields["server"].initial = get_server().key
+
+
+class PurgeForm(forms.Form):
+    slug = forms.CharField(label=_("Type the tenant's slug to confirm"), max_length=40)
+
+    def __init__(self, *args, tenant: Tenant, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tenant = tenant
+
+    def clean_slug(self):
+        if self.cleaned_data["slug"].strip() != self.tenant.slug:
+            raise forms.ValidationError(_("That is not this tenant's slug."))
+        return self.cleaned_data["slug"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "status_badge", "server", "dialect", "tables")
+    list_filter = ("status", DialectFilter, "server")
+    search_fields = ("slug", "name", "database_name")
+    actions = ["provision", "migrate", "archive"]
+    change_form_template = "tenant_schema/admin/change_form.html"
+    add_fields = ("slug", "name", "server")
+    change_fields = (
+        "slug", "name", "status_badge", "server", "dialect", "database_name",
+        "last_error", "created_at", "updated_at", "provisioned_at",
+    )
+    readonly_fields = tuple(f for f in change_fields if f != "name")
+
+    # -- columns ------------------------------------------------------------
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: Tenant):
+        color = STATUS_COLORS.get(obj.status, "#666666")
+        return format_html(
+            '<strong class="tenant-status tenant-status-{}" style="color:{}">{}</strong>',
+            obj.status, color, obj.get_status_display(),
+        )
+
+    @admin.display(description=_("dialect"))
+    def dialect(self, obj: Tenant) -> str:
+        return obj.dialect_name
+
+    @admin.display(description=_("tables"))
+    def tables(self, obj: Tenant):
+        count = table_count(obj)
+        return "—" if count is None else count
+
+    # -- forms --------------------------------------------------------------
+    def get_fields(self, request, obj=None):
+        return self.change_fields if obj is not None else self.add_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = TenantAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        """Adding a tenant provisions it; changing one only renames it."""
+        if change:
+            obj.save(update_fields=["name", "updated_at"])
+            return
+        from .provisioning import register_tenant
+
+        try:
+            tenant = register_tenant(obj.slug, server=obj.server, name=obj.name)
+        except Exception as exc:  # noqa: BLE001 - shown to the operator; the row says failed
+            tenant = Tenant.objects.filter(slug=obj.slug).first()
+            if tenant is None:
+                raise
+            self.message_user(request, _("Provisioning %(slug)s failed: %(error)s") % {
+                "slug": obj.slug, "error": one_line(exc)}, messages.ERROR)
+        obj.__dict__.update(tenant.__dict__)  # the admin goes on with the provisioned row
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if obj.status != Tenant.Status.READY:  # the error message is already queued
+            return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[obj.pk]))
+        return super().response_add(request, obj, post_url_continue)
+
+    # -- permissions --------------------------------------------------------
+    def has_delete_permission(self, request, obj=None):
+        """Never Django's delete: it would leave the tenant's database behind."""
+        return False
+
+    def has_purge_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    # -- actions ------------------------------------------------------------
+    @admin.action(description=_("Provision, or retry a failed provisioning"), permissions=["change"])
+    def provision(self, request, queryset):
+        from .provisioning import register_tenant
+
+        for tenant in queryset:
+            if tenant.status == Tenant.Status.ARCHIVED:
+                self.message_user(request, _("%(slug)s is archived; it was not provisioned again.")
+                                  % {"slug": tenant.slug}, messages.WARNING)
+                continue
+            try:
+                register_tenant(tenant.slug, server=tenant.server, name=tenant.name)
+            except Exception as exc:  # noqa: BLE001 - reported; the row records the error
+                self.message_user(request, _("Provisioning %(slug)s failed: %(error)s")
+                                  % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
+            else:
+                self.message_user(request, _("%(slug)s is ready.") % {"slug": tenant.slug}, messages.SUCCESS)
+
+    @admin.action(description=_("Apply pending tenant migrations"), permissions=["change"])
+    def migrate(self, request, queryset):
+        from .provisioning import migrate_tenants
+
+        report = migrate_tenants([t.slug for t in queryset])
+        for result in report.results:
+            if result.error:
+                self.message_user(request, _("Migrating %(slug)s failed: %(error)s")
+                                  % {"slug": result.slug, "error": str(result.error).strip().splitlines()[0]},
+                                  messages.ERROR)
+            elif result.applied:
+                self.message_user(request, _("%(slug)s: applied %(names)s")
+                                  % {"slug": result.slug, "names": ", ".join(result.applied)}, messages.SUCCESS)
+            else:
+                self.message_user(request, _("%(slug)s is up to date.") % {"slug": result.slug}, messages.INFO)
+
+    @admin.action(description=_("Archive (keep the data, stop serving)"), permissions=["change"])
+    def archive(self, request, queryset):
+        from .provisioning import archive_tenant
+
+        for tenant in queryset:
+            try:
+                archive_tenant(tenant)
+            except Exception as exc:  # noqa: BLE001 - reported to the operator
+                self.message_user(request, _("Archiving %(slug)s failed: %(error)s")
+                                  % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
+            else:
+                self.message_user(request, _("%(slug)s archived; its database is kept.")
+                                  % {"slug": tenant.slug}, messages.SUCCESS)
+
+    # -- detail page --------------------------------------------------------
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/run/<str:action>/", view(self.run_action_view), name="tenant_schema_tenant_run"),
+            path("<path:object_id>/purge/", view(self.purge_view), name="tenant_schema_tenant_purge"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        tenant = self.get_object(request, object_id)
+        if tenant is not None:
+            extra_context.update(self.live_tables_context(tenant))
+            extra_context["tenant_actions"] = [
+                (name, description)
+                for name, (_func, _name, description) in self.get_actions(request).items()
+                if name in self.actions
+            ]
+            extra_context["can_purge"] = self.has_purge_permission(request)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def live_tables_context(tenant: Tenant) -> dict:
+        try:
+            tables = tables_and_indexes(tenant)
+        except Exception as exc:  # noqa: BLE001 - the page still shows the registry row
+            return {"live_tables": None, "live_tables_error": one_line(exc)}
+        if tables is None:
+            return {"live_tables": None, "live_tables_error": _("The tenant's database does not exist.")}
+        return {"live_tables": tables, "live_tables_error": None}
+
+    def run_action_view(self, request, object_id, action):
+        """One action on one tenant, from the buttons of the detail page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if action not in self.actions or action not in self.get_actions(request):
+            raise PermissionDenied
+        tenant = get_object_or_404(Tenant, pk=object_id)
+        getattr(self, action)(request, Tenant.objects.filter(pk=tenant.pk))
+        return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]))
+
+    def purge_view(self, request, object_id):
+        """Drop the tenant's database and row, after the slug is typed (superusers only)."""
+        if not self.has_purge_permission(request):
+            raise PermissionDenied
+        from .provisioning import purge_tenant
+
+        tenant = get_object_or_404(Tenant, pk=object_id)
+        form = PurgeForm(request.POST or None, tenant=tenant)
+        if request.method == "POST" and form.is_valid():
+            try:
+                purge_tenant(tenant)
+            except Exception as exc:  # noqa: BLE001 - the row is kept; say so
+                self.message_user(request, _("Purging %(slug)s failed: %(error)s. Its registry row is kept; "
+                                             "try again once the cause is fixed.")
+                                  % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
+                return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]))
+            self.message_user(request, _("%(slug)s purged: database %(db)s dropped and registry row deleted.")
+                              % {"slug": tenant.slug, "db": tenant.database_name}, messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Purge tenant %(slug)s") % {"slug": tenant.slug},
+            "opts": self.opts,
+            "original": tenant,
+            "form": form,
+            "tables": table_count(tenant),
+        }
+        return TemplateResponse(request, "tenant_schema/admin/purge_confirmation.html", context)

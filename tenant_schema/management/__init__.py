@@ -1,0 +1,1 @@
+"""Management commands of tenant-schema (``tenant_*``)."""

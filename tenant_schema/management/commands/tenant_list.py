@@ -1,0 +1,48 @@
+"""``tenant_list``: every registered tenant, with live table counts."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand
+
+from ...databases import close_tenant_connections
+from ...models import Tenant
+from ..inspection import command_errors, table_count
+
+COLUMNS = ("slug", "status", "server", "dialect", "tables")
+
+
+class Command(BaseCommand):
+    help = (
+        "List registered tenants: slug, status, server, dialect and how many tables "
+        "their database holds right now ('-' when it does not exist or cannot be reached)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="Print a JSON list of objects instead of a table.")
+
+    def handle(self, *args, **options):
+        with command_errors():
+            rows = [self.row(tenant) for tenant in Tenant.objects.order_by("slug")]
+        close_tenant_connections()
+        if options["json"]:
+            self.stdout.write(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            self.stdout.write("No tenants registered.")
+            return
+        cells = [[str(r[c]) if r[c] is not None else "-" for c in COLUMNS] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+        for line in [list(COLUMNS), *cells]:
+            self.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+
+    @staticmethod
+    def row(tenant: Tenant) -> dict:
+        return {
+            "slug": tenant.slug,
+            "status": tenant.status,
+            "server": tenant.server,
+            "dialect": tenant.dialect_name,
+            "tables": table_count(tenant),
+        }

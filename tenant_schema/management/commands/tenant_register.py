@@ -1,0 +1,35 @@
+"""``tenant_register <slug>``: create a tenant, or finish one that failed half-way."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from ...names import validate_tenant_id
+from ...servers import get_server
+from ..inspection import command_errors
+
+
+class Command(BaseCommand):
+    help = (
+        "Register a tenant: create its database on a server, apply the tenant apps' "
+        "migrations and mark it ready. Running it again resumes a failed or "
+        "interrupted registration; on a ready tenant it changes nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug", help="Tenant id: lower-case letters, digits and hyphens (a DNS label).")
+        parser.add_argument("--server", help='Key in TENANT_SCHEMA["SERVERS"] (default: DEFAULT_SERVER).')
+        parser.add_argument("--name", default="", help="Human-readable name shown in the admin.")
+
+    def handle(self, *args, slug, server, name, **options):
+        from ...provisioning import register_tenant
+
+        with command_errors():
+            validate_tenant_id(slug)
+            get_server(server)  # an unknown server fails here, before any SQL
+            tenant = register_tenant(slug, server=server, name=name)
+        if options["verbosity"] >= 1:
+            self.stdout.write(
+                f"Tenant {tenant.slug!r} is {tenant.status} on server {tenant.server!r} "
+                f"({tenant.dialect_name}, database {tenant.database_name!r})."
+            )

@@ -1,0 +1,35 @@
+"""``tenant_tables <slug>``: a tenant's tables and indexes, read from its database."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...names import validate_tenant_id
+from ..inspection import command_errors, tables_and_indexes
+
+
+class Command(BaseCommand):
+    help = "Show a tenant's tables and their indexes, live from its database."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+
+    def handle(self, *args, slug, **options):
+        from ...provisioning import get_tenant
+
+        with command_errors():
+            validate_tenant_id(slug)
+            tenant = get_tenant(slug)
+            tables = tables_and_indexes(tenant)
+            tenant.database.close()
+        if tables is None:
+            raise CommandError(
+                f"tenant {slug!r} ({tenant.status}) has no database {tenant.database_name!r} "
+                f"on server {tenant.server!r}; run tenant_register {slug} to create it"
+            )
+        self.stdout.write(f"{slug}: {len(tables)} tables on {tenant.server!r} ({tenant.dialect_name})")
+        for table, indexes in tables.items():
+            self.stdout.write(f"  {table}")
+            for index in indexes:
+                unique = " unique" if index.unique else ""
+                self.stdout.write(f"    {index.name} ({', '.join(index.columns)}){unique}")
