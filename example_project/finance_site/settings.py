@@ -1,0 +1,73 @@
+"""Settings of the example site: a personal-finance app, one database per tenant.
+
+The registry (tenants, users, sessions) is an SQLite file; tenants live on
+the server named by ``TENANT_SCHEMA_DEMO_SERVER`` (default: SQLite files
+next to it). Try ``postgres://postgres@127.0.0.1:5432/`` or
+``mysql://root@127.0.0.1:3306/``.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Where the registry and the SQLite tenant files go (tests point it elsewhere).
+VAR_DIR = Path(os.environ.get("TENANT_SCHEMA_DEMO_DIR") or BASE_DIR / "var")
+
+SECRET_KEY = "demo-only-not-secret"
+DEBUG = os.environ.get("TENANT_SCHEMA_DEMO_DEBUG", "1") == "1"
+# Tenants are subdomains: acme.localhost:8000, globex.localhost:8000.
+ALLOWED_HOSTS = [".localhost", "localhost", "127.0.0.1"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "tenant_schema",
+    "finance",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    # Resolves the tenant from the subdomain and sets it for the request.
+    "tenant_schema.middleware.TenantMiddleware",
+]
+
+ROOT_URLCONF = "finance_site.urls"
+WSGI_APPLICATION = "finance_site.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "registry.sqlite3")}}
+# Models of TENANT_APPS go to the current tenant's database; the rest to default.
+DATABASE_ROUTERS = ["tenant_schema.routers.TenantRouter"]
+
+TENANT_SCHEMA = {
+    "SERVERS": {"default": os.environ.get("TENANT_SCHEMA_DEMO_SERVER") or f"sqlite:///{VAR_DIR / 'tenants'}/"},
+    "DATABASE_PREFIX": os.environ.get("TENANT_SCHEMA_DEMO_PREFIX", "demo_"),
+    "TENANT_APPS": ["finance"],
+    "RESOLVER": "subdomain",
+}
