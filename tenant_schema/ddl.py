@@ -275,6 +275,16 @@ def _check_columns(tenant_db: TenantDatabase, model: type[models.Model], table: 
         )
 
 
+def _flush_deferred(editor) -> None:
+    """Run the editor's deferred SQL (foreign keys, indexes) inside the ``with`` block.
+
+    Django runs it in ``__exit__`` and, if it fails there, never closes the
+    editor's atomic block; run here, a failure rolls the whole batch back.
+    """
+    while editor.deferred_sql:
+        editor.execute(editor.deferred_sql.pop(0))
+
+
 def _run_hook_statements(editor, statements_lists) -> None:
     for statements in statements_lists:
         for statement in statements or ():
@@ -291,6 +301,7 @@ def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]
             editor.create_model(model)
             _run_hook_statements(editor, plugins.hook.tenant_schema_after_create_table(
                 dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
+        _flush_deferred(editor)
 
     if plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection):
         with connection.schema_editor(atomic=True) as editor:

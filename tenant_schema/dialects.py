@@ -115,9 +115,11 @@ class Dialect:
         fields = [model._meta.get_field(column_field(model, c)) for c in index.columns]
         col_suffixes = tuple(self.index_column_suffix(schema_editor, f) for f in fields)
         sql = schema_editor.sql_create_unique_index if index.unique else None
-        return schema_editor._create_index_sql(
+        statement = schema_editor._create_index_sql(
             model, fields=fields, name=index.name, sql=sql, col_suffixes=col_suffixes
         )
+        statement.parts.setdefault("nulls_distinct", "")  # part of the UNIQUE template only
+        return statement
 
     def index_column_suffix(self, schema_editor: BaseDatabaseSchemaEditor, field: models.Field) -> str:
         """Text after a column in an index definition (a prefix length on MySQL)."""

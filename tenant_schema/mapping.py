@@ -41,6 +41,8 @@ _models_lock = threading.Lock()
 METADATA_KEYS = frozenset(
     {"max_length", "unique", "index", "db_column", "references", "on_delete", "max_digits", "decimal_places"}
 )
+#: Length of ``str`` primary keys and unique columns declared without ``max_length``.
+KEY_TEXT_LENGTH = 255
 ON_DELETE = {"cascade": models.CASCADE, "protect": models.PROTECT, "set_null": models.SET_NULL, "restrict": models.RESTRICT}
 
 
@@ -147,6 +149,9 @@ def plan_dataclass(
                     "str, int, float, bool, Decimal, datetime, date, time, UUID, bytes, dict, list, Enum, "
                     "another registered dataclass, and Optional[...] of these"
                 )
+        if isinstance(field, models.TextField) and (f.name == pk or metadata.get("unique")):
+            # Keys need a bounded type (MySQL cannot key a TEXT column without a prefix).
+            field = models.CharField(max_length=KEY_TEXT_LENGTH)
         plan = ColumnPlan(
             f.name, field, references=references,
             enum=annotation if isinstance(annotation, type) and issubclass(annotation, enum.Enum) else None,
@@ -179,9 +184,13 @@ def _apply_common(field: models.Field, f: dataclasses.Field, metadata: dict[str,
 
 
 def pk_field(plan: ColumnPlan) -> models.Field:
-    """The primary key: integers become auto-incrementing keys."""
+    """The primary key: integers become auto-incrementing keys.
+
+    ``id: int`` and ``id: int | None = None`` (the usual way to write "not
+    saved yet" in a dataclass) both mean a generated key.
+    """
     field = plan.field
-    if isinstance(field, models.BigIntegerField) and field.default is models.NOT_PROVIDED:
+    if isinstance(field, models.BigIntegerField) and field.default in (models.NOT_PROVIDED, None):
         auto = models.BigAutoField(primary_key=True)
         if field.db_column:
             auto.db_column = field.db_column
