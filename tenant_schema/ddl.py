@@ -129,13 +129,13 @@ def _normalize_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[_T
             raise ValueError(f"a table spec is (model, table_name=None, pk='id'), got {raw!r}")
         source, table, pk = (*parts, None, None)[:3]
         if isinstance(source, type) and issubclass(source, models.Model):
-            table = table or source._meta.db_table
-            pk = pk or source._meta.pk.attname
+            table = source._meta.db_table if table is None else table
+            pk = source._meta.pk.attname if pk is None else pk
             if pk not in (source._meta.pk.name, source._meta.pk.attname):
                 raise ValueError(f"model {source.__name__}'s primary key is {source._meta.pk.name!r}, not {pk!r}")
         elif dataclasses.is_dataclass(source) and isinstance(source, type):
-            table = table or default_table_name(source)
-            pk = pk or "id"
+            table = default_table_name(source) if table is None else table
+            pk = "id" if pk is None else pk
         else:
             raise TypeError(f"{source!r} is not a dataclass or a Django model class")
         validate_identifier(table, "table name", limit)
@@ -472,7 +472,7 @@ def _normalize_index_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> l
             raise ValueError(f"an index on {table!r} needs at least one column")
         for column in columns:
             validate_identifier(column, "column name", limit)
-        name = name or index_name(table, columns, limit)
+        name = index_name(table, columns, limit) if name is None else name
         validate_identifier(name, "index name", limit)
         if name in names:
             raise ValueError(f"index name {name!r} appears twice in one create_indexes call")

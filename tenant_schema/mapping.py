@@ -131,6 +131,9 @@ def plan_dataclass(
         unknown = set(metadata) - METADATA_KEYS
         if unknown:
             raise TypeError(f"field {cls.__name__}.{f.name}: unknown metadata {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
+        if "db_column" in metadata:
+            validate_identifier(metadata["db_column"], f"column name (db_column of {cls.__name__}.{f.name})",
+                                dialect.max_identifier_length)
         annotation, null = unwrap_optional(hints[f.name])
         references = metadata.get("references")
         if isinstance(annotation, type) and annotation in known_tables:

@@ -1,0 +1,171 @@
+"""Hostile names: rejected with a clear error before any SQL, or quoted and working."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+
+import pytest
+from django.db import connections
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from tenant_schema import (
+    create_index,
+    get_or_create_tenant_db,
+    get_tenant_db,
+    list_indexes,
+    list_tables,
+    register_table,
+)
+from tenant_schema.exceptions import TenantDatabaseDoesNotExist
+from tenant_schema.names import IDENTIFIER_RE, TENANT_ID_RE, validate_identifier, validate_tenant_id
+
+HOSTILE = [
+    "robert'); DROP TABLE students;--",
+    'quote"d',
+    "back`tick",
+    "semi;colon",
+    "with space",
+    "ünïcödé",
+    "名前",
+    "",
+    "x" * 200,
+    "tab\there",
+    "new\nline",
+    "dash-ed",
+    "1starts_with_digit",
+    "null\x00byte",
+]
+RESERVED = ["select", "order", "table", "group", "user", "where", "limit", "desc"]
+
+
+class CountingSQL:
+    """``execute_wrapper`` recording whether any SQL ran."""
+
+    def __init__(self):
+        self.statements = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+
+BAD_TENANT_IDS = [h for h in HOSTILE if h not in ("dash-ed", "1starts_with_digit")] + [
+    "UPPER", "trailing-", "-leading", "under_score", "a" * 41, None, 42,
+]
+
+
+@pytest.mark.parametrize("bad", BAD_TENANT_IDS)
+def test_bad_tenant_ids_are_rejected_before_any_sql(bad, server_key):
+    from tenant_schema.servers import get_server
+
+    server = get_server(server_key)
+    if server.dialect.name == "sqlite":
+        files = set(server.path.glob("*")) if server.path.exists() else set()
+        with pytest.raises(ValueError, match="invalid tenant id|must be a string"):
+            get_or_create_tenant_db(bad, server=server_key)
+        assert (set(server.path.glob("*")) if server.path.exists() else set()) == files
+        return
+    counter = CountingSQL()
+    with server.connection().execute_wrapper(counter):
+        with pytest.raises(ValueError, match="invalid tenant id|must be a string"):
+            get_or_create_tenant_db(bad, server=server_key)
+    assert counter.statements == []
+
+
+def test_tenant_id_error_says_what_is_allowed():
+    with pytest.raises(ValueError) as excinfo:
+        validate_tenant_id("Acme Corp")
+    assert "lower-case letters, digits and hyphens" in str(excinfo.value)
+    assert "'Acme Corp'" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_bad_table_column_and_index_names_are_rejected_before_any_sql(bad, tenant_db):
+    @dataclass
+    class Good:
+        id: int
+        value: str = ""
+
+    counter = CountingSQL()
+    with tenant_db.connection.execute_wrapper(counter):
+        with pytest.raises(ValueError, match="invalid table name|table name .* characters"):
+            register_table(tenant_db, Good, bad)
+    assert counter.statements == []
+    register_table(tenant_db, Good, "good")
+    with pytest.raises(ValueError, match="invalid index name|index name .* characters"):
+        create_index(tenant_db, "good", ["value"], index_name=bad)
+    with pytest.raises(ValueError, match="invalid column name|column name .* characters"):
+        create_index(tenant_db, "good", [bad])
+    assert list_tables(tenant_db) == ["good"]
+    assert list_indexes(tenant_db, "good") == []
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_bad_db_columns_in_field_metadata_are_rejected(bad, tenant_db):
+    cls = make_dataclass("Weird", [("id", int), ("value", str, field(default="", metadata={"db_column": bad}))])
+    with pytest.raises(ValueError, match="invalid column name|column name .* characters"):
+        register_table(tenant_db, cls, "weird")
+    assert list_tables(tenant_db) == []
+
+
+def test_non_ascii_field_names_are_rejected(tenant_db):
+    cls = make_dataclass("Weird", [("id", int), ("ünïcödé", str, field(default=""))])
+    with pytest.raises(ValueError, match="invalid column name"):
+        register_table(tenant_db, cls, "weird")
+    assert list_tables(tenant_db) == []
+
+
+def test_reserved_words_are_quoted_and_work(tenant_db):
+    cls = make_dataclass(
+        "Reserved",
+        [("id", int), ("source", str, field(default="", metadata={"db_column": "from"}))]
+        + [(w, str, field(default="")) for w in RESERVED],
+    )
+    table = register_table(tenant_db, cls, "order")
+    assert "order" in list_tables(tenant_db)
+    name = create_index(tenant_db, "order", ["select", "group"], index_name="index")
+    assert [i.name for i in list_indexes(tenant_db, "order")] == [name]
+    manager = table.model._default_manager.db_manager(tenant_db.alias)
+    manager.create(select="s", group="g", user="u", where="w", source="f")
+    assert manager.filter(select="s", group="g", source="f").count() == 1
+
+
+def test_over_long_names_are_rejected_with_the_limit(tenant_db):
+    limit = tenant_db.dialect.max_identifier_length
+
+    @dataclass
+    class T:
+        id: int
+
+    with pytest.raises(ValueError, match=f"the limit here is {limit}"):
+        register_table(tenant_db, T, "t" * (limit + 1))
+    register_table(tenant_db, T, "t" * limit)
+    assert list_tables(tenant_db) == ["t" * limit]
+
+
+def test_unknown_tenant_database_is_a_clear_error(server_key):
+    with pytest.raises(TenantDatabaseDoesNotExist, match="has no database 'tstest_never_created'"):
+        get_tenant_db("never-created", server=server_key)
+
+
+@hsettings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=80))
+def test_identifier_validation_accepts_exactly_safe_names(text):
+    try:
+        validate_identifier(text, "table name", 63)
+    except ValueError as exc:
+        assert "table name" in str(exc)
+        assert not (IDENTIFIER_RE.match(text) and len(text) <= 63)
+    else:
+        assert text.isascii() and IDENTIFIER_RE.match(text) and len(text) <= 63
+
+
+@hsettings(max_examples=300)
+@given(st.text(max_size=60))
+def test_tenant_id_validation_accepts_exactly_dns_labels(text):
+    try:
+        validate_tenant_id(text)
+    except ValueError:
+        assert not (TENANT_ID_RE.match(text) and len(text) <= 40)
+    else:
+        assert TENANT_ID_RE.match(text) and "_" not in text and text == text.lower()
