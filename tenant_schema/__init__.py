@@ -40,8 +40,15 @@ _EXPORTS = {
     "TenantNotFound": "exceptions",
     "UnknownDialect": "exceptions",
     "UnknownServer": "exceptions",
+    "CrossTenantAccess": "exceptions",
     "tenant_context": "context",
     "current_tenant": "context",
+    "register_tenant": "provisioning",
+    "aregister_tenant": "provisioning",
+    "get_tenant": "provisioning",
+    "migrate_tenants": "provisioning",
+    "archive_tenant": "provisioning",
+    "purge_tenant": "provisioning",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,1 +1,113 @@
+"""System checks (``manage.py check``) for a tenant-schema set-up.
 
+Each message says what is wrong and how to fix it; ids are
+``tenant_schema.E0xx`` (errors) and ``tenant_schema.W0xx`` (warnings).
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from . import conf
+from .exceptions import UnknownDialect
+
+ROUTER = "tenant_schema.routers.TenantRouter"
+MIDDLEWARE = "tenant_schema.middleware.TenantMiddleware"
+
+
+@register("tenant_schema")
+def check_servers(app_configs=None, **kwargs):
+    from .servers import parse_server
+
+    servers = conf.get("SERVERS")
+    if not isinstance(servers, dict) or not servers:
+        return [Error('TENANT_SCHEMA["SERVERS"] must be a non-empty dict of key -> URL',
+                      hint='e.g. {"default": "postgres://app@db:5432/"}', id="tenant_schema.E001")]
+    errors = []
+    for key, url in servers.items():
+        try:
+            parse_server(key, url)
+        except UnknownDialect as exc:
+            errors.append(Error(f"tenant server {key!r}: {exc}",
+                                hint="install the dialect plugin for that scheme, or fix the URL's scheme",
+                                id="tenant_schema.E002"))
+        except (ImproperlyConfigured, ValueError) as exc:
+            errors.append(Error(f"tenant server {key!r}: the URL does not parse: {exc}",
+                                hint="use a URL like postgres://user@host:5432/, mysql://user@host/ "
+                                     "or sqlite:///path/to/dir/", id="tenant_schema.E003"))
+    default = conf.get("DEFAULT_SERVER")
+    if default not in servers:
+        errors.append(Error(f'TENANT_SCHEMA["DEFAULT_SERVER"] is {default!r}, which is not a key of SERVERS',
+                            hint=f"use one of: {', '.join(sorted(map(str, servers)))}", id="tenant_schema.E004"))
+    return errors
+
+
+def _app_config(entry: str):
+    return next((c for c in apps.get_app_configs() if entry in (c.name, c.label)), None)
+
+
+@register("tenant_schema")
+def check_apps(app_configs=None, **kwargs):
+    errors = []
+    tenant_apps = list(conf.get("TENANT_APPS"))
+    shared = {(_app_config(e) or e) for e in conf.get("SHARED_APPS")}
+    for entry in tenant_apps:
+        config = _app_config(entry)
+        if config is None:
+            errors.append(Error(f'TENANT_SCHEMA["TENANT_APPS"] lists {entry!r}, which is not installed',
+                                hint="add it to INSTALLED_APPS or remove it from TENANT_APPS",
+                                id="tenant_schema.E005"))
+            continue
+        if config in shared or entry in shared:
+            errors.append(Error(f"app {config.label!r} is listed both in TENANT_APPS and in SHARED_APPS",
+                                hint="an app's tables live either in each tenant's database or in default: "
+                                     "keep it in one list", id="tenant_schema.E006"))
+        if config.label in ("tenant_schema", "contenttypes", "auth"):
+            errors.append(Error(f"app {config.label!r} cannot be a tenant app: it must stay in the default database",
+                                hint="remove it from TENANT_APPS", id="tenant_schema.E007"))
+    if tenant_apps:
+        if ROUTER not in [r if isinstance(r, str) else f"{type(r).__module__}.{type(r).__name__}"
+                          for r in settings.DATABASE_ROUTERS]:
+            errors.append(Error("TENANT_APPS is set but TenantRouter is not in DATABASE_ROUTERS: tenant "
+                                "models would be read from and written to the default database",
+                                hint=f'add "{ROUTER}" to DATABASE_ROUTERS', id="tenant_schema.E008"))
+        if MIDDLEWARE not in settings.MIDDLEWARE:
+            errors.append(Warning("TenantMiddleware is not in MIDDLEWARE: requests have no current tenant",
+                                  hint=f'add "{MIDDLEWARE}" to MIDDLEWARE (or select tenants with '
+                                       "tenant_context yourself and silence tenant_schema.W001)",
+                                  id="tenant_schema.W001"))
+    return errors
+
+
+@register("tenant_schema")
+def check_settings(app_configs=None, **kwargs):
+    errors = []
+    cap = conf.get("MAX_OPEN_CONNECTIONS")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        errors.append(Error(f'TENANT_SCHEMA["MAX_OPEN_CONNECTIONS"] must be a positive integer, not {cap!r}',
+                            id="tenant_schema.E009"))
+    resolver = conf.get("RESOLVER")
+    if resolver not in ("subdomain", "header", "path"):
+        try:
+            found = import_string(resolver)
+        except ImportError as exc:
+            found, problem = None, str(exc)
+        else:
+            problem = "it is not callable"
+        if not callable(found):
+            errors.append(Error(f'TENANT_SCHEMA["RESOLVER"] is {resolver!r}: {problem}',
+                                hint='use "subdomain", "header", "path" or the dotted path of a function '
+                                     "taking the request and returning a slug or None", id="tenant_schema.E010"))
+    for spec in conf.get("TENANT_TABLES"):
+        parts = (spec,) if isinstance(spec, str) else tuple(spec)
+        try:
+            import_string(parts[0])
+        except (ImportError, IndexError, TypeError) as exc:
+            errors.append(Error(f'TENANT_SCHEMA["TENANT_TABLES"] entry {spec!r} does not import: {exc}',
+                                hint='entries are ("package.module.Dataclass", "table", "pk")',
+                                id="tenant_schema.E011"))
+    return errors

@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "PLUGINS": [],
     # Apps whose models live in each tenant's database (issue 3).
     "TENANT_APPS": [],
+    # Apps stated to live in ``default`` (every app not in TENANT_APPS does);
+    # ``manage.py check`` flags an app listed in both.
+    "SHARED_APPS": [],
     # Dataclass tables every new tenant gets: [("pkg.mod.Class", "table", "pk"), ...]
     "TENANT_TABLES": [],
     # Most tenant connections kept open per process before idle ones are closed.

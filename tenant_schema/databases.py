@@ -49,8 +49,24 @@ def register_alias(alias: str, settings_dict: dict[str, Any]) -> None:
             return
         filled = {DEFAULT_DB_ALIAS: {"ENGINE": "django.db.backends.dummy"}, alias: copy.deepcopy(settings_dict)}
         connections.configure_settings(filled)
-        # ``connections.settings`` is ``settings.DATABASES``: one shared dict.
-        connections.settings[alias] = filled[alias]
+        _publish({**connections.settings, alias: filled[alias]})
+
+
+def _publish(new_settings: dict[str, Any]) -> None:
+    """Replace ``connections.settings`` with a new dict (copy-on-write).
+
+    Django iterates that dict in every thread (``close_old_connections`` at
+    each request end); adding a key in place while another thread iterates
+    raises "dictionary changed size during iteration". A fresh dict leaves
+    running iterations on the old one. ``settings.DATABASES`` keeps the
+    site's own aliases only, so test runners never see tenant aliases.
+    """
+    connections.settings = new_settings
+
+
+def _initialized(alias: str) -> bool:
+    """Whether this thread (or async context) has a connection object for ``alias``."""
+    return hasattr(connections._connections, alias)
 
 
 def unregister_alias(alias: str) -> None:
@@ -61,9 +77,10 @@ def unregister_alias(alias: str) -> None:
     """
     with _alias_lock:
         if alias in connections.settings:
-            connections[alias].close()
-            del connections[alias]
-            connections.settings.pop(alias, None)
+            if _initialized(alias):
+                connections[alias].close()
+                del connections[alias]
+            _publish({key: value for key, value in connections.settings.items() if key != alias})
 
 
 class TenantDatabase:
@@ -245,7 +262,7 @@ class _OpenConnections:
         me = threading.get_ident()
         if self.pending.get(me):
             self.close_pending()
-        wrapper = connections[alias] if alias in connections.settings else None
+        wrapper = connections[alias] if alias in connections.settings and _initialized(alias) else None
         if wrapper is not None and id(wrapper) in self.order:
             with self.lock:
                 if id(wrapper) in self.order:
@@ -286,7 +303,7 @@ class _OpenConnections:
         if not keys:
             return
         for alias in list(connections.settings):
-            if alias.startswith(ALIAS_PREFIX):
+            if alias.startswith(ALIAS_PREFIX) and _initialized(alias):
                 wrapper = connections[alias]
                 if id(wrapper) in keys and not wrapper.in_atomic_block:
                     wrapper.close()
@@ -331,8 +348,20 @@ def close_tenant_connections() -> None:
             if owner != me:
                 _open.pending.setdefault(owner, set()).add(key)
     for alias in list(connections.settings):
-        if alias.startswith(ALIAS_PREFIX):
+        if alias.startswith(ALIAS_PREFIX) and _initialized(alias):
             connections[alias].close()
+
+
+def close_alias_connections(alias: str) -> None:
+    """Close this thread's connection for ``alias``; ask other threads to close theirs."""
+    me = threading.get_ident()
+    with _open.lock:
+        for key, (ref, owner) in list(_open.order.items()):
+            wrapper = ref()
+            if wrapper is not None and wrapper.alias == alias and owner != me:
+                _open.pending.setdefault(owner, set()).add(key)
+    if alias in connections.settings and _initialized(alias):
+        connections[alias].close()
 
 
 def _on_connection_created(sender, connection, **kwargs) -> None:

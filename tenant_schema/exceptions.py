@@ -29,3 +29,7 @@ class NoTenantSelected(TenantSchemaError):
 
 class TenantNotFound(TenantSchemaError, LookupError):
     """No tenant with that slug is registered."""
+
+
+class CrossTenantAccess(TenantSchemaError):
+    """An object loaded from one tenant was used while another tenant is selected."""

@@ -29,6 +29,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "tenant_schema.middleware.TenantMiddleware",
 ]
 
 ROOT_URLCONF = "tests.urls"
@@ -49,7 +50,19 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 
 # The registry lives in SQLite; tenants live on every live server below.
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "var" / "registry.sqlite3")}}
+# The test registry is a file (not pytest-django's in-memory default) so that
+# worker processes (two registrants at once, migrate_tenants(jobs=2)) see it.
+# IMMEDIATE transactions take SQLite's write lock up front: concurrent
+# registrants queue on it instead of failing with "database is locked".
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(BASE_DIR / "var" / "registry.sqlite3"),
+        "OPTIONS": {"timeout": 60, "transaction_mode": "IMMEDIATE"},
+        "TEST": {"NAME": str(BASE_DIR / "var" / f"test_registry_{os.getpid()}.sqlite3")},
+    }
+}
+DATABASE_ROUTERS = ["tenant_schema.routers.TenantRouter"]
 
 TENANT_DIR = Path(os.environ.get("TENANT_SCHEMA_TEST_DIR") or tempfile.mkdtemp(prefix="tenant-schema-tests-"))
 SERVERS = {
@@ -68,4 +81,5 @@ TENANT_SCHEMA = {
     "DATABASE_PREFIX": "tstest_",
     "PLUGINS_AUTOLOAD": False,
     "TENANT_APPS": ["tests.tenantapp"],
+    "TENANT_TABLES": [("tests.tenantapp.tables.AuditEvent", "audit_event", "id")],
 }

@@ -1,0 +1,186 @@
+"""``TenantMiddleware``: find the request's tenant and select it for the whole response.
+
+The tenant comes from ``TENANT_SCHEMA["RESOLVER"]``:
+
+- ``"subdomain"`` (default): ``acme.example.com`` -> ``acme`` (the first
+  label of a host with three or more labels, or of ``acme.localhost``);
+- ``"header"``: the ``TENANT_SCHEMA["HEADER"]`` request header (``X-Tenant``);
+- ``"path"``: ``/acme/rest/of/path`` -> ``acme``; the prefix is removed
+  from ``request.path_info`` (so the URLconf sees ``/rest/of/path``) and
+  added to the script prefix (so ``reverse()`` includes it);
+- a dotted path to your own ``resolver(request) -> slug | None``.
+
+No slug (``example.com`` itself) means no tenant: shared pages work, tenant
+models fail closed. A slug that is unknown, invalid or not ``ready`` is a
+404, never another tenant's data. The tenant is ``request.tenant`` and the
+current tenant while the view runs and while a streaming body is iterated.
+Works under WSGI and ASGI.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import ImproperlyConfigured
+from django.http import Http404, HttpRequest
+from django.urls import get_script_prefix, set_script_prefix
+from django.utils.module_loading import import_string
+
+from . import conf
+from .context import _current
+from .models import Tenant
+from .names import validate_tenant_id
+
+RESOLVERS = ("subdomain", "header", "path")
+
+
+def from_subdomain(request: HttpRequest) -> str | None:
+    host = request.get_host().rsplit(":", 1)[0].rstrip(".").lower()
+    labels = host.split(".")
+    if len(labels) >= 3 or (len(labels) == 2 and labels[1] == "localhost"):
+        return labels[0]
+    return None
+
+
+def from_header(request: HttpRequest) -> str | None:
+    return request.headers.get(conf.get("HEADER")) or None
+
+
+def from_path(request: HttpRequest) -> str | None:
+    parts = request.path_info.split("/", 2)  # "", slug, rest
+    if len(parts) < 2 or not parts[1]:
+        return None
+    slug = parts[1]
+    request.tenant_path_prefix = f"/{slug}"
+    request.path_info = "/" + (parts[2] if len(parts) > 2 else "")
+    return slug
+
+
+@functools.lru_cache(maxsize=8)
+def _resolver(setting: str) -> Callable[[HttpRequest], str | None]:
+    builtin = {"subdomain": from_subdomain, "header": from_header, "path": from_path}
+    if setting in builtin:
+        return builtin[setting]
+    try:
+        return import_string(setting)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f'TENANT_SCHEMA["RESOLVER"] must be one of {", ".join(RESOLVERS)} or a dotted path '
+            f"to a function: {exc}"
+        ) from None
+
+
+def get_resolver() -> Callable[[HttpRequest], str | None]:
+    return _resolver(conf.get("RESOLVER"))
+
+
+def _lookup(slug: str | None) -> Tenant | None:
+    """The ready tenant ``slug``; ``Http404`` for an invalid, unknown or not-ready one."""
+    try:
+        validate_tenant_id(slug)
+    except ValueError:
+        raise Http404("unknown tenant") from None
+    tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
+    if tenant is None:
+        raise Http404("unknown tenant")
+    return tenant
+
+
+def _select(tenant: Tenant):
+    return _current.set((tenant, tenant.database))
+
+
+def _in_tenant(iterator: Iterator[bytes], tenant: Tenant) -> Iterator[bytes]:
+    """Iterate a streaming body with ``tenant`` selected for each chunk."""
+    iterator = iter(iterator)
+    while True:
+        token = _select(tenant)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _current.reset(token)
+        yield chunk
+
+
+async def _ain_tenant(iterator: AsyncIterator[bytes], tenant: Tenant) -> AsyncIterator[bytes]:
+    iterator = aiter(iterator)
+    while True:
+        token = _select(tenant)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            _current.reset(token)
+        yield chunk
+
+
+def _wrap_streaming(response, tenant: Tenant):
+    if getattr(response, "streaming", False):
+        content = response.streaming_content
+        if getattr(response, "is_async", False):
+            response.streaming_content = _ain_tenant(content, tenant)
+        else:
+            response.streaming_content = _in_tenant(content, tenant)
+    return response
+
+
+class TenantMiddleware:
+    """Select the request's tenant (see the module docstring)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def _prefix(self, request: HttpRequest) -> str | None:
+        prefix = getattr(request, "tenant_path_prefix", None)
+        if prefix is None:
+            return None
+        old = get_script_prefix()
+        set_script_prefix(old.rstrip("/") + prefix + "/")
+        return old
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self.__acall__(request)
+        slug = get_resolver()(request)
+        request.tenant = None
+        if slug is None:
+            return self.get_response(request)
+        tenant = request.tenant = _lookup(slug)
+        old_prefix = self._prefix(request)
+        token = _select(tenant)
+        try:
+            response = self.get_response(request)
+        finally:
+            _current.reset(token)
+            if old_prefix is not None:
+                set_script_prefix(old_prefix)
+        return _wrap_streaming(response, tenant)
+
+    async def __acall__(self, request: HttpRequest):
+        from asgiref.sync import sync_to_async
+
+        slug = get_resolver()(request)
+        request.tenant = None
+        if slug is None:
+            return await self.get_response(request)
+        tenant = request.tenant = await sync_to_async(_lookup)(slug)
+        old_prefix = self._prefix(request)
+        token = _select(tenant)
+        try:
+            response = await self.get_response(request)
+        finally:
+            _current.reset(token)
+            if old_prefix is not None:
+                set_script_prefix(old_prefix)
+        return _wrap_streaming(response, tenant)

@@ -1,0 +1,141 @@
+"""What a full ``migrate`` of a tenant database would do, computed once per process.
+
+Two uses:
+
+- onboarding: when the migrations of the tenant apps describe exactly the
+  current models (Django's ``MigrationAutodetector`` finds no change) and
+  contain only schema operations (no ``RunPython``/``RunSQL``/custom
+  operation whose effect the models cannot show), a new tenant's tables are
+  created straight from the models and every migration is recorded as
+  applied, in one step instead of replaying the history;
+- fleet migration: whether a tenant has anything to apply is a set
+  comparison between its ``django_migrations`` rows (one query) and the
+  migrations on disk, with no ``MigrationExecutor`` per tenant.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from django.apps import apps
+from django.core.signals import setting_changed
+from django.db.migrations import operations as ops
+from django.db.migrations.autodetector import MigrationAutodetector
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
+from django.db.migrations.state import ProjectState
+
+from .routers import tenant_app_labels
+
+Key = tuple[str, str]
+
+#: Operations whose whole effect on the database is what the models describe.
+SCHEMA_ONLY = (
+    ops.CreateModel, ops.DeleteModel, ops.RenameModel, ops.AlterModelTable, ops.AlterModelTableComment,
+    ops.AlterUniqueTogether, ops.AlterIndexTogether, ops.AlterOrderWithRespectTo, ops.AlterModelOptions,
+    ops.AlterModelManagers, ops.AddIndex, ops.RemoveIndex, ops.RenameIndex, ops.AddConstraint,
+    ops.RemoveConstraint, ops.AddField, ops.RemoveField, ops.AlterField, ops.RenameField,
+)
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """The migrations a fresh tenant database ends up with, and how to get there."""
+
+    #: Graph nodes in the order a clean ``migrate`` applies them.
+    nodes: tuple[Key, ...]
+    #: node -> the migrations it replaces (squashed migrations only).
+    replaces: dict[Key, tuple[Key, ...]] = field(default_factory=dict)
+    #: ``None`` when tables may be created from the models; else why not.
+    replay_reason: str | None = None
+
+    @property
+    def direct_ok(self) -> bool:
+        return self.replay_reason is None
+
+    def records(self) -> list[Key]:
+        """The ``django_migrations`` rows a full ``migrate`` leaves behind."""
+        out: list[Key] = []
+        for node in self.nodes:
+            out.extend(self.replaces.get(node, ()))
+            out.append(node)
+        return out
+
+    def pending(self, applied: set[Key]) -> list[Key]:
+        """Nodes not applied yet, given a tenant's ``django_migrations`` rows."""
+        return [
+            node for node in self.nodes
+            if node not in applied and not (node in self.replaces and all(r in applied for r in self.replaces[node]))
+        ]
+
+
+_plan: MigrationPlan | None = None
+_lock = threading.Lock()
+
+
+def migration_plan() -> MigrationPlan:
+    """The process-wide plan (rebuilt after ``reset_migration_plan()`` or a settings change)."""
+    global _plan
+    plan = _plan
+    if plan is None:
+        with _lock:
+            if _plan is None:
+                _plan = _build()
+            plan = _plan
+    return plan
+
+
+def reset_migration_plan() -> None:
+    global _plan
+    with _lock:
+        _plan = None
+
+
+def _build() -> MigrationPlan:
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    graph = loader.graph
+    nodes: list[Key] = []
+    seen: set[Key] = set()
+    for leaf in sorted(graph.leaf_nodes()):
+        for node in graph.forwards_plan(leaf):
+            if node not in seen:
+                seen.add(node)
+                nodes.append(node)
+    replaces = {node: tuple(graph.nodes[node].replaces) for node in nodes if graph.nodes[node].replaces}
+    return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes))
+
+
+def _replay_reason(loader: MigrationLoader, nodes: list[Key]) -> str | None:
+    labels = tenant_app_labels()
+    for label in sorted(labels):
+        if label not in loader.migrated_apps:
+            return f"tenant app {label!r} has no migrations"
+    for node in nodes:
+        if node[0] not in labels:
+            continue
+        for operation in graph_operations(loader, node):
+            if not isinstance(operation, SCHEMA_ONLY) or type(operation).__module__.split(".")[:3] != [
+                "django", "db", "migrations"
+            ]:
+                return f"migration {node[0]}.{node[1]} has a {type(operation).__name__} operation"
+    questioner = NonInteractiveMigrationQuestioner(specified_apps=set(labels), dry_run=True)
+    changes = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps), questioner).changes(
+        graph=loader.graph, trim_to_apps=set(labels)
+    )
+    changed = sorted(label for label in changes if label in labels)
+    if changed:
+        return f"the models of {', '.join(changed)} differ from their migrations (run makemigrations)"
+    return None
+
+
+def graph_operations(loader: MigrationLoader, node: Key):
+    return loader.graph.nodes[node].operations
+
+
+def _clear(*, setting: str, **kwargs) -> None:
+    if setting in ("MIGRATION_MODULES", "INSTALLED_APPS", "TENANT_SCHEMA"):
+        reset_migration_plan()
+
+
+setting_changed.connect(_clear)

@@ -1,0 +1,466 @@
+"""Tenant life cycle: register (provision), migrate, archive, purge.
+
+``register_tenant`` is a small state machine over the registry row:
+
+1. the row is created with status ``provisioning`` (committed at once, so a
+   crash leaves a row that is visibly not ready);
+2. under a lock on the row (a registry transaction: ``SELECT ... FOR UPDATE``
+   where the database has row locks, a write lock on SQLite) the database
+   is created (idempotent), the tenant apps' tables are created and the
+   ``TENANT_TABLES`` registered;
+3. the status becomes ``ready`` as the very last write of that transaction.
+
+Re-running it resumes from whatever a crash left; two processes registering
+the same slug serialize on the lock and the second finds the tenant ready.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connections, router, transaction
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.recorder import MigrationRecorder
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import conf, databases
+from .databases import TenantDatabase, database_name
+from .exceptions import TenantNotFound, TenantSchemaError
+from .migration_plan import Key, MigrationPlan, migration_plan
+from .models import Tenant
+from .names import validate_tenant_id
+from .plugins import get_plugins
+from .servers import get_server
+from .signals import tenant_archived, tenant_dropped, tenant_provisioned
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MigrationReport",
+    "TenantMigration",
+    "aregister_tenant",
+    "archive_tenant",
+    "get_tenant",
+    "migrate_tenant",
+    "migrate_tenants",
+    "purge_tenant",
+    "register_tenant",
+]
+
+
+def registry_db() -> str:
+    """The alias holding the ``Tenant`` table (``default`` unless a router says otherwise)."""
+    return router.db_for_write(Tenant)
+
+
+def get_tenant(slug: str) -> Tenant:
+    """The registered tenant ``slug``, whatever its status; ``TenantNotFound`` otherwise."""
+    try:
+        validate_tenant_id(slug)
+    except ValueError as exc:
+        raise TenantNotFound(f"no tenant {slug!r}: {exc}") from None
+    try:
+        return Tenant.objects.get(slug=slug)
+    except Tenant.DoesNotExist:
+        raise TenantNotFound(f"no tenant {slug!r} is registered") from None
+
+
+def _row(tenant_or_slug: Tenant | str) -> Tenant:
+    slug = tenant_or_slug.slug if isinstance(tenant_or_slug, Tenant) else tenant_or_slug
+    return get_tenant(slug)
+
+
+# -- register -----------------------------------------------------------------
+
+def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
+    """Create the tenant ``slug`` (or finish creating it) and return it, ready.
+
+    Idempotent: a ready tenant is returned as is. On failure the row is left
+    ``failed`` with ``last_error`` set and the error is re-raised; calling
+    again resumes. Sends ``tenant_provisioned`` when this call made it ready.
+    """
+    validate_tenant_id(slug)
+    srv = get_server(server)
+    tenant, _ = Tenant.objects.get_or_create(
+        slug=slug, defaults={"name": name, "server": srv.key, "database_name": database_name(slug, srv)}
+    )
+    if tenant.status == Tenant.Status.ARCHIVED:
+        raise TenantSchemaError(
+            f"tenant {slug!r} is archived (its data is kept); purge_tenant({slug!r}) before registering it again"
+        )
+    if server is not None and tenant.server != srv.key:
+        raise TenantSchemaError(f"tenant {slug!r} is registered on server {tenant.server!r}, not {srv.key!r}")
+    if tenant.status == Tenant.Status.READY:
+        return tenant
+
+    using = registry_db()
+    try:
+        with transaction.atomic(using=using):
+            # Take the lock with a write first: SQLite has no row locks, and a
+            # write makes the second registrant wait here for the first.
+            claimed = Tenant.objects.filter(
+                pk=tenant.pk, status__in=[Tenant.Status.PROVISIONING, Tenant.Status.FAILED]
+            ).update(status=Tenant.Status.PROVISIONING)
+            locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+            if not claimed:  # another process finished (or archived) it meanwhile
+                return locked
+            provision(locked)
+            locked.status = Tenant.Status.READY
+            locked.last_error = ""
+            locked.provisioned_at = timezone.now()
+            if name and not locked.name:
+                locked.name = name
+            locked.save(update_fields=["status", "last_error", "provisioned_at", "name", "updated_at"])
+    except Exception as exc:
+        _mark_failed(tenant.pk, exc)
+        raise
+    tenant_provisioned.send(sender=Tenant, tenant=locked)
+    return locked
+
+
+async def aregister_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
+    """Async twin of ``register_tenant`` (runs it in Django's sync thread)."""
+    return await sync_to_async(register_tenant)(slug, server=server, name=name)
+
+
+def _mark_failed(pk: int, exc: BaseException) -> None:
+    message = f"{type(exc).__name__}: {exc}"[:5000]
+    try:
+        Tenant.objects.filter(pk=pk).exclude(status=Tenant.Status.READY).update(
+            status=Tenant.Status.FAILED, last_error=message, updated_at=timezone.now()
+        )
+    except DatabaseError:  # the registry itself is down: the original error matters more
+        logger.exception("could not record the failure of tenant %s", pk)
+
+
+def provision(tenant: Tenant) -> None:
+    """Bring the tenant's database to the current schema; safe to repeat.
+
+    The registry row is not changed here (``register_tenant`` does that).
+    """
+    tenant_db = tenant.database
+    server = tenant_db.server
+    get_plugins().hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
+    plan = migration_plan()
+    applied = applied_migrations(tenant_db)
+    if not applied and plan.direct_ok:
+        create_from_models(tenant_db, plan)
+    elif plan.pending(applied or set()):
+        migrate_tenant(tenant)
+    create_tenant_tables(tenant_db)
+
+
+def tenant_table_specs() -> list[tuple[Any, ...]]:
+    """``TENANT_TABLES`` with each dotted path imported."""
+    specs = []
+    for raw in conf.get("TENANT_TABLES"):
+        parts = (raw,) if isinstance(raw, str) else tuple(raw)
+        specs.append((import_string(parts[0]), *parts[1:]))
+    return specs
+
+
+def create_tenant_tables(tenant_db: TenantDatabase) -> None:
+    specs = tenant_table_specs()
+    if specs:
+        from .ddl import register_tables
+
+        register_tables(tenant_db, specs)
+
+
+def tenant_models() -> list:
+    """Concrete, managed models of the tenant apps (auto-created M2M tables come with them)."""
+    from django.apps import apps
+
+    from .routers import tenant_app_labels
+
+    out = []
+    for label in sorted(tenant_app_labels()):
+        for model in apps.get_app_config(label).get_models():
+            if model._meta.managed and not model._meta.proxy and not model._meta.swapped:
+                out.append(model)
+    return out
+
+
+def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan) -> None:
+    """Create the tenant apps' tables from the current models and record every migration.
+
+    All in one transaction where DDL rolls back; elsewhere tables a crashed
+    attempt left (never served: the tenant was not ready) are dropped first,
+    and the migrations are recorded last, so "recorded" means "complete".
+    """
+    connection = tenant_db.connection
+    models = tenant_models()
+    recorder = MigrationRecorder(connection)
+    rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
+    atomic = bool(get_plugins().hook.tenant_schema_can_rollback_ddl(dialect=tenant_db.dialect, connection=connection))
+    if not atomic:
+        _drop_leftovers(tenant_db, models)
+    with connection.schema_editor(atomic=atomic) as editor:
+        if not recorder.has_table():
+            editor.create_model(recorder.Migration)
+        for model in models:
+            editor.create_model(model)
+        if atomic:
+            recorder.migration_qs.bulk_create(rows)
+    if not atomic:
+        recorder.migration_qs.bulk_create(rows)
+
+
+def _drop_leftovers(tenant_db: TenantDatabase, models: list) -> None:
+    connection = tenant_db.connection
+    tables = {m._meta.db_table for m in models}
+    for model in models:
+        tables.update(f.remote_field.through._meta.db_table for f in model._meta.local_many_to_many)
+    with connection.cursor() as cursor:
+        leftovers = sorted(tables & set(connection.introspection.table_names(cursor)))
+    if not leftovers:
+        return
+    logger.warning("tenant %s: dropping tables of an interrupted provisioning: %s", tenant_db.tenant_id, leftovers)
+    with connection.constraint_checks_disabled(), connection.schema_editor(atomic=False) as editor:
+        for table in leftovers:
+            editor.execute(editor.sql_delete_table % {"table": editor.quote_name(table)})
+
+
+def applied_migrations(tenant_db: TenantDatabase) -> set[Key] | None:
+    """The tenant's ``django_migrations`` rows in one query; ``None`` without that table."""
+    connection = tenant_db.connection
+    qs = MigrationRecorder.Migration.objects.using(tenant_db.alias).values_list("app", "name")
+    try:
+        return set(qs)
+    except DatabaseError:
+        with connection.cursor() as cursor:
+            if MigrationRecorder.Migration._meta.db_table in connection.introspection.table_names(cursor):
+                raise
+        return None
+
+
+# -- migrate ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TenantMigration:
+    """What migrating one tenant did."""
+
+    slug: str
+    applied: list[str] = dataclasses.field(default_factory=list)
+    skipped: bool = False
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class MigrationReport:
+    """Per-tenant results of ``migrate_tenants``, in the order they finished."""
+
+    results: list[TenantMigration] = dataclasses.field(default_factory=list)
+
+    @property
+    def failures(self) -> list[TenantMigration]:
+        return [r for r in self.results if r.error is not None]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def migrate_tenant(tenant: Tenant) -> list[str]:
+    """Apply the pending migrations to one tenant; the ``app.name`` labels applied.
+
+    Runs inside the tenant's context, so ``RunPython`` code that uses the
+    default manager reaches the tenant's database.
+    """
+    from .context import tenant_context
+
+    tenant_db = tenant.database
+    applied: list[str] = []
+
+    def progress(action, migration=None, fake=False):
+        if action == "apply_success":
+            applied.append(f"{migration.app_label}.{migration.name}")
+
+    with tenant_context(tenant):
+        executor = MigrationExecutor(tenant_db.connection, progress_callback=progress)
+        targets = executor.loader.graph.leaf_nodes()
+        plan = executor.migration_plan(targets)
+        executor.migrate(targets, plan=plan)
+    return applied
+
+
+MIGRATABLE = (Tenant.Status.READY, Tenant.Status.ARCHIVED)
+
+
+def migrate_tenants(
+    slugs: Iterable[str] | None = None,
+    *,
+    jobs: int = 1,
+    progress: bool | Callable[[TenantMigration], Any] | None = None,
+) -> MigrationReport:
+    """Apply pending migrations to every ready or archived tenant (or to ``slugs``).
+
+    Tenants with nothing to apply are found with one query each and skipped;
+    the others are migrated ``jobs`` at a time in worker processes (``jobs=1``:
+    in this process, one after the other). A failing tenant does not stop
+    the others: look at ``report.failures``. ``progress=True`` shows a tqdm
+    bar on stderr; a callable is called with each ``TenantMigration``.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    if slugs is None:
+        tenants = list(Tenant.objects.filter(status__in=MIGRATABLE).order_by("slug"))
+    else:
+        tenants = [get_tenant(slug) for slug in slugs]  # TenantNotFound before any work
+    report = MigrationReport()
+    notify = _progress(progress, len(tenants))
+    try:
+        def done(result: TenantMigration) -> None:
+            report.results.append(result)
+            notify(result)
+
+        plan = migration_plan()
+        todo: list[Tenant] = []
+        for tenant in tenants:
+            if tenant.status not in MIGRATABLE:
+                done(TenantMigration(tenant.slug, error=f"tenant is {tenant.status}; register_tenant() completes it"))
+                continue
+            try:
+                with _released(tenant.database):
+                    applied = applied_migrations(tenant.database) or set()
+            except Exception as exc:  # noqa: BLE001 - reported per tenant
+                done(TenantMigration(tenant.slug, error=_describe(exc)))
+                continue
+            if plan.pending(applied):
+                todo.append(tenant)
+            else:
+                done(TenantMigration(tenant.slug, skipped=True))
+        if jobs == 1 or len(todo) <= 1:
+            for tenant in todo:
+                done(_migrate_one(tenant.slug, tenant.server, tenant.database_name))
+        else:
+            _migrate_in_processes(todo, jobs, done)
+    finally:
+        getattr(notify, "close", lambda: None)()
+    return report
+
+
+class _released:
+    """Close the tenant's connection afterwards, and forget its alias if we added it."""
+
+    def __init__(self, tenant_db: TenantDatabase) -> None:
+        self.tenant_db = tenant_db
+
+    def __enter__(self) -> TenantDatabase:
+        self.added = self.tenant_db.alias not in connections.settings
+        return self.tenant_db
+
+    def __exit__(self, *exc_info) -> None:
+        self.tenant_db.close()
+        if self.added:
+            databases.unregister_alias(self.tenant_db.alias)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _migrate_one(slug: str, server: str, database_name_: str) -> TenantMigration:
+    tenant = Tenant(slug=slug, server=server, database_name=database_name_, status=Tenant.Status.READY)
+    try:
+        with _released(tenant.database):
+            return TenantMigration(slug, applied=migrate_tenant(tenant))
+    except Exception as exc:  # noqa: BLE001 - reported per tenant
+        logger.exception("migrating tenant %s failed", slug)
+        return TenantMigration(slug, error=_describe(exc))
+
+
+def _progress(progress, total: int):
+    if progress is None or progress is False:
+        return lambda result: None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, file=sys.stderr, unit="tenant", desc="migrating")
+
+        def update(result: TenantMigration) -> None:
+            bar.set_postfix_str(result.slug, refresh=False)
+            bar.update(1)
+
+        update.close = bar.close  # type: ignore[attr-defined]
+        return update
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be None, True or a callable, not {progress!r}")
+
+
+# Worker processes are spawned (never forked: a forked child would share the
+# parent's database sockets) and get the parent's relevant settings.
+WORKER_SETTINGS = ("TENANT_SCHEMA", "MIGRATION_MODULES", "INSTALLED_APPS", "DATABASE_ROUTERS", "DATABASES")
+TASKS_PER_WORKER = 50  # a fresh process now and then keeps memory bounded
+
+
+def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantMigration], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", None)
+    if not module:
+        raise TenantSchemaError("migrate_tenants(jobs>1) needs DJANGO_SETTINGS_MODULE for its worker processes")
+    overrides = {key: getattr(settings, key) for key in WORKER_SETTINGS if hasattr(settings, key)}
+    overrides["DATABASES"] = {
+        alias: value for alias, value in overrides.get("DATABASES", {}).items()
+        if not alias.startswith((databases.ALIAS_PREFIX, "tenant_schema:"))
+    }
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(module, overrides),
+        max_tasks_per_child=TASKS_PER_WORKER,
+    ) as pool:
+        futures = {
+            pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo
+        }
+        for future in as_completed(futures):
+            try:
+                done(future.result())
+            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
+                done(TenantMigration(futures[future], error=f"worker process failed: {_describe(exc)}"))
+
+
+def _init_worker(module: str, overrides: dict[str, Any]) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = module
+    import django
+    from django.conf import settings as worker_settings
+
+    for key, value in overrides.items():
+        setattr(worker_settings, key, value)
+    django.setup()
+
+
+# -- archive / purge ----------------------------------------------------------
+
+def archive_tenant(tenant_or_slug: Tenant | str) -> Tenant:
+    """Mark the tenant archived (no longer served; its data stays) and close its connections."""
+    tenant = _row(tenant_or_slug)
+    tenant.status = Tenant.Status.ARCHIVED
+    tenant.save(update_fields=["status", "updated_at"])
+    databases.close_alias_connections(tenant.database.alias)
+    tenant_archived.send(sender=Tenant, tenant=tenant)
+    return tenant
+
+
+def purge_tenant(tenant_or_slug: Tenant | str) -> None:
+    """Drop the tenant's database (or schema), then delete its row.
+
+    If the drop fails the row stays (and the error propagates): the registry
+    never loses track of a database that still exists.
+    """
+    tenant = _row(tenant_or_slug)
+    databases.drop_tenant_db(tenant.slug, server=tenant.server, database_name_=tenant.database_name)
+    tenant.delete()
+    tenant_dropped.send(sender=Tenant, tenant=tenant)

@@ -1,0 +1,104 @@
+"""``TenantRouter``: tenant apps on the current tenant's alias, the rest on ``default``.
+
+Routing fails closed: a tenant model queried with no current tenant raises
+``NoTenantSelected`` instead of falling back to ``default``, and an object
+loaded from one tenant is never read, written or related through another.
+Add it to ``DATABASE_ROUTERS``::
+
+    DATABASE_ROUTERS = ["tenant_schema.routers.TenantRouter"]
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from . import conf
+from .context import current_tenant_db
+from .databases import ALIAS_PREFIX, touch
+from .exceptions import CrossTenantAccess
+
+_labels: frozenset[str] | None = None
+_labels_lock = threading.Lock()
+
+
+def tenant_app_labels() -> frozenset[str]:
+    """App labels of ``TENANT_SCHEMA["TENANT_APPS"]`` (which may list names or labels)."""
+    global _labels
+    labels = _labels
+    if labels is None:
+        with _labels_lock:
+            found = set()
+            for entry in conf.get("TENANT_APPS"):
+                config = next(
+                    (c for c in apps.get_app_configs() if entry in (c.name, c.label)), None
+                )
+                if config is None:
+                    raise ImproperlyConfigured(
+                        f'TENANT_SCHEMA["TENANT_APPS"] lists {entry!r}, which is not in INSTALLED_APPS'
+                    )
+                found.add(config.label)
+            labels = _labels = frozenset(found)
+    return labels
+
+
+def is_tenant_model(model) -> bool:
+    return model._meta.app_label in tenant_app_labels()
+
+
+def is_tenant_alias(alias: str | None) -> bool:
+    return bool(alias) and alias.startswith(ALIAS_PREFIX)
+
+
+def _clear(*, setting: str, **kwargs) -> None:
+    global _labels
+    if setting in ("TENANT_SCHEMA", "INSTALLED_APPS"):
+        _labels = None
+
+
+setting_changed.connect(_clear)
+
+
+class TenantRouter:
+    """Database router for database-per-tenant (see the module docstring)."""
+
+    def _tenant_alias(self, model, hints) -> str | None:
+        if not is_tenant_model(model):
+            return None
+        tenant_db = current_tenant_db()  # NoTenantSelected: never a fallback to default
+        alias = tenant_db.alias
+        instance = hints.get("instance")
+        state = getattr(instance, "_state", None)
+        if state is not None and is_tenant_alias(state.db) and state.db != alias:
+            raise CrossTenantAccess(
+                f"{type(instance).__name__} {instance.pk!r} was loaded from {state.db!r}, "
+                f"but the current tenant is {tenant_db.tenant_id!r}"
+            )
+        tenant_db.ensure_alias()
+        touch(alias)
+        return alias
+
+    def db_for_read(self, model, **hints):
+        return self._tenant_alias(model, hints)
+
+    def db_for_write(self, model, **hints):
+        return self._tenant_alias(model, hints)
+
+    def allow_relation(self, obj1, obj2, **hints):
+        db1, db2 = obj1._state.db, obj2._state.db
+        if is_tenant_alias(db1) or is_tenant_alias(db2):
+            return db1 == db2
+        return None
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        tenant_app = app_label in tenant_app_labels()
+        if is_tenant_alias(db):
+            return tenant_app
+        if db.startswith("tenant_schema:"):  # server-level connections hold no tables
+            return False
+        if tenant_app:
+            return False
+        return None
