@@ -213,6 +213,9 @@ def build_model(table_name: str, fields: dict[str, models.Field], key: str) -> t
         existing = dynamic_apps.all_models[APP_LABEL].get(model_name.lower())
         if existing is not None:
             return existing
+        for field in fields.values():  # columns in declaration order, whenever each field was made
+            field.creation_counter = models.Field.creation_counter
+            models.Field.creation_counter += 1
         meta = type("Meta", (), {"app_label": APP_LABEL, "db_table": table_name, "apps": dynamic_apps})
         attrs: dict[str, Any] = {"__module__": __name__, "Meta": meta, **fields}
         return type(model_name, (models.Model,), attrs)

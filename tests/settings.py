@@ -65,6 +65,7 @@ DATABASES = {
 DATABASE_ROUTERS = ["tenant_schema.routers.TenantRouter"]
 
 TENANT_DIR = Path(os.environ.get("TENANT_SCHEMA_TEST_DIR") or tempfile.mkdtemp(prefix="tenant-schema-tests-"))
+os.environ["TENANT_SCHEMA_TEST_DIR"] = str(TENANT_DIR)  # child processes share the directory
 SERVERS = {
     "default": f"sqlite:///{TENANT_DIR}/",
     "sqlite": f"sqlite:///{TENANT_DIR}/",
