@@ -1,0 +1,81 @@
+"""Helpers shared by the registry, provisioning and isolation tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+CHILD = r"""
+import json, os, sys, time
+cfg = json.loads(sys.argv[1])
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import django
+from django.conf import settings
+settings.DATABASES["default"]["NAME"] = cfg["registry"]
+settings.TENANT_SCHEMA = cfg["tenant_schema"]
+django.setup()
+from tenant_schema import provisioning
+crash = cfg.get("crash")
+if crash == "record":  # die while recording migrations: tables made, nothing recorded
+    from django.db.migrations.recorder import MigrationRecorder
+    MigrationRecorder.migration_qs = property(lambda self: os._exit(3))
+elif crash:  # die right after (or before) one provisioning step
+    original = getattr(provisioning, crash)
+    def step(*args, **kwargs):
+        if cfg.get("after"):
+            original(*args, **kwargs)
+        os._exit(3)
+    setattr(provisioning, crash, step)
+if cfg.get("slow"):  # widen the race window between two registrants
+    original_provision = provisioning.provision
+    def slow(tenant):
+        time.sleep(cfg["slow"])
+        original_provision(tenant)
+    provisioning.provision = slow
+tenant = provisioning.register_tenant(cfg["slug"], server=cfg["server"])
+print(tenant.status)
+"""
+
+
+def child_config(slug: str, server: str, **extra) -> dict:
+    return {
+        "registry": connections["default"].settings_dict["NAME"],
+        "tenant_schema": settings.TENANT_SCHEMA,
+        "slug": slug,
+        "server": server,
+        **extra,
+    }
+
+
+def start_child(slug: str, server: str, **extra) -> subprocess.Popen:
+    """``register_tenant`` in another process, with this test run's registry and servers."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(child_config(slug, server, **extra))],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def unapplied(tenant) -> bool:
+    """What ``manage.py migrate --database <alias> --check`` says: True if anything is left."""
+    tenant.database.ensure_alias()
+    try:
+        call_command("migrate", database=tenant.database.alias, check_unapplied=True, verbosity=0)
+    except SystemExit as exc:
+        return exc.code != 0
+    return False
+
+
+def tables(tenant) -> set[str]:
+    from tenant_schema.ddl import list_tables
+
+    return set(list_tables(tenant.database))
