@@ -407,6 +407,8 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from . import fleet_worker
+
     module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", None)
     if not module:
         raise TenantSchemaError("migrate_tenants(jobs>1) needs DJANGO_SETTINGS_MODULE for its worker processes")
@@ -418,28 +420,18 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
+        initializer=fleet_worker.init,
         initargs=(module, overrides),
         max_tasks_per_child=TASKS_PER_WORKER,
     ) as pool:
         futures = {
-            pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo
+            pool.submit(fleet_worker.migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo
         }
         for future in as_completed(futures):
             try:
                 done(future.result())
             except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
                 done(TenantMigration(futures[future], error=f"worker process failed: {_describe(exc)}"))
-
-
-def _init_worker(module: str, overrides: dict[str, Any]) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = module
-    import django
-    from django.conf import settings as worker_settings
-
-    for key, value in overrides.items():
-        setattr(worker_settings, key, value)
-    django.setup()
 
 
 # -- archive / purge ----------------------------------------------------------

@@ -1,0 +1,28 @@
+"""Entry points of ``migrate_tenants(jobs>1)`` worker processes.
+
+Kept apart from ``provisioning`` because a spawned worker unpickles these
+functions by importing their module, before Django is set up: this module
+imports nothing from Django at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def init(settings_module: str, overrides: dict[str, Any]) -> None:
+    """Set Django up in the worker with the parent's relevant settings."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    import django
+    from django.conf import settings
+
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    django.setup()
+
+
+def migrate_one(slug: str, server: str, database_name: str):
+    from .provisioning import _migrate_one
+
+    return _migrate_one(slug, server, database_name)
