@@ -32,6 +32,14 @@ STATUS_COLORS = {
 }
 
 
+# Detail-page buttons: action -> (label, statuses it makes sense for).
+BUTTONS = {
+    "provision": (_("Provision / retry"), (Tenant.Status.PROVISIONING, Tenant.Status.FAILED)),
+    "migrate": (_("Migrate"), (Tenant.Status.READY, Tenant.Status.ARCHIVED)),
+    "archive": (_("Archive"), (Tenant.Status.PROVISIONING, Tenant.Status.READY, Tenant.Status.FAILED)),
+}
+
+
 def _dialects() -> dict[str, list[str]]:
     """``{dialect name: [server keys]}`` of the configured servers."""
     found: dict[str, list[str]] = {}
@@ -168,7 +176,7 @@ class TenantAdmin(admin.ModelAdmin):
 
         for tenant in queryset:
             if tenant.status == Tenant.Status.ARCHIVED:
-                self.message_user(request, _("%(slug)s is archived; it was not provisioned again.")
+                self.message_user(request, _("Tenant %(slug)s is archived; it was not provisioned again.")
                                   % {"slug": tenant.slug}, messages.WARNING)
                 continue
             try:
@@ -177,7 +185,7 @@ class TenantAdmin(admin.ModelAdmin):
                 self.message_user(request, _("Provisioning %(slug)s failed: %(error)s")
                                   % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
             else:
-                self.message_user(request, _("%(slug)s is ready.") % {"slug": tenant.slug}, messages.SUCCESS)
+                self.message_user(request, _("Tenant %(slug)s is ready.") % {"slug": tenant.slug}, messages.SUCCESS)
 
     @admin.action(description=_("Apply pending tenant migrations"), permissions=["change"])
     def migrate(self, request, queryset):
@@ -190,10 +198,10 @@ class TenantAdmin(admin.ModelAdmin):
                                   % {"slug": result.slug, "error": str(result.error).strip().splitlines()[0]},
                                   messages.ERROR)
             elif result.applied:
-                self.message_user(request, _("%(slug)s: applied %(names)s")
+                self.message_user(request, _("Tenant %(slug)s: applied %(names)s")
                                   % {"slug": result.slug, "names": ", ".join(result.applied)}, messages.SUCCESS)
             else:
-                self.message_user(request, _("%(slug)s is up to date.") % {"slug": result.slug}, messages.INFO)
+                self.message_user(request, _("Tenant %(slug)s is up to date.") % {"slug": result.slug}, messages.INFO)
 
     @admin.action(description=_("Archive (keep the data, stop serving)"), permissions=["change"])
     def archive(self, request, queryset):
@@ -206,7 +214,7 @@ class TenantAdmin(admin.ModelAdmin):
                 self.message_user(request, _("Archiving %(slug)s failed: %(error)s")
                                   % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
             else:
-                self.message_user(request, _("%(slug)s archived; its database is kept.")
+                self.message_user(request, _("Tenant %(slug)s archived; its database is kept.")
                                   % {"slug": tenant.slug}, messages.SUCCESS)
 
     # -- detail page --------------------------------------------------------
@@ -223,10 +231,11 @@ class TenantAdmin(admin.ModelAdmin):
         tenant = self.get_object(request, object_id)
         if tenant is not None:
             extra_context.update(self.live_tables_context(tenant))
+            allowed = self.get_actions(request)
             extra_context["tenant_actions"] = [
-                (name, description)
-                for name, (_func, _name, description) in self.get_actions(request).items()
-                if name in self.actions
+                (name, label, allowed[name][2])
+                for name, (label, statuses) in BUTTONS.items()
+                if name in allowed and tenant.status in statuses
             ]
             extra_context["can_purge"] = self.has_purge_permission(request)
         return super().change_view(request, object_id, form_url, extra_context)
@@ -243,10 +252,10 @@ class TenantAdmin(admin.ModelAdmin):
 
     def run_action_view(self, request, object_id, action):
         """One action on one tenant, from the buttons of the detail page."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
         if action not in self.actions or action not in self.get_actions(request):
             raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         tenant = get_object_or_404(Tenant, pk=object_id)
         getattr(self, action)(request, Tenant.objects.filter(pk=tenant.pk))
         return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]))
@@ -267,7 +276,7 @@ class TenantAdmin(admin.ModelAdmin):
                                              "try again once the cause is fixed.")
                                   % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
                 return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]))
-            self.message_user(request, _("%(slug)s purged: database %(db)s dropped and registry row deleted.")
+            self.message_user(request, _("Tenant %(slug)s purged: database %(db)s dropped and registry row deleted.")
                               % {"slug": tenant.slug, "db": tenant.database_name}, messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_changelist"))
         context = {

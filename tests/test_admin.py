@@ -1,0 +1,120 @@
+"""Who may do what in the Tenant admin (Django's test client; the browser tests are in test_admin_browser.py).
+
+Staff without the tenant permissions get nothing; view permission shows the
+list but runs nothing; change permission runs the actions; only a superuser
+purges, and nobody can delete a row with Django's delete (it would orphan
+the tenant's database).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from tenant_schema.management.inspection import database_exists
+from tenant_schema.models import Tenant
+
+from .conftest import new_tenant_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def tenant(db_access):
+    from tenant_schema.provisioning import purge_tenant, register_tenant
+
+    made = register_tenant(new_tenant_id(), name="Client Co")
+    yield made
+    if Tenant.objects.filter(pk=made.pk).exists():
+        made.database.close()
+        purge_tenant(made)
+
+
+@pytest.fixture
+def login(client, django_user_model):
+    """``login(*permission codenames, superuser=False)``: a logged-in staff client."""
+
+    def make(*codenames: str, superuser: bool = False):
+        user = django_user_model.objects.create_user(
+            f"user{django_user_model.objects.count()}", password=PASSWORD, is_staff=True, is_superuser=superuser
+        )
+        user.user_permissions.set(Permission.objects.filter(content_type__app_label="tenant_schema",
+                                                            codename__in=codenames))
+        client.force_login(user)
+        return client
+
+    return make
+
+
+def urls(tenant: Tenant) -> dict[str, str]:
+    return {
+        "changelist": reverse("admin:tenant_schema_tenant_changelist"),
+        "add": reverse("admin:tenant_schema_tenant_add"),
+        "change": reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]),
+        "delete": reverse("admin:tenant_schema_tenant_delete", args=[tenant.pk]),
+        "archive": reverse("admin:tenant_schema_tenant_run", args=[tenant.pk, "archive"]),
+        "purge": reverse("admin:tenant_schema_tenant_purge", args=[tenant.pk]),
+    }
+
+
+def test_staff_without_permissions_get_nothing(login, tenant):
+    client = login()
+    index = client.get(reverse("admin:index"))
+    assert index.status_code == 200
+    assert b"tenant_schema/tenant" not in index.content
+    for name, url in urls(tenant).items():
+        assert client.get(url).status_code == 403, name
+        assert client.post(url, {"slug": tenant.slug}).status_code == 403, name
+    tenant.refresh_from_db()
+    assert tenant.status == Tenant.Status.READY
+    assert database_exists(tenant)
+
+
+def test_view_permission_shows_the_tenant_but_runs_nothing(login, tenant):
+    client = login("view_tenant")
+    page = client.get(urls(tenant)["changelist"])
+    assert page.status_code == 200
+    assert tenant.slug in page.content.decode()
+    assert b'name="action"' not in page.content, "no actions without the change permission"
+    detail = client.get(urls(tenant)["change"]).content.decode()
+    assert "tenantapp_note" in detail
+    assert 'value="archive"' not in detail and 'class="purgelink"' not in detail
+    assert client.post(urls(tenant)["archive"]).status_code == 403
+    assert client.post(urls(tenant)["purge"], {"slug": tenant.slug}).status_code == 403
+    tenant.refresh_from_db()
+    assert tenant.status == Tenant.Status.READY
+
+
+def test_change_permission_archives_but_cannot_purge(login, tenant):
+    client = login("view_tenant", "change_tenant")
+    detail = client.get(urls(tenant)["change"]).content.decode()
+    assert 'value="archive"' in detail and 'class="purgelink"' not in detail
+    assert client.get(urls(tenant)["archive"]).status_code == 405, "actions are POST only"
+    response = client.post(urls(tenant)["archive"], follow=True)
+    assert f"{tenant.slug} archived" in response.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.status == Tenant.Status.ARCHIVED
+    assert database_exists(tenant), "archiving keeps the data"
+    assert client.post(urls(tenant)["purge"], {"slug": tenant.slug}).status_code == 403
+    assert database_exists(tenant)
+
+
+def test_superuser_purges_only_with_the_slug_typed(login, tenant):
+    client = login(superuser=True)
+    assert client.get(urls(tenant)["delete"]).status_code == 403, "Django's delete is never available"
+    assert b"delete_selected" not in client.get(urls(tenant)["changelist"]).content
+
+    wrong = client.post(urls(tenant)["purge"], {"slug": "yes"})
+    assert wrong.status_code == 200
+    assert "That is not this tenant" in wrong.content.decode()
+    assert database_exists(tenant)
+
+    tenant.database.close()
+    done = client.post(urls(tenant)["purge"], {"slug": tenant.slug}, follow=True)
+    assert done.redirect_chain[-1][0] == urls(tenant)["changelist"]
+    assert f"{tenant.slug} purged" in done.content.decode()
+    assert not Tenant.objects.filter(pk=tenant.pk).exists()
+    assert not database_exists(tenant)
