@@ -1,0 +1,145 @@
+"""TenantRouter and tenant_context: tenant models follow the current tenant, and fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.db import router
+
+from tenant_schema import CrossTenantAccess, NoTenantSelected, TenantNotFound, current_tenant, tenant_context
+from tenant_schema.models import Tenant
+from tests.tenantapp.models import Category, Note
+
+
+@pytest.mark.django_db
+def test_no_tenant_fails_closed_and_never_falls_back_to_default():
+    with pytest.raises(NoTenantSelected, match="no tenant selected"):
+        Note.objects.count()
+    with pytest.raises(NoTenantSelected):
+        Note.objects.create(title="nowhere")
+    assert current_tenant() is None
+
+
+@pytest.mark.django_db
+def test_shared_models_stay_on_default(in_tenant):
+    assert router.db_for_read(User) == "default" or router.db_for_read(User) is None
+    User.objects.create(username="shared-user")
+    assert User.objects.using("default").filter(username="shared-user").exists()
+    assert Tenant.objects.filter(slug=in_tenant.slug).exists()
+
+
+@pytest.mark.django_db
+def test_tenant_models_use_the_current_tenants_alias(tenant_factory):
+    a, b = tenant_factory(), tenant_factory()
+    with tenant_context(a):
+        assert router.db_for_write(Note) == a.database.alias
+        Note.objects.create(title="in a")
+    with tenant_context(b):
+        assert router.db_for_read(Note) == b.database.alias
+        assert Note.objects.count() == 0
+    with tenant_context(a):
+        assert list(Note.objects.values_list("title", flat=True)) == ["in a"]
+
+
+def test_allow_migrate_keeps_apps_on_their_side():
+    r = router.routers[0]
+    assert r.allow_migrate("tenant:acme", "tenantapp") is True
+    assert r.allow_migrate("tenant:acme", "auth") is False
+    assert r.allow_migrate("tenant:acme", "tenant_schema") is False
+    assert r.allow_migrate("default", "tenantapp") is False
+    assert r.allow_migrate("default", "auth") is None
+    assert r.allow_migrate("tenant_schema:server:pg", "auth") is False
+
+
+@pytest.mark.django_db
+def test_relations_across_tenants_are_refused(tenant_factory):
+    a, b = tenant_factory(), tenant_factory()
+    with tenant_context(a):
+        category_a = Category.objects.create(name="from a")
+        note_a = Note.objects.get(pk=Note.objects.create(title="a").pk)
+    with tenant_context(b):
+        note_b = Note.objects.create(title="b")
+        with pytest.raises(ValueError, match="router prevents this relation"):
+            note_b.category = category_a
+        with pytest.raises(CrossTenantAccess, match=f"current tenant is '{b.slug}'"):
+            note_a.save()
+        with pytest.raises(CrossTenantAccess):
+            note_a.refresh_from_db()
+    with tenant_context(a):
+        note_a.category = category_a
+        note_a.save()
+        assert Note.objects.get(pk=note_a.pk).category == category_a
+
+
+@pytest.mark.django_db
+def test_nesting_restores_the_outer_tenant(tenant_factory):
+    a, b = tenant_factory(), tenant_factory()
+    with tenant_context(a):
+        with tenant_context(b.slug) as inner:
+            assert inner == b and current_tenant() == b
+        assert current_tenant() == a
+        with pytest.raises(RuntimeError):
+            with tenant_context(b):
+                raise RuntimeError("boom")
+        assert current_tenant() == a
+    assert current_tenant() is None
+
+
+@pytest.mark.django_db
+def test_unknown_slug_is_a_clear_error():
+    with pytest.raises(TenantNotFound, match="no tenant 'ghost' is registered"):
+        with tenant_context("ghost"):
+            pass
+    with pytest.raises(TypeError, match="takes a Tenant or a slug"):
+        with tenant_context(42):
+            pass
+
+
+@pytest.mark.django_db(transaction=True)  # the async slug lookup runs in another thread
+def test_decorator_on_plain_and_async_functions(tenant):
+    @tenant_context(tenant)
+    def sync_count():
+        return current_tenant().slug, Note.objects.count()
+
+    @tenant_context(tenant.slug)
+    async def async_slug():
+        return current_tenant().slug
+
+    assert sync_count() == (tenant.slug, 0)
+    assert current_tenant() is None
+    assert asyncio.run(async_slug()) == tenant.slug
+
+
+@pytest.mark.django_db
+def test_a_new_thread_starts_with_no_tenant(in_tenant):
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(current_tenant()))
+    thread.start()
+    thread.join()
+    assert seen == [None] and current_tenant() == in_tenant
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_tasks_inherit_and_keep_their_own_tenant(tenant_factory):
+    a, b = await sync_to_async(tenant_factory)(), await sync_to_async(tenant_factory)()
+
+    async def which(tenant):
+        async with tenant_context(tenant):
+            await asyncio.sleep(0)
+            inner = asyncio.create_task(asyncio.sleep(0, result=current_tenant()))
+            return current_tenant(), await inner
+
+    results = await asyncio.gather(which(a), which(b), which(a))
+    assert results == [(a, a), (b, b), (a, a)]
+    assert current_tenant() is None
+
+
+@pytest.mark.django_db
+def test_in_tenant_fixture_selects_the_tenant(in_tenant):
+    assert current_tenant() == in_tenant and in_tenant.status == Tenant.Status.READY
+    Note.objects.create(title="fixture")
+    assert Note.objects.count() == 1

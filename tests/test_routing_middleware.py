@@ -1,0 +1,110 @@
+"""TenantMiddleware under WSGI (Client) and ASGI (AsyncClient), streaming included."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient, Client
+
+from tenant_schema import NoTenantSelected, tenant_context
+from tenant_schema.provisioning import archive_tenant
+from tests.tenantapp.models import Note
+
+pytestmark = pytest.mark.urls("tests.tenantapp.urls")
+
+
+def resolver(settings, name: str) -> None:
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "RESOLVER": name}
+
+
+@pytest.fixture
+def two_tenants(tenant_factory):
+    a, b = tenant_factory(), tenant_factory()
+    for tenant in (a, b):
+        with tenant_context(tenant):
+            Note.objects.create(title=f"note of {tenant.slug}")
+    return a, b
+
+
+@pytest.mark.django_db
+def test_subdomain_selects_the_tenant(two_tenants):
+    a, b = two_tenants
+    for tenant in (a, b):
+        data = Client(HTTP_HOST=f"{tenant.slug}.example.com").get("/notes/").json()
+        assert data == {"tenant": tenant.slug, "request_tenant": tenant.slug,
+                        "titles": [f"note of {tenant.slug}"], "url": "/notes/"}
+    assert Client(HTTP_HOST=f"{a.slug}.localhost:8000").get("/notes/").json()["tenant"] == a.slug
+
+
+@pytest.mark.django_db
+def test_unknown_or_not_ready_tenants_get_404(two_tenants, settings):
+    a, _ = two_tenants
+    assert Client(HTTP_HOST="nobody.example.com").get("/notes/").status_code == 404
+    archive_tenant(a)
+    assert Client(HTTP_HOST=f"{a.slug}.example.com").get("/notes/").status_code == 404
+    resolver(settings, "header")
+    assert Client(headers={"X-Tenant": "Not A Slug"}).get("/notes/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_no_slug_means_shared_pages_only(two_tenants):
+    client = Client(HTTP_HOST="example.com")
+    assert client.get("/shared/").content == b"shared tenant=None"
+    with pytest.raises(NoTenantSelected):
+        client.get("/notes/")
+
+
+@pytest.mark.django_db
+def test_header_resolver(two_tenants, settings):
+    resolver(settings, "header")
+    a, b = two_tenants
+    assert Client(headers={"X-Tenant": b.slug}).get("/notes/").json()["titles"] == [f"note of {b.slug}"]
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "HEADER": "X-Customer"}
+    assert Client(headers={"X-Customer": a.slug}).get("/notes/").json()["tenant"] == a.slug
+
+
+@pytest.mark.django_db
+def test_path_resolver_strips_the_prefix_and_reverse_keeps_it(two_tenants, settings):
+    resolver(settings, "path")
+    a, _ = two_tenants
+    data = Client().get(f"/{a.slug}/notes/").json()
+    assert data["tenant"] == a.slug and data["url"] == f"/{a.slug}/notes/"
+    assert Client().get("/nobody/notes/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_sites_own_resolver(two_tenants, settings):
+    resolver(settings, "tests.tenantapp.urls.resolve_from_query")
+    _, b = two_tenants
+    assert Client().get(f"/notes/?tenant={b.slug}").json()["tenant"] == b.slug
+
+
+@pytest.mark.django_db
+def test_streaming_body_is_iterated_inside_the_tenant(two_tenants):
+    a, _ = two_tenants
+    response = Client(HTTP_HOST=f"{a.slug}.example.com").get("/stream/")
+    assert b"".join(response.streaming_content).decode() == f"{a.slug}:1;" * 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_asgi_views_and_streaming(tenant_factory, settings):
+    resolver(settings, "header")  # the ASGI test client always sends its own Host header first
+    a, b = await sync_to_async(tenant_factory)(), await sync_to_async(tenant_factory)()
+    async with tenant_context(b):
+        await Note.objects.acreate(title="only in b")
+    client = AsyncClient()
+
+    def get(url, slug):
+        return client.get(url, headers={"X-Tenant": slug})
+
+    assert (await get("/anotes/", b.slug)).json() == {"tenant": b.slug, "titles": ["only in b"]}
+    assert (await get("/notes/", b.slug)).json()["titles"] == ["only in b"]
+    for url in ("/astream/", "/stream/"):
+        response = await get(url, b.slug)
+        if response.is_async:
+            chunks = [chunk async for chunk in response.streaming_content]
+        else:  # what Django's ASGI handler does with a sync iterator
+            chunks = await sync_to_async(list)(response.streaming_content)
+        assert b"".join(chunks).decode() == f"{b.slug}:1;" * 3
+    assert (await get("/anotes/", a.slug)).json() == {"tenant": a.slug, "titles": []}
+    assert (await get("/anotes/", "ghost")).status_code == 404
