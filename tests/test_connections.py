@@ -1,0 +1,188 @@
+"""Tenant aliases: lazy, complete, thread-safe; open tenant connections capped per process."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+
+from tenant_schema import databases
+from tenant_schema.databases import bind_tenant_db, close_tenant_connections, open_tenant_connections
+from tests.conftest import new_tenant_id, require_server
+
+
+def test_ten_thousand_tenants_bound_build_no_alias(db_access):
+    before = set(connections.settings)
+    slugs = [f"bulk-{i}" for i in range(10_000)]
+    try:
+        bound = [bind_tenant_db(slug, "sqlite", f"tstest_bulk_{i}") for i, slug in enumerate(slugs)]
+        assert len({tdb.alias for tdb in bound}) == 10_000
+        assert set(connections.settings) == before
+        bound[1234].ensure_alias()  # first use registers exactly one
+        assert set(connections.settings) - before == {"tenant:bulk-1234"}
+    finally:
+        databases.unregister_alias("tenant:bulk-1234")
+        with databases._tenants_lock:
+            for slug in slugs:
+                databases._tenants.pop(slug, None)
+
+
+def test_alias_settings_are_complete_and_default_to_no_persistent_connections(tenant_db):
+    tenant_db.ensure_alias()
+    alias_settings = connections.settings[tenant_db.alias]
+    default = connections.settings["default"]
+    assert set(default) <= set(alias_settings)
+    assert set(default["TEST"]) <= set(alias_settings["TEST"])
+    assert alias_settings["CONN_MAX_AGE"] == 0 and alias_settings["TIME_ZONE"] is None
+    assert alias_settings["AUTOCOMMIT"] is True and alias_settings["ATOMIC_REQUESTS"] is False
+    with tenant_db.connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone()[0] == 1
+
+
+def test_the_server_url_can_ask_for_persistent_connections(settings, db_access, tmp_path):
+    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db
+
+    settings.TENANT_SCHEMA = {
+        **settings.TENANT_SCHEMA,
+        "SERVERS": {**settings.TENANT_SCHEMA["SERVERS"], "pooled": f"sqlite:///{tmp_path}/?conn_max_age=60"},
+    }
+    tenant_id = new_tenant_id()
+    tdb = get_or_create_tenant_db(tenant_id, server="pooled")
+    try:
+        tdb.ensure_alias()
+        assert connections.settings[tdb.alias]["CONN_MAX_AGE"] == 60
+    finally:
+        drop_tenant_db(tenant_id, server="pooled")
+
+
+def test_concurrent_registration_is_idempotent_and_never_breaks_iteration(db_access):
+    """Threads registering aliases while others iterate connections (as every request end does)."""
+    slugs = [f"reg-{new_tenant_id()}" for _ in range(300)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def iterate():
+        while not stop.is_set():
+            try:
+                for _ in connections.all(initialized_only=True):
+                    pass
+                list(connections.settings)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+                return
+
+    def register(chunk):
+        try:
+            for slug in chunk:
+                databases.register_alias(f"tenant:{slug}", {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    readers = [threading.Thread(target=iterate) for _ in range(2)]
+    writers = [threading.Thread(target=register, args=(slugs[i::4] + slugs,)) for i in range(4)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    try:
+        assert errors == []
+        assert all(f"tenant:{slug}" in connections.settings for slug in slugs)
+        assert connections.settings[f"tenant:{slugs[0]}"]["OPTIONS"] == {}
+    finally:
+        for slug in slugs:
+            databases.unregister_alias(f"tenant:{slug}")
+
+
+def query(tdb) -> None:
+    with tdb.connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+@pytest.fixture
+def cap_of_three(settings, db_access):
+    close_tenant_connections()
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "MAX_OPEN_CONNECTIONS": 3}
+    yield
+    close_tenant_connections()
+
+
+def pg_backends(names: list[str], expected: int) -> int:
+    """Server-side backends on ``names``; waits (bounded) for closed ones to finish exiting."""
+    import time
+
+    from tenant_schema.servers import get_server
+
+    for _ in range(50):
+        with get_server("pg").connection().cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)", [names])
+            count = cursor.fetchone()[0]
+        if count == expected:
+            break
+        time.sleep(0.1)  # a backend leaves pg_stat_activity shortly after its client hangs up
+    return count
+
+
+@pytest.mark.parametrize("key", ["sqlite", "pg", "mysql"])
+def test_open_connections_are_capped_least_recently_used_first(key, cap_of_three, make_tenant_db):
+    tdbs = [make_tenant_db(key) for _ in range(5)]
+    for tdb in tdbs[:3]:
+        query(tdb)
+    assert open_tenant_connections() == 3
+    raw = {i: connections[tdbs[i].alias].connection for i in range(3)}
+    query(tdbs[0])  # now tdbs[1] is the least recently used
+    query(tdbs[3])
+    assert [connections[t.alias].connection is not None for t in tdbs[:4]] == [True, False, True, True]
+    query(tdbs[4])
+    assert [connections[t.alias].connection is not None for t in tdbs] == [True, False, False, True, True]
+    assert open_tenant_connections() == 3
+    assert connections[tdbs[1].alias].connection is None
+    if key == "pg":
+        assert raw[1].closed and raw[2].closed and not raw[0].closed
+        assert pg_backends([t.name for t in tdbs], 3) == 3
+    query(tdbs[1])  # an evicted tenant simply reconnects
+    assert open_tenant_connections() == 3
+    close_tenant_connections()
+    assert open_tenant_connections() == 0
+    if key == "pg":
+        assert pg_backends([t.name for t in tdbs], 0) == 0
+
+
+def test_a_connection_inside_a_transaction_is_never_evicted(cap_of_three, make_tenant_db):
+    tdbs = [make_tenant_db("sqlite") for _ in range(5)]
+    with tdbs[0].atomic():
+        query(tdbs[0])
+        for tdb in tdbs[1:]:
+            query(tdb)
+        assert connections[tdbs[0].alias].connection is not None
+    assert open_tenant_connections() <= 4
+
+
+def test_another_threads_connection_is_closed_by_that_thread(cap_of_three, make_tenant_db):
+    tdbs = [make_tenant_db("sqlite") for _ in range(4)]
+    opened, evicted, done = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def worker():
+        query(tdbs[0])
+        opened.set()
+        evicted.wait(10)
+        seen["before"] = connections[tdbs[0].alias].connection is not None
+        databases.touch(tdbs[1].alias)  # its next tenant use closes what the cap asked it to
+        seen["after"] = connections[tdbs[0].alias].connection is not None
+        done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    opened.wait(10)
+    for tdb in tdbs[1:]:
+        query(tdb)
+    evicted.set()
+    done.wait(10)
+    thread.join()
+    assert seen == {"before": True, "after": False}
+    assert open_tenant_connections() == 3
