@@ -6,6 +6,7 @@ a few ledger rows per tenant.
 """
 
 from datetime import date
+from urllib.parse import urlsplit
 from decimal import Decimal
 
 from django.conf import settings
@@ -65,7 +66,9 @@ class Command(BaseCommand):
         self.ensure_admin()
 
         port = addrport.rsplit(":", 1)[-1]
-        self.stdout.write(f"\nTenant server: {get_server().safe_url()}")
+        server = get_server()
+        shown = server.safe_url() if urlsplit(server.url).password else server.url
+        self.stdout.write(f"\nTenant server: {shown} ({server.dialect.name})")
         self.stdout.write(f"Admin: http://localhost:{port}/admin/  user {ADMIN_USER!r}, password {ADMIN_PASSWORD!r}")
         for slug in DEMO_TENANTS:
             self.stdout.write(f"Tenant {slug}: http://{slug}.localhost:{port}/")

@@ -1,0 +1,143 @@
+"""The example project, end to end: ``manage.py demo`` sets it up and serves it,
+and each tenant's subdomain shows that tenant's rows and no other's.
+
+It runs the real thing in subprocesses (the example site has its own
+settings), on SQLite files and, through ``TENANT_SCHEMA_DEMO_SERVER``, on the
+live PostgreSQL and MariaDB servers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from .conftest import LIVE_SERVERS, require_server
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGE = ROOT / "example_project" / "manage.py"
+STARTUP_LIMIT = 60  # seconds to wait for runserver to listen; not an assertion
+
+
+def demo_env(server_key: str, var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["TENANT_SCHEMA_DEMO_DIR"] = str(var_dir)
+    env["TENANT_SCHEMA_DEMO_PREFIX"] = f"ex{uuid.uuid4().hex[:8]}_"
+    if server_key == "sqlite":
+        env.pop("TENANT_SCHEMA_DEMO_SERVER", None)  # the default: SQLite files in var_dir
+    else:
+        env["TENANT_SCHEMA_DEMO_SERVER"] = settings.TENANT_SCHEMA["SERVERS"][server_key]
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(MANAGE), *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Site:
+    """HTTP to the demo server on loopback, with the tenant chosen by the Host header."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, host: str, method: str = "GET", path: str = "/", body: str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPMessage]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Host": f"{host}:{self.port}", **(headers or {})})
+            response = conn.getresponse()
+            return response.status, response.read().decode(), response.headers
+        finally:
+            conn.close()
+
+    def page(self, host: str) -> str:
+        status, text, _ = self.request(host)
+        assert status == 200, f"{host}: HTTP {status}\n{text[:2000]}"
+        return text
+
+    def add_transaction(self, host: str, description: str) -> None:
+        """Submit the dashboard's form as a browser would (CSRF cookie and token)."""
+        _, text, headers = self.request(host)
+        cookie = re.search(r"csrftoken=([^;]+)", headers.get("Set-Cookie", "")).group(1)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', text).group(1)
+        account = re.search(r'name="account".*?<option value="(\d+)"', text, re.S).group(1)
+        form = (f"csrfmiddlewaretoken={token}&account={account}&date=2025-02-01"
+                f"&description={description}&amount=-12.50&category=test")
+        status, text, _ = self.request(host, "POST", "/transactions/new/", form, {
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}"})
+        assert status == 302, f"adding a transaction to {host}: HTTP {status}\n{text[:2000]}"
+
+
+def wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the demo server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"the demo server did not listen on {port} within {STARTUP_LIMIT}s:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize("server_key", LIVE_SERVERS)
+def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_access):
+    require_server(server_key)
+    env = demo_env(server_key, tmp_path / "var")
+    port = free_port()
+    log = tmp_path / "server.log"
+    process = None
+    try:
+        first = manage(env, "demo", "--no-serve")
+        assert "tenant acme: ready" in first and "tenant globex: ready" in first
+        assert "user 'admin', password 'admin'" in first
+        second = manage(env, "demo", "--no-serve")
+        assert "tenant acme: ready" in second and "0 rows added" in second, "set-up is idempotent"
+
+        with log.open("w") as out:
+            process = subprocess.Popen([sys.executable, str(MANAGE), "demo", f"127.0.0.1:{port}"],
+                                       env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        wait_until_listening(process, port, log)
+        site = Site(port)
+
+        acme, globex = site.page("acme.localhost"), site.page("globex.localhost")
+        for mine in ("Acme Checking", "Acme Savings", "Salary", "Groceries"):
+            assert mine in acme and mine not in globex
+        for mine in ("Globex Current", "Globex Card", "Pension", "Train tickets"):
+            assert mine in globex and mine not in acme
+
+        site.add_transaction("acme.localhost", "Written-by-test")
+        assert "Written-by-test" in site.page("acme.localhost")
+        assert "Written-by-test" not in site.page("globex.localhost")
+
+        landing = site.page("localhost")
+        assert "acme.localhost" in landing and "globex.localhost" in landing
+        status, _, _ = site.request("initech.localhost")
+        assert status == 404, "an unknown tenant is not found, never someone else's data"
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+        for slug in ("acme", "globex"):
+            subprocess.run([sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
+                           env=env, cwd=ROOT, capture_output=True, check=False)
