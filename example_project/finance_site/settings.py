@@ -12,6 +12,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Where the registry and the SQLite tenant files go (tests point it elsewhere).
 VAR_DIR = Path(os.environ.get("TENANT_SCHEMA_DEMO_DIR") or BASE_DIR / "var")
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # so any manage.py command works from a fresh checkout
 
 SECRET_KEY = "demo-only-not-secret"
 DEBUG = os.environ.get("TENANT_SCHEMA_DEMO_DEBUG", "1") == "1"

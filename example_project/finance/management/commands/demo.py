@@ -9,7 +9,6 @@ from datetime import date
 from urllib.parse import urlsplit
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -56,7 +55,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Only set up; do not start the server.")
 
     def handle(self, *args, addrport, no_serve, **options):
-        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", verbosity=0, interactive=False)
         with command_errors():
             for slug, (name, ledger) in DEMO_TENANTS.items():
