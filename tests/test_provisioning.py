@@ -265,3 +265,31 @@ def test_register_on_a_schema_isolated_server(cleanup):
         Note.objects.create(title="schema a")
     with tenant_context(second):
         assert Note.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manage_py_migrate_check_accepts_a_tenant_alias_in_a_fresh_process(tenant):
+    import subprocess
+    import sys
+
+    from tests.tenantapp.helpers import ROOT, child_config
+
+    config = child_config(tenant.slug, tenant.server)
+    script = (
+        "import json, os, sys; cfg = json.loads(sys.argv[1]);"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings';"
+        "import django; from django.conf import settings;"
+        "settings.DATABASES['default']['NAME'] = cfg['registry']; settings.TENANT_SCHEMA = cfg['tenant_schema'];"
+        "django.setup(); from django.core.management import execute_from_command_line;"
+        "execute_from_command_line(['manage.py', 'migrate', '--database', sys.argv[2], '--check'])"
+    )
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(config), tenant.database.alias],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    missing = subprocess.run([sys.executable, "-c", script, json.dumps(config), "tenant:no-such-tenant"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no tenant 'no-such-tenant' is registered" in missing.stderr

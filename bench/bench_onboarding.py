@@ -1,0 +1,83 @@
+"""Onboarding one tenant (register_tenant) against the raw floor, per dialect.
+
+The floor is what no library can beat: CREATE DATABASE plus the tenant
+app's DDL statements (collected from Django's schema editor once) run on a
+fresh connection, with nothing recorded. Both are measured interleaved, in
+one run, and only their ratio means anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tenant_setup import median_ms, reachable, setup_django, slug, table, timed
+
+
+def floor_statements(tenant_db) -> list[str]:
+    from tenant_schema.provisioning import tenant_models
+
+    with tenant_db.connection.schema_editor(collect_sql=True, atomic=False) as editor:
+        for model in tenant_models():
+            editor.create_model(model)
+    return list(editor.collected_sql)
+
+
+def raw_floor(server_key: str, statements_for) -> float:
+    """CREATE DATABASE + DDL, timed; the database is dropped afterwards."""
+    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db
+
+    tenant_id = slug("floor")
+
+    def create():
+        tdb = get_or_create_tenant_db(tenant_id, server=server_key)
+        with tdb.connection.cursor() as cursor:
+            for sql in statements_for(tdb):
+                cursor.execute(sql)
+        tdb.close()
+
+    seconds = timed(create)
+    drop_tenant_db(tenant_id, server=server_key)
+    return seconds
+
+
+def run(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench_onboarding")
+    parser.add_argument("--tenants", type=int, default=20, help="tenants per dialect and method")
+    args = parser.parse_args(argv)
+    setup_django()
+    from tenant_schema.provisioning import purge_tenant, register_tenant
+
+    cache: dict[str, list[str]] = {}
+
+    def statements_for(tdb):
+        if tdb.server.key not in cache:
+            cache[tdb.server.key] = [s.rstrip(";") for s in floor_statements(tdb)]
+        return cache[tdb.server.key]
+
+    rows = []
+    for key in ("sqlite", "pg", "mysql"):
+        if not reachable(key):
+            rows.append([key, "unreachable", "", ""])
+            continue
+        raw_floor(key, statements_for)  # warm-up: connections, imports, caches, the migration plan
+        warm = slug("warm")
+        register_tenant(warm, server=key)
+        purge_tenant(warm)
+        onboard, floor = [], []
+        for _ in range(args.tenants):
+            s = slug("onboard")
+            onboard.append(timed(register_tenant, s, server=key))
+            purge_tenant(s)
+            floor.append(raw_floor(key, statements_for))
+        rows.append([key, f"{median_ms(onboard):.1f}", f"{median_ms(floor):.1f}",
+                     f"{median_ms(onboard) / median_ms(floor):.2f}x"])
+    print(f"Onboarding: median of {args.tenants} per dialect (ms)")
+    print(table(["dialect", "register_tenant", "raw CREATE DATABASE + DDL", "ratio"], rows))
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

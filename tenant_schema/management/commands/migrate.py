@@ -1,0 +1,32 @@
+"""Django's ``migrate``, which also accepts a tenant alias: ``--database tenant:<slug>``.
+
+Tenant aliases are registered lazily (on first use), so in a fresh
+``manage.py`` process ``tenant:acme`` does not exist yet; this registers it
+from the registry first, then runs Django's command unchanged. Fleet-wide
+migration is ``tenant_migrate``.
+"""
+
+from django.core.management.base import CommandError
+from django.core.management.commands.migrate import Command as DjangoMigrate
+
+
+class Command(DjangoMigrate):
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        for action in parser._actions:
+            if action.dest == "database":  # Django lists configured aliases only
+                action.choices = None
+                action.help += ', or "tenant:<slug>" for one tenant'
+
+    def execute(self, *args, **options):
+        from ...databases import ALIAS_PREFIX
+        from ...exceptions import TenantNotFound
+        from ...provisioning import get_tenant
+
+        database = options.get("database") or ""
+        if database.startswith(ALIAS_PREFIX):
+            try:
+                get_tenant(database[len(ALIAS_PREFIX):]).database.ensure_alias()
+            except TenantNotFound as exc:
+                raise CommandError(str(exc)) from None
+        return super().execute(*args, **options)
