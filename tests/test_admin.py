@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import OperationalError
+from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 
+from tenant_schema import hookimpl, tenant_context
 from tenant_schema.management.inspection import database_exists
+from tenant_schema.plugins import get_plugin_manager
 from tenant_schema.models import Tenant
 
 from .conftest import new_tenant_id
@@ -118,3 +122,51 @@ def test_superuser_purges_only_with_the_slug_typed(login, tenant):
     assert f"{tenant.slug} purged" in done.content.decode()
     assert not Tenant.objects.filter(pk=tenant.pk).exists()
     assert not database_exists(tenant)
+
+
+class RefusingServer:
+    """A plugin whose CREATE DATABASE fails, as a full or read-only server would."""
+
+    @hookimpl(tryfirst=True)
+    def tenant_schema_create_database(self, dialect, server, name):
+        raise OperationalError("could not create database: no space left on device")
+
+
+def test_adding_a_tenant_provisions_it_and_a_failure_can_be_retried(login, db_access):
+    from tenant_schema.provisioning import purge_tenant
+
+    client = login(superuser=True)
+    slug = new_tenant_id()
+    form = {"slug": slug, "name": "Retry Co", "server": "default"}
+    pm = get_plugin_manager()
+    pm.register(RefusingServer(), name="refusing-server")
+    try:
+        response = client.post(reverse("admin:tenant_schema_tenant_add"), form, follow=True)
+    finally:
+        pm.unregister(name="refusing-server")
+    tenant = Tenant.objects.get(slug=slug)
+    assert response.redirect_chain[-1][0] == reverse("admin:tenant_schema_tenant_change", args=[tenant.pk])
+    page = response.content.decode()
+    assert "no space left on device" in page and "was added successfully" not in page
+    assert tenant.status == Tenant.Status.FAILED
+    assert 'value="provision"' in page, "the page offers the retry"
+
+    response = client.post(reverse("admin:tenant_schema_tenant_run", args=[tenant.pk, "provision"]), follow=True)
+    assert f"Tenant {slug} is ready." in response.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.status == Tenant.Status.READY
+    assert "tenantapp_note" in response.content.decode(), "the live tables are shown"
+    tenant.database.close()
+    purge_tenant(tenant)
+
+
+def test_migrate_action_applies_pending_migrations(login, tenant):
+    with tenant_context(tenant):
+        MigrationExecutor(tenant.database.connection).migrate([("tenantapp", "0001_initial")])
+    tenant.database.close()
+    client = login("view_tenant", "change_tenant")
+    changelist = reverse("admin:tenant_schema_tenant_changelist")
+    response = client.post(changelist, {"action": "migrate", "_selected_action": [tenant.pk]}, follow=True)
+    assert f"Tenant {tenant.slug}: applied tenantapp.0002_note_pinned" in response.content.decode()
+    response = client.post(changelist, {"action": "migrate", "_selected_action": [tenant.pk]}, follow=True)
+    assert f"Tenant {tenant.slug} is up to date." in response.content.decode()

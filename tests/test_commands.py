@@ -173,6 +173,20 @@ def test_failed_purge_keeps_the_row_and_can_be_retried(register):
     assert not database_exists(tenant)
 
 
+def test_a_tenant_without_database_is_listed_and_not_created(db_access):
+    from tenant_schema.databases import database_name
+    from tenant_schema.servers import get_server
+
+    slug = new_tenant_id()  # as a provisioning that failed before CREATE DATABASE leaves it
+    tenant = Tenant.objects.create(slug=slug, server="default", status=Tenant.Status.FAILED,
+                                   database_name=database_name(slug, get_server("default")))
+    out, _ = run("tenant_list")
+    assert [slug, "failed", "default", "sqlite", "-"] in [line.split() for line in out.splitlines()]
+    with pytest.raises(CommandError, match=f"tenant '{slug}' \\(failed\\) has no database"):
+        run("tenant_tables", slug)
+    assert not database_exists(tenant), "looking must not create an empty SQLite file"
+
+
 # -- migrate ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("jobs", [1, 2])
