@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tenant_schema import close_tenant_connections, current_tenant, tenant_context
-from tests.tenantapp.models import Category, Note
+from tests.tenantapp.models import Category, Note, Tag
 
 ROWS = 15
 
@@ -21,6 +21,9 @@ def check_only_own_rows(tenants, writers_per_tenant: int) -> None:
             assert len(titles) == ROWS * writers_per_tenant
             assert all(t.startswith(f"{tenant.slug}/") for t in titles), titles
             assert Category.objects.get().name == tenant.slug
+            assert set(Tag.objects.values_list("label", flat=True)) <= {tenant.slug}
+            assert all(t.startswith(f"{tenant.slug}/") for t in Note.objects.filter(tags__isnull=False)
+                       .values_list("title", flat=True))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -38,7 +41,8 @@ def test_threads_each_in_a_tenant(server_key, tenant_factory):
             for i in range(ROWS):
                 with tenant_context(tenant):
                     category = Category.objects.get()
-                    Note.objects.create(title=f"{tenant.slug}/{n}/{i}", category=category)
+                    note = Note.objects.create(title=f"{tenant.slug}/{n}/{i}")
+                    Tag.objects.create(label=category.name, category=category).notes.add(note)
                     assert current_tenant() == tenant
                     assert Note.objects.exclude(title__startswith=f"{tenant.slug}/").count() == 0
         except BaseException as exc:  # noqa: BLE001 - asserted below
@@ -66,7 +70,9 @@ async def test_interleaved_async_tasks_each_in_a_tenant(server_key, tenant_facto
         async with tenant_context(tenant):
             category = await Category.objects.aget()
             for i in range(ROWS):
-                await Note.objects.acreate(title=f"{tenant.slug}/{n}/{i}", category=category)
+                note = await Note.objects.acreate(title=f"{tenant.slug}/{n}/{i}")
+                tag = await Tag.objects.acreate(label=category.name, category=category)
+                await tag.notes.aadd(note)
                 await asyncio.sleep(0)  # hand over to another tenant's task mid-way
                 assert current_tenant() == tenant
                 assert await Note.objects.exclude(title__startswith=f"{tenant.slug}/").acount() == 0

@@ -12,7 +12,7 @@ from django.db import router
 
 from tenant_schema import CrossTenantAccess, NoTenantSelected, TenantNotFound, current_tenant, tenant_context
 from tenant_schema.models import Tenant
-from tests.tenantapp.models import Category, Note
+from tests.tenantapp.models import Category, Note, Tag
 
 
 @pytest.mark.django_db
@@ -60,19 +60,24 @@ def test_relations_across_tenants_are_refused(tenant_factory):
     a, b = tenant_factory(), tenant_factory()
     with tenant_context(a):
         category_a = Category.objects.create(name="from a")
-        note_a = Note.objects.get(pk=Note.objects.create(title="a").pk)
+        note_a = Note.objects.create(title="a")
+        tag_a = Tag.objects.create(label="a")
     with tenant_context(b):
-        note_b = Note.objects.create(title="b")
+        tag_b = Tag.objects.create(label="b")
         with pytest.raises(ValueError, match="router prevents this relation"):
-            note_b.category = category_a
+            tag_b.category = category_a
+        with pytest.raises(ValueError, match="instance is on database .* value is on database"):
+            tag_b.notes.add(note_a)
         with pytest.raises(CrossTenantAccess, match=f"current tenant is '{b.slug}'"):
             note_a.save()
         with pytest.raises(CrossTenantAccess):
             note_a.refresh_from_db()
     with tenant_context(a):
-        note_a.category = category_a
-        note_a.save()
-        assert Note.objects.get(pk=note_a.pk).category == category_a
+        tag_a.category = category_a
+        tag_a.save()
+        tag_a.notes.add(note_a)
+        assert Tag.objects.get(pk=tag_a.pk).category == category_a
+        assert list(note_a.tags.all()) == [tag_a]
 
 
 @pytest.mark.django_db
