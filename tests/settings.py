@@ -62,6 +62,10 @@ DATABASES = {
         "TEST": {"NAME": str(BASE_DIR / "var" / f"test_registry_{os.getpid()}.sqlite3")},
     }
 }
+if os.environ.get("TENANT_SCHEMA_REGISTRY_URL"):  # run the suite with the registry on another server
+    import dj_database_url
+
+    DATABASES["default"] = dj_database_url.parse(os.environ["TENANT_SCHEMA_REGISTRY_URL"])
 DATABASE_ROUTERS = ["tenant_schema.routers.TenantRouter"]
 
 TENANT_DIR = Path(os.environ.get("TENANT_SCHEMA_TEST_DIR") or tempfile.mkdtemp(prefix="tenant-schema-tests-"))
