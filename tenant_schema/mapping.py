@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps.registry import Apps
 from django.db import models
+from django.db.migrations.state import AppConfigStub
 
 from .names import validate_identifier
 from .plugins import get_plugins
@@ -34,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dialects import Dialect
 
 APP_LABEL = "tenant_schema_tables"
-dynamic_apps = Apps()
+# An app config for the label, so ``get_models()`` sees the dynamic models and
+# Django finds reverse foreign keys (delete cascades) between them.
+dynamic_apps = Apps([AppConfigStub(APP_LABEL)])
 _models_lock = threading.Lock()
 
 #: Metadata keys understood in ``dataclasses.field(metadata=...)``.

@@ -1,0 +1,424 @@
+"""Bulk inserts, upserts and updates: Django's SQL, compiled once per batch shape.
+
+``QuerySet.bulk_create`` builds a model instance per row, compiles a fresh
+INSERT for every batch and runs each field's conversion chain for every
+value: at 100,000 rows that is three to six times slower than the driver's
+own ``executemany``. Here the statement is still compiled by Django's
+``SQLInsertCompiler`` / ``SQLUpdateCompiler`` (so quoting, multi-row
+``VALUES`` or PostgreSQL's ``UNNEST``, the dialect's native upsert clause and
+``RETURNING`` are Django's), but once per batch size, and values are
+converted a column at a time. A value of the field's exact built-in type goes
+through the backend's own ``connection.ops.adapt_*`` hook (skipped where that
+hook is the identity); anything else goes through ``field.get_db_prep_save``
+exactly as in the ORM. ``tests/test_tables.py`` checks the two agree.
+
+Fields whose value depends on more than the row (``auto_now``, custom
+``pre_save`` or ``get_placeholder``) take Django's ``bulk_create`` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import itertools
+import operator
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.db.models import sql
+from django.db.models.constants import OnConflict
+
+from .rows import RowCodec, is_auto
+
+_INTEGER = (
+    models.IntegerField, models.BigIntegerField, models.SmallIntegerField,
+    models.PositiveIntegerField, models.PositiveBigIntegerField, models.PositiveSmallIntegerField,
+)
+_AUTO = (models.AutoField, models.BigAutoField, models.SmallAutoField)
+_IDENTITY = {models.CharField: str, models.TextField: str, models.FloatField: float, models.BooleanField: bool}
+
+
+def _overridden(ops: BaseDatabaseOperations, name: str) -> bool:
+    return getattr(type(ops), name) is not getattr(BaseDatabaseOperations, name)
+
+
+def _fast_path(field: models.Field, connection) -> tuple[type, Callable | None, Callable | None] | None:
+    """``(native type, adapter, check)`` for values of the field's exact built-in type.
+
+    ``adapter`` is what ``get_db_prep_save`` reduces to for such a value
+    (``None``: the identity); ``check`` is a condition the value must meet
+    for that to hold (a finite Decimal, an aware datetime), else the value
+    takes the field's own path.
+    """
+    ops = connection.ops
+    kind = type(field)
+    if kind in _IDENTITY:
+        return _IDENTITY[kind], None, None
+    if kind in _AUTO:
+        return int, (ops.validate_autopk_value if _overridden(ops, "validate_autopk_value") else None), None
+    if kind in _INTEGER:
+        if not _overridden(ops, "adapt_integerfield_value"):
+            return int, None, None
+        internal = field.get_internal_type()
+        return int, lambda v: ops.adapt_integerfield_value(v, internal), None
+    if kind is models.DecimalField:
+        if not _overridden(ops, "adapt_decimalfield_value"):
+            return decimal.Decimal, None, decimal.Decimal.is_finite
+        digits, places = field.max_digits, field.decimal_places
+        return decimal.Decimal, lambda v: ops.adapt_decimalfield_value(v, digits, places), decimal.Decimal.is_finite
+    if kind is models.DateField:
+        # The base adapter is str(value) for a date.
+        return datetime.date, str if not _overridden(ops, "adapt_datefield_value") else ops.adapt_datefield_value, None
+    if kind is models.DateTimeField:
+        adapt = str if not _overridden(ops, "adapt_datetimefield_value") else ops.adapt_datetimefield_value
+        # A naive datetime under USE_TZ is made aware, with a warning, by the field itself.
+        return datetime.datetime, adapt, (lambda v: v.utcoffset() is not None) if settings.USE_TZ else None
+    if kind is models.TimeField:
+        return datetime.time, ops.adapt_timefield_value, None
+    return None
+
+
+def column_converter(field: models.Field, connection, norm: Callable[[models.Field, Any], Any]):
+    """A function turning a list of Python values into what the driver gets.
+
+    The same result as ``field.get_db_prep_save`` on each value (after
+    ``norm``: Enum members to values, related rows to keys), without its
+    per-value call chain when a column holds only the field's native type.
+    """
+    target = field.target_field if field.is_relation else field
+    prep = field.get_db_prep_save
+
+    def slow(v):
+        return prep(norm(field, v), connection)
+
+    spec = _fast_path(target, connection) if (not field.is_relation or type(field) is models.ForeignKey) else None
+    if spec is None:
+        return lambda column: [slow(v) for v in column]
+    native, adapt, check = spec
+    none = type(None)
+
+    def one(v):
+        if type(v) is native and (check is None or check(v)):
+            return v if adapt is None else adapt(v)
+        return None if v is None else slow(v)
+
+    def convert(column: list) -> list:
+        types = set(map(type, column))
+        if not types <= {native, none}:
+            return [one(v) for v in column]
+        if none in types:
+            if check is not None and not all(check(v) for v in column if v is not None):
+                return [one(v) for v in column]
+            return column if adapt is None else [None if v is None else adapt(v) for v in column]
+        if check is not None and not all(map(check, column)):
+            return [one(v) for v in column]
+        return column if adapt is None else list(map(adapt, column))
+
+    return convert
+
+
+def plain_fields(fields: Sequence[models.Field]) -> bool:
+    """Whether each field's saved value is its attribute's value (no auto_now, no custom placeholder)."""
+    for f in fields:
+        if hasattr(f, "get_placeholder"):
+            return False
+        pre_save = type(f).pre_save
+        if pre_save is models.Field.pre_save:
+            continue
+        if isinstance(f, (models.DateField, models.TimeField)) and pre_save in (
+            models.DateField.pre_save, models.DateTimeField.pre_save, models.TimeField.pre_save
+        ) and not (f.auto_now or f.auto_now_add):
+            continue
+        return False
+    return True
+
+
+# -- rows -> columns ------------------------------------------------------------
+
+@dataclasses.dataclass
+class Batch:
+    """Rows turned into columns: ``columns[i]`` holds every row's value of ``fields[i]``."""
+
+    fields: list[models.Field]
+    columns: list[list[Any]]
+    index: list[int]  # positions of these rows in the caller's list
+    given: int = 0  # fields[:given] came from the rows, the rest are defaults
+
+    @property
+    def size(self) -> int:
+        return len(self.index)
+
+    def take(self, positions: list[int]) -> Batch:
+        return Batch(self.fields, [[c[i] for i in positions] for c in self.columns],
+                     [self.index[i] for i in positions], self.given)
+
+
+def _shape(codec: RowCodec, row: Any) -> tuple[list[models.Field], Callable[[Any], tuple], type | None] | None:
+    """Fields and a getter for rows shaped like ``row``; None when only the slow path fits."""
+    if type(row) is dict:
+        keys = list(row)
+        codec.to_values(row)  # checks every key before anything else
+        getter = operator.itemgetter(*keys) if len(keys) != 1 else (lambda r, k=keys[0]: (r[k],))
+        return [codec.field_for(k) for k in keys], getter, dict
+    if dataclasses.is_dataclass(row) and not isinstance(row, type):
+        keys = [f.name for f in dataclasses.fields(row)]
+        fields = [codec.field_for(k) for k in keys]
+        if len(set(fields)) != len(fields):
+            return None
+        getter = operator.attrgetter(*keys) if len(keys) != 1 else (lambda r, k=keys[0]: (getattr(r, k),))
+        return fields, getter, type(row)
+    if codec.kind == "model" and isinstance(row, codec.model):
+        keys = [f.attname for f in codec.fields]
+        return list(codec.fields), operator.attrgetter(*keys), type(row)
+    return None
+
+
+def collect(codec: RowCodec, rows: Sequence[Any], what: str = "row") -> Batch:
+    """One ``Batch`` of every row; keys checked, required columns present, defaults filled."""
+    n = len(rows)
+    shape = _shape(codec, rows[0])
+    batch = None
+    if shape is not None:
+        fields, getter, kind = shape
+        width = len(fields)
+        same = set(map(type, rows)) == {kind} and (kind is not dict or set(map(len, rows)) == {width})
+        if same:
+            try:
+                tuples = list(map(getter, rows))
+            except (KeyError, AttributeError):
+                pass
+            else:
+                batch = Batch(fields, [list(c) for c in zip(*tuples)], list(range(n)))
+    if batch is None:
+        batch = _collect_slow(codec, rows, what)
+    batch.given = len(batch.fields)
+    _fill_defaults(codec, batch, what)
+    return batch
+
+
+def _collect_slow(codec: RowCodec, rows: Sequence[Any], what: str) -> Batch:
+    per_row = []
+    order: dict[models.Field, None] = {}
+    for i, row in enumerate(rows):
+        values = codec.to_values(row, what=f"{what} {i}")
+        per_row.append(values)
+        order.update(dict.fromkeys(values))
+    fields = list(order)
+    columns = []
+    for f in fields:
+        if any(f not in values for values in per_row):
+            default = _default_getter(codec, f, what)
+            columns.append([values[f] if f in values else default() for values in per_row])
+        else:
+            columns.append([values[f] for values in per_row])
+    return Batch(fields, columns, list(range(len(rows))))
+
+
+def _default_getter(codec: RowCodec, field: models.Field, what: str) -> Callable[[], Any]:
+    if field in codec.required:
+        codec.check_required((), what=what)
+    if field.primary_key and codec.auto_pk:
+        return lambda: None
+    return field.get_default
+
+
+def _fill_defaults(codec: RowCodec, batch: Batch, what: str) -> None:
+    given = set(batch.fields)
+    codec.check_required(given, what=what)
+    for f in codec.fields:
+        if f in given or (f.primary_key and codec.auto_pk):
+            continue
+        if f.has_default() and callable(f.default):
+            column = [f.get_default() for _ in range(batch.size)]
+        else:
+            column = [f.get_default()] * batch.size
+        batch.fields.append(f)
+        batch.columns.append(column)
+
+
+def split_generated_keys(codec: RowCodec, batch: Batch) -> list[Batch]:
+    """Batches whose auto primary key is all given or all left to the database."""
+    if not codec.auto_pk or codec.pk not in batch.fields:
+        return [batch]
+    i = batch.fields.index(codec.pk)
+    keys = batch.columns[i]
+    missing = [j for j, v in enumerate(keys) if v is None]
+    if not missing:
+        return [batch]
+    without = Batch(batch.fields[:i] + batch.fields[i + 1:], batch.columns[:i] + batch.columns[i + 1:],
+                    batch.index, batch.given - (i < batch.given))
+    if len(missing) == len(keys):
+        return [without]
+    given = [j for j, v in enumerate(keys) if v is not None]
+    return [batch.take(given), without.take(missing)]
+
+
+def has_expressions(batch: Batch) -> bool:
+    """Whether a value is a Django expression (``F("x") + 1``), which only the ORM path compiles."""
+    return any(hasattr(t, "resolve_expression") for column in batch.columns for t in set(map(type, column)))
+
+
+# -- INSERT ---------------------------------------------------------------------
+
+#: Values (rows x columns) per multi-row INSERT, under the backend's own limit.
+VALUES_PER_STATEMENT = 6_000
+#: Rows per INSERT where the backend sends one array per column (PostgreSQL's UNNEST).
+ROWS_PER_ARRAY_STATEMENT = 20_000
+#: Compiled statements kept per table.
+STATEMENT_CACHE_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class _Statement:
+    sql: str
+    columnar: bool  # one array parameter per column (PostgreSQL's UNNEST), not one per value
+
+
+def _compile_insert(model, connection, fields, rows, sample, conflict) -> _Statement | None:
+    """Django's INSERT for ``rows`` rows of ``fields``; None if its shape is not one we can fill."""
+    query = sql.InsertQuery(model, on_conflict=conflict.get("on_conflict"),
+                            update_fields=conflict.get("update_fields", ()),
+                            unique_fields=conflict.get("unique_fields", ()))
+    query.insert_values(fields, [sample] * rows)
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = conflict.get("returning")
+    statements = compiler.as_sql()
+    if len(statements) != 1:
+        return None
+    text, params = statements[0]
+    width = len(fields)
+    if len(params) == rows * width:
+        return _Statement(text, columnar=False)
+    if rows > 1 and len(params) == width and all(isinstance(p, list) and len(p) == rows for p in params):
+        return _Statement(text, columnar=True)
+    return None
+
+
+def _cached_statement(codec: RowCodec, connection, fields, rows: int, sample, conflict) -> _Statement | None:
+    key = (
+        connection.vendor, tuple(f.attname for f in fields), rows, conflict.get("on_conflict"),
+        *(tuple(f.attname for f in conflict.get(k) or ()) for k in ("update_fields", "unique_fields", "returning")),
+    )
+    cache = codec.statements
+    if key in cache:
+        return cache.get(key)
+    compiled = _compile_insert(codec.model, connection, fields, rows, sample, conflict)
+    if len(cache) >= STATEMENT_CACHE_SIZE:
+        cache.clear()
+    cache[key] = compiled
+    return compiled
+
+
+def rows_per_statement(connection, fields, total: int, batch_size: int | None, columnar: bool = False) -> int:
+    limit = connection.ops.bulk_batch_size(fields, range(total)) or total
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    size = batch_size or (ROWS_PER_ARRAY_STATEMENT if columnar else VALUES_PER_STATEMENT // max(1, len(fields)))
+    return max(1, min(size, limit, total))
+
+
+def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None = None,
+           returning: bool = False, **conflict: Any) -> list[Any] | None:
+    """INSERT ``batch`` (inside the caller's transaction); the generated keys when ``returning``.
+
+    ``conflict`` holds ``on_conflict``, ``update_fields`` and ``unique_fields``
+    as ``InsertQuery`` takes them.
+    """
+    fields, n = batch.fields, batch.size
+    if returning:
+        conflict["returning"] = [codec.pk]
+    if not fields or not plain_fields(fields) or has_expressions(batch):
+        return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
+    sample = types.SimpleNamespace(**{f.attname: codec.norm(f, c[0]) for f, c in zip(fields, batch.columns)})
+
+    def statement(rows: int) -> _Statement | None:
+        return _cached_statement(codec, connection, fields, rows, sample, conflict)
+
+    # Where Django sends arrays (UNNEST), the SQL does not grow with the rows: one statement fits all.
+    two = statement(2) if n > 1 else None
+    arrays = two is not None and two.columnar and statement(3) == two
+    size = rows_per_statement(connection, fields, n, batch_size, arrays)
+    statements = {k: two if arrays and k > 1 else statement(k) for k in {size, n % size or size}}
+    if None in statements.values():
+        return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
+
+    columns = [column_converter(f, connection, codec.norm)(c) for f, c in zip(fields, batch.columns)]
+
+    def params(start: int, rows: int) -> Any:
+        chunk = [c[start:start + rows] for c in columns] if rows != n else columns
+        if statements[rows].columnar:
+            return chunk
+        return list(itertools.chain.from_iterable(zip(*chunk)))
+
+    full = n - n % size
+    with connection.cursor() as cursor:
+        if returning:
+            keys: list[Any] = []
+            for start in range(0, n, size):
+                rows = min(size, n - start)
+                cursor.execute(statements[rows].sql, params(start, rows))
+                keys.extend(row[0] for row in cursor.fetchall())
+            return keys
+        # Full batches share one statement: one executemany (SQLite prepares it once).
+        if full > size:
+            cursor.executemany(statements[size].sql, [params(start, size) for start in range(0, full, size)])
+        elif full:
+            cursor.execute(statements[size].sql, params(0, size))
+        if full < n:
+            cursor.execute(statements[n - full].sql, params(full, n - full))
+    return None
+
+
+def _insert_orm(codec, connection, batch, batch_size, returning, conflict) -> list[Any] | None:
+    """Django's own ``bulk_create``, for fields the compiled path does not cover."""
+    objs = [codec.model(**{f.attname: codec.norm(f, c[i]) for f, c in zip(batch.fields, batch.columns)})
+            for i in range(batch.size)]
+    kwargs: dict[str, Any] = {}
+    if conflict.get("on_conflict") == OnConflict.UPDATE:
+        kwargs = {"update_conflicts": True, "update_fields": [f.name for f in conflict["update_fields"]],
+                  "unique_fields": [f.name for f in conflict.get("unique_fields") or ()] or None}
+    elif conflict.get("on_conflict") == OnConflict.IGNORE:
+        kwargs = {"ignore_conflicts": True}
+    codec.model._base_manager.db_manager(connection.alias).bulk_create(objs, batch_size=batch_size, **kwargs)
+    return [o.pk for o in objs] if returning else None
+
+
+# -- UPDATE ---------------------------------------------------------------------
+
+def update(codec: RowCodec, connection, key: models.Field, rows: list[Mapping[models.Field, Any]]) -> int:
+    """UPDATE each row (a ``{field: value}`` holding ``key``) by its key; rows matched.
+
+    Rows setting the same columns share one statement, compiled by Django
+    and run with ``executemany``.
+    """
+    groups: dict[tuple[models.Field, ...], list[Mapping[models.Field, Any]]] = {}
+    for values in rows:
+        groups.setdefault(tuple(f for f in values if f is not key), []).append(values)
+    manager = codec.model._base_manager.db_manager(connection.alias)
+    matched = 0
+    for fields, group in groups.items():
+        if not fields:
+            continue
+        if any(hasattr(v, "resolve_expression") for values in group for v in values.values()) or not plain_fields(fields):
+            for values in group:
+                matched += manager.filter(**{key.name: values[key]}).update(
+                    **{f.name: v for f, v in values.items() if f is not key})
+            continue
+        sample = group[0]
+        query = manager.filter(**{key.name: sample[key]}).query.chain(sql.UpdateQuery)
+        query.add_update_values({f.name: sample[f] for f in fields})
+        query.clear_ordering(force=True)
+        text, params = query.get_compiler(connection=connection).as_sql()
+        if len(params) != len(fields) + 1:
+            raise RuntimeError(f"unexpected UPDATE shape for table {codec.table!r}: {text}")
+        columns = [column_converter(f, connection, codec.norm)([values[f] for values in group])
+                   for f in (*fields, key)]
+        with connection.cursor() as cursor:
+            cursor.executemany(text, list(zip(*columns)))
+            matched += max(cursor.rowcount, 0)
+    return matched
