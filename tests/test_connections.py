@@ -9,7 +9,7 @@ from django.db import connections
 
 from tenant_schema import databases
 from tenant_schema.databases import bind_tenant_db, close_tenant_connections, open_tenant_connections
-from tests.conftest import new_tenant_id, require_server
+from tests.conftest import new_tenant_id
 
 
 def test_ten_thousand_tenants_bound_build_no_alias(db_access):

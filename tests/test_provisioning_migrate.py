@@ -7,7 +7,7 @@ from django.db import connections
 from django.test import override_settings
 
 from tenant_schema.exceptions import TenantNotFound
-from tenant_schema.provisioning import archive_tenant, migrate_tenant, migrate_tenants, register_tenant
+from tenant_schema.provisioning import archive_tenant, migrate_tenant, migrate_tenants
 from tenant_schema.testing import unique_slug
 from tests.tenantapp.helpers import unapplied
 from tests.tenantapp.models import Note
@@ -67,7 +67,7 @@ def test_a_failing_tenant_does_not_stop_the_others(server_key, tenant_factory):
 
 @pytest.mark.django_db(transaction=True)
 def test_parallel_jobs_in_worker_processes(tenant_factory, capsys):
-    require = [t for t in old_tenants(tenant_factory, "sqlite", 3)]
+    require = old_tenants(tenant_factory, "sqlite", 3)
     up_to_date = tenant_factory(unique_slug("fleet"), server="sqlite")
     report = migrate_tenants([t.slug for t in require] + [up_to_date.slug], jobs=2, progress=True)
     assert report.ok, report.failures
