@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
-import itertools
 import operator
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -98,7 +97,7 @@ def column_converter(field: models.Field, connection, norm: Callable[[models.Fie
 
     spec = _fast_path(target, connection) if (not field.is_relation or type(field) is models.ForeignKey) else None
     if spec is None:
-        return lambda column: [slow(v) for v in column]
+        return lambda column, types=None: [slow(v) for v in column]
     native, adapt, check = spec
     none = type(None)
 
@@ -107,8 +106,8 @@ def column_converter(field: models.Field, connection, norm: Callable[[models.Fie
             return v if adapt is None else adapt(v)
         return None if v is None else slow(v)
 
-    def convert(column: list) -> list:
-        types = set(map(type, column))
+    def convert(column: list, types: set[type] | None = None) -> list:
+        types = set(map(type, column)) if types is None else types
         if not types <= {native, none}:
             return [one(v) for v in column]
         if none in types:
@@ -158,42 +157,39 @@ class Batch:
                      [self.index[i] for i in positions], self.given)
 
 
-def _shape(codec: RowCodec, row: Any) -> tuple[list[models.Field], Callable[[Any], tuple], type | None] | None:
-    """Fields and a getter for rows shaped like ``row``; None when only the slow path fits."""
+def _shape(codec: RowCodec, row: Any) -> tuple[list[models.Field], list[Callable[[Any], Any]], type] | None:
+    """Fields and one getter per field for rows shaped like ``row``; None when only the slow path fits."""
     if type(row) is dict:
-        keys = list(row)
         codec.to_values(row)  # checks every key before anything else
-        getter = operator.itemgetter(*keys) if len(keys) != 1 else (lambda r, k=keys[0]: (r[k],))
-        return [codec.field_for(k) for k in keys], getter, dict
+        return [codec.field_for(k) for k in row], [operator.itemgetter(k) for k in row], dict
     if dataclasses.is_dataclass(row) and not isinstance(row, type):
         keys = [f.name for f in dataclasses.fields(row)]
         fields = [codec.field_for(k) for k in keys]
         if len(set(fields)) != len(fields):
             return None
-        getter = operator.attrgetter(*keys) if len(keys) != 1 else (lambda r, k=keys[0]: (getattr(r, k),))
-        return fields, getter, type(row)
+        return fields, [operator.attrgetter(k) for k in keys], type(row)
     if codec.kind == "model" and isinstance(row, codec.model):
-        keys = [f.attname for f in codec.fields]
-        return list(codec.fields), operator.attrgetter(*keys), type(row)
+        return list(codec.fields), [operator.attrgetter(f.attname) for f in codec.fields], type(row)
     return None
 
 
 def collect(codec: RowCodec, rows: Sequence[Any], what: str = "row") -> Batch:
-    """One ``Batch`` of every row; keys checked, required columns present, defaults filled."""
+    """One ``Batch`` of every row; keys checked, required columns present, defaults filled.
+
+    Rows of one shape (dicts with the same keys, instances of one class) are
+    read a column at a time, without a tuple per row.
+    """
     n = len(rows)
     shape = _shape(codec, rows[0])
     batch = None
     if shape is not None:
-        fields, getter, kind = shape
-        width = len(fields)
-        same = set(map(type, rows)) == {kind} and (kind is not dict or set(map(len, rows)) == {width})
+        fields, getters, kind = shape
+        same = set(map(type, rows)) == {kind} and (kind is not dict or set(map(len, rows)) == {len(fields)})
         if same:
             try:
-                tuples = list(map(getter, rows))
+                batch = Batch(fields, [list(map(get, rows)) for get in getters], list(range(n)))
             except (KeyError, AttributeError):
                 pass
-            else:
-                batch = Batch(fields, [list(c) for c in zip(*tuples)], list(range(n)))
     if batch is None:
         batch = _collect_slow(codec, rows, what)
     batch.given = len(batch.fields)
@@ -258,9 +254,9 @@ def split_generated_keys(codec: RowCodec, batch: Batch) -> list[Batch]:
     return [batch.take(given), without.take(missing)]
 
 
-def has_expressions(batch: Batch) -> bool:
+def has_expressions(types: list[set[type]]) -> bool:
     """Whether a value is a Django expression (``F("x") + 1``), which only the ORM path compiles."""
-    return any(hasattr(t, "resolve_expression") for column in batch.columns for t in set(map(type, column)))
+    return any(hasattr(t, "resolve_expression") for column_types in types for t in column_types)
 
 
 # -- INSERT ---------------------------------------------------------------------
@@ -332,7 +328,8 @@ def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None 
     fields, n = batch.fields, batch.size
     if returning:
         conflict["returning"] = [codec.pk]
-    if not fields or not plain_fields(fields) or has_expressions(batch):
+    value_types = [set(map(type, c)) for c in batch.columns]
+    if not fields or not plain_fields(fields) or has_expressions(value_types):
         return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
     sample = types.SimpleNamespace(**{f.attname: codec.norm(f, c[0]) for f, c in zip(fields, batch.columns)})
 
@@ -347,13 +344,17 @@ def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None 
     if None in statements.values():
         return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
 
-    columns = [column_converter(f, connection, codec.norm)(c) for f, c in zip(fields, batch.columns)]
+    columns = [column_converter(f, connection, codec.norm)(c, t) for f, c, t in zip(fields, batch.columns, value_types)]
+    width = len(columns)
 
     def params(start: int, rows: int) -> Any:
         chunk = [c[start:start + rows] for c in columns] if rows != n else columns
         if statements[rows].columnar:
             return chunk
-        return list(itertools.chain.from_iterable(zip(*chunk)))
+        flat: list[Any] = [None] * (rows * width)  # row-major: every width-th slot is one column
+        for j, column in enumerate(chunk):
+            flat[j::width] = column
+        return flat
 
     full = n - n % size
     with connection.cursor() as cursor:
