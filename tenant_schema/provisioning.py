@@ -122,6 +122,9 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
     except Exception as exc:
         _mark_failed(tenant.pk, exc)
         raise
+    finally:
+        # Onboarding many tenants from one loop must not hold a connection to each.
+        tenant.database.close()
     tenant_provisioned.send(sender=Tenant, tenant=locked)
     return locked
 

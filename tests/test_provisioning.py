@@ -296,3 +296,16 @@ def test_manage_py_migrate_check_accepts_a_tenant_alias_in_a_fresh_process(tenan
     missing = subprocess.run([sys.executable, "-c", script, json.dumps(config), "tenant:no-such-tenant"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no tenant 'no-such-tenant' is registered" in missing.stderr
+
+
+@pytest.mark.django_db
+def test_onboarding_in_a_loop_leaves_no_tenant_connection_open(server_key, cleanup):
+    from tenant_schema.databases import open_tenant_connections
+
+    before = open_tenant_connections()
+    for _ in range(3):
+        slug = unique_slug("loop")
+        cleanup.append(slug)
+        tenant = register_tenant(slug, server=server_key)
+        assert connections[tenant.database.alias].connection is None
+    assert open_tenant_connections() == before
