@@ -327,20 +327,11 @@ def migrate_tenants(
 
         plan = migration_plan()
         todo: list[Tenant] = []
-        for tenant in tenants:
-            if tenant.status not in MIGRATABLE:
-                done(TenantMigration(tenant.slug, error=f"tenant is {tenant.status}; register_tenant() completes it"))
-                continue
-            try:
-                with _released(tenant.database):
-                    applied = applied_migrations(tenant.database) or set()
-            except Exception as exc:  # noqa: BLE001 - reported per tenant
-                done(TenantMigration(tenant.slug, error=_describe(exc)))
-                continue
-            if plan.pending(applied):
-                todo.append(tenant)
+        for outcome in _checked(tenants, plan, jobs):
+            if isinstance(outcome, Tenant):
+                todo.append(outcome)
             else:
-                done(TenantMigration(tenant.slug, skipped=True))
+                done(outcome)
         if jobs == 1 or len(todo) <= 1:
             for tenant in todo:
                 done(_migrate_one(tenant.slug, tenant.server, tenant.database_name))
@@ -349,6 +340,34 @@ def migrate_tenants(
     finally:
         getattr(notify, "close", lambda: None)()
     return report
+
+
+def _check(tenant: Tenant, plan: MigrationPlan) -> Tenant | TenantMigration:
+    """The tenant if it has migrations to apply, else its (skipped or failed) result."""
+    if tenant.status not in MIGRATABLE:
+        return TenantMigration(tenant.slug, error=f"tenant is {tenant.status}; register_tenant() completes it")
+    try:
+        with _released(tenant.database):
+            applied = applied_migrations(tenant.database) or set()
+    except Exception as exc:  # noqa: BLE001 - reported per tenant
+        return TenantMigration(tenant.slug, error=_describe(exc))
+    return tenant if plan.pending(applied) else TenantMigration(tenant.slug, skipped=True)
+
+
+def _checked(tenants: list[Tenant], plan: MigrationPlan, jobs: int):
+    """``_check`` for each tenant; ``jobs`` threads at a time (connecting is the slow part)."""
+    if jobs == 1:
+        return (_check(tenant, plan) for tenant in tenants)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(tenant: Tenant):
+        try:
+            return _check(tenant, plan)
+        finally:
+            connections.close_all()  # this worker thread's default connection, if any
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(check, tenants))
 
 
 class _released:
