@@ -54,6 +54,7 @@ STATIC_URL = "/static/"
 # worker processes (two registrants at once, migrate_tenants(jobs=2)) see it.
 # IMMEDIATE transactions take SQLite's write lock up front: concurrent
 # registrants queue on it instead of failing with "database is locked".
+(BASE_DIR / "var").mkdir(exist_ok=True)  # a fresh clone has no var/ (it is git-ignored)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
