@@ -253,8 +253,10 @@ def introspect_model(tenant_db: TenantDatabase, table_name: str) -> type[models.
             if kwargs["max_length"] < 0:
                 kwargs["max_length"] = 255
         if field_type == "DecimalField":
-            kwargs["max_digits"] = row.precision or 19
-            kwargs["decimal_places"] = row.scale or 0
+            if row.scale is None:  # SQLite keeps no precision: read without rounding away the fraction
+                kwargs["max_digits"], kwargs["decimal_places"] = 28, 10
+            else:
+                kwargs["max_digits"], kwargs["decimal_places"] = row.precision or 28, row.scale
         field_class = getattr(models, field_type, models.TextField)
         if row.name == pk_column:
             kwargs["primary_key"] = True
