@@ -198,29 +198,24 @@ def collect(codec: RowCodec, rows: Sequence[Any], what: str = "row") -> Batch:
 
 
 def _collect_slow(codec: RowCodec, rows: Sequence[Any], what: str) -> Batch:
+    """Rows of mixed shapes: each checked on its own, missing columns filled with their defaults."""
     per_row = []
     order: dict[models.Field, None] = {}
     for i, row in enumerate(rows):
         values = codec.to_values(row, what=f"{what} {i}")
         per_row.append(values)
         order.update(dict.fromkeys(values))
-    fields = list(order)
     columns = []
-    for f in fields:
-        if any(f not in values for values in per_row):
-            default = _default_getter(codec, f, what)
-            columns.append([values[f] if f in values else default() for values in per_row])
-        else:
+    for f in order:
+        if all(f in values for values in per_row):
             columns.append([values[f] for values in per_row])
-    return Batch(fields, columns, list(range(len(rows))))
-
-
-def _default_getter(codec: RowCodec, field: models.Field, what: str) -> Callable[[], Any]:
-    if field in codec.required:
-        codec.check_required((), what=what)
-    if field.primary_key and codec.auto_pk:
-        return lambda: None
-    return field.get_default
+            continue
+        if f in codec.required:
+            i = next(i for i, values in enumerate(per_row) if f not in values)
+            codec.check_required(per_row[i], what=f"{what} {i}")
+        default = (lambda: None) if f.primary_key and codec.auto_pk else f.get_default
+        columns.append([values[f] if f in values else default() for values in per_row])
+    return Batch(list(order), columns, list(range(len(rows))))
 
 
 def _fill_defaults(codec: RowCodec, batch: Batch, what: str) -> None:

@@ -235,10 +235,12 @@ class Table:
                 original = rows[position]
                 if codec.kind == "model" and isinstance(original, self.model):
                     original.pk = values[codec.pk]
-                    original._state.adding, original._state.db = False, self._alias
-                    out[position] = original
+                    row = original
                 else:
-                    out[position] = codec.from_field_values(values)
+                    row = codec.from_field_values(values)
+                if codec.kind == "model":  # saved, as bulk_create leaves its objects
+                    row._state.adding, row._state.db = False, self._alias
+                out[position] = row
         return out
 
     def batch_update(self, rows: Iterable[Any], key_column: str = "id") -> int:

@@ -247,6 +247,8 @@ def test_list_pages_are_stable(ledger):
         (lambda t: t.create({"description": "no amount"}), r"required column\(s\) account_id, amount"),
         (lambda t: t.update(1, {"amont": 2}), "no column 'amont'"),
         (lambda t: t.batch_create([{"account": 1, "amount": 1}, {"account": 1, "amount": 2, "x": 3}]), "no column 'x'"),
+        (lambda t: t.batch_create([{"account": 1, "amount": 1}, {"amount": 2}]),
+         r"row 1 of table 'transactions' has no value for required column\(s\) account_id"),
         (lambda t: t.batch_update([{"amount": 2}]), "no value for key column 'id'"),
         (lambda t: t.batch_update([{"id": 1, "amount": 2}], key_column="nope"), r"no column 'nope' \(in key_column\)"),
         (lambda t: t.upsert([{"id": 1, "amount": 2}], conflict=("id", "ghost")), r"no column 'ghost' \(in conflict\)"),
