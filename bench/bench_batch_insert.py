@@ -6,8 +6,9 @@ table, in one transaction on the same connection, starting from the same
 list of dicts. The baseline is the driver's plain cursor (psycopg 3
 ``Cursor``, mysqlclient, sqlite3) running ``executemany`` of one
 parameterised INSERT; it includes turning the dicts into tuples, which the
-driver needs. Runs alternate between the two; the table shows medians and
-the throughput ratio (baseline time / batch_create time).
+driver needs. Django's own ``QuerySet.bulk_create`` of model instances is
+timed too, for reference. Runs alternate; the table shows medians and the
+throughput ratio (baseline time / batch_create time).
 
     ./run bench batch_insert -- --rows 100000 --repeat 5 --servers sqlite,pg,mysql
 """
@@ -117,6 +118,19 @@ def table_insert(txns, rows: list[dict]) -> float:
     return time.perf_counter() - start
 
 
+def orm_insert(txns, rows: list[dict]) -> float:
+    """Django's own QuerySet.bulk_create of model instances, for reference."""
+    from django.db import transaction
+
+    model, alias = txns.model, txns.tenant_db.alias
+    attnames = {f.name: f.attname for f in model._meta.concrete_fields}
+    start = time.perf_counter()
+    with transaction.atomic(using=alias):
+        objs = [model(**{attnames[k]: v for k, v in row.items()}) for row in rows]
+        model._default_manager.db_manager(alias).bulk_create(objs)
+    return time.perf_counter() - start
+
+
 def empty(txns) -> None:
     txns.model._default_manager.db_manager(txns.tenant_db.alias).all().delete()
 
@@ -128,7 +142,7 @@ def server_version(tdb) -> str:
         return str(cursor.fetchone()[0]).split(" on ")[0].split(",")[0]
 
 
-def bench_server(key: str, count: int, repeat: int) -> list[object]:
+def bench_server(key: str, count: int, repeat: int, orm: bool) -> list[object]:
     from tenant_schema import drop_tenant_db, get_or_create_tenant_db, register_tables
 
     tenant_id = slug("bench-insert")
@@ -145,15 +159,20 @@ def bench_server(key: str, count: int, repeat: int) -> list[object]:
         via_raw = txns.list(limit=3)
         empty(txns)
         assert [(r.amount, r.booked_on, r.note) for r in via_table] == [(r.amount, r.booked_on, r.note) for r in via_raw]
-        raw_times, table_times = [], []
+        raw_times, table_times, orm_times = [], [], []
         for i in range(repeat):
-            order = [(raw_times, lambda: raw_insert(tdb, txns.model, rows)), (table_times, lambda: table_insert(txns, rows))]
+            order = [(raw_times, lambda: raw_insert(tdb, txns.model, rows)),
+                     (table_times, lambda: table_insert(txns, rows))]
+            if orm and i < 3:  # slow, and only for reference: median of 3
+                order.append((orm_times, lambda: orm_insert(txns, rows)))
             for samples, fn in (order if i % 2 == 0 else order[::-1]):
                 samples.append(fn())
                 assert txns.count() == count
                 empty(txns)
         raw, api = statistics.median(raw_times), statistics.median(table_times)
-        return [key, server_version(tdb), f"{raw:.3f}", f"{api:.3f}", f"{count / api:,.0f}", f"{raw / api:.2f}"]
+        orm_cell = f"{statistics.median(orm_times):.3f}" if orm else "-"
+        return [key, server_version(tdb), f"{raw:.3f}", f"{api:.3f}", orm_cell, f"{count / api:,.0f}",
+                f"{raw / api:.2f}"]
     finally:
         tdb.close()
         drop_tenant_db(tenant_id, server=key)
@@ -164,15 +183,18 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--servers", default="sqlite,pg,mysql")
+    parser.add_argument("--no-orm", action="store_true", help="skip the QuerySet.bulk_create reference column")
     args = parser.parse_args(argv)
     setup_django()
     results, skipped = [], []
     for key in args.servers.split(","):
         if reachable(key):
-            results.append(bench_server(key, args.rows, args.repeat))
+            results.append(bench_server(key, args.rows, args.repeat, not args.no_orm))
         else:
             skipped.append(key)
     print(f"## Bulk insert: {args.rows:,} rows, median of {args.repeat} (seconds)\n")
-    print(table(["server", "version", "executemany", "batch_create", "rows/s", "ratio"], results))
+    print(table(["server", "version", "executemany", "batch_create", "bulk_create (ORM, 3 runs)", "batch_create rows/s",
+                 "ratio"], results))
+    print("\nratio = executemany time / batch_create time (throughput of batch_create relative to the driver)")
     if skipped:
         print(f"\nskipped (no answer): {', '.join(skipped)}")
