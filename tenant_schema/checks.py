@@ -50,6 +50,12 @@ def _app_config(entry: str):
     return next((c for c in apps.get_app_configs() if entry in (c.name, c.label)), None)
 
 
+def _migrated_apps() -> set[str]:
+    from django.db.migrations.loader import MigrationLoader
+
+    return set(MigrationLoader(None, ignore_no_migrations=True).migrated_apps)
+
+
 @register("tenant_schema")
 def check_apps(app_configs=None, **kwargs):
     errors = []
@@ -66,6 +72,10 @@ def check_apps(app_configs=None, **kwargs):
             errors.append(Error(f"app {config.label!r} is listed both in TENANT_APPS and in SHARED_APPS",
                                 hint="an app's tables live either in each tenant's database or in default: "
                                      "keep it in one list", id="tenant_schema.E006"))
+        if config.label not in _migrated_apps():
+            errors.append(Error(f"tenant app {config.label!r} has no migrations: tenant databases would get "
+                                "no tables for it", hint=f"run manage.py makemigrations {config.label}",
+                                id="tenant_schema.E012"))
         if config.label in ("tenant_schema", "contenttypes", "auth"):
             errors.append(Error(f"app {config.label!r} cannot be a tenant app: it must stay in the default database",
                                 hint="remove it from TENANT_APPS", id="tenant_schema.E007"))

@@ -106,3 +106,8 @@ def test_bad_cap_resolver_and_tenant_tables(settings):
     assert "MAX_OPEN_CONNECTIONS" in found["tenant_schema.E009"]
     assert "RESOLVER" in found["tenant_schema.E010"]
     assert "does not import" in found["tenant_schema.E011"]
+
+
+def test_tenant_app_without_migrations(settings):
+    settings.MIGRATION_MODULES = {"tenantapp": None}
+    assert "'tenantapp' has no migrations" in errors()["tenant_schema.E012"]
