@@ -62,10 +62,10 @@ class Server:
     def safe_url(self) -> str:
         """The URL with any password masked, for display."""
         parts = urllib.parse.urlsplit(self.url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            parts = parts._replace(netloc=netloc)
-        return urllib.parse.urlunsplit(parts)
+        if not parts.password:
+            return self.url  # urlunsplit would drop a slash of sqlite:////abs/path
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 _cache: dict[tuple[str, str], Server] = {}

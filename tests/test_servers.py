@@ -53,6 +53,11 @@ def test_mysql_and_mariadb_schemes():
         assert server.settings["OPTIONS"]["charset"] == "utf8mb4"
 
 
+def test_safe_url_masks_only_the_password():
+    assert parse_server("s", "sqlite:////srv/tenants/").safe_url() == "sqlite:////srv/tenants/"
+    assert parse_server("m", "mysql://root:pw@db:3306/").safe_url() == "mysql://root:***@db:3306/"
+
+
 def test_sqlite_relative_directories_are_under_base_dir(settings, tmp_path):
     settings.BASE_DIR = tmp_path
     assert parse_server("s", "sqlite:///var/tenants/").path == tmp_path / "var" / "tenants"

@@ -6,7 +6,6 @@ a few ledger rows per tenant.
 """
 
 from datetime import date
-from urllib.parse import urlsplit
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -65,7 +64,7 @@ class Command(BaseCommand):
 
         port = addrport.rsplit(":", 1)[-1]
         server = get_server()
-        shown = server.safe_url() if urlsplit(server.url).password else server.url
+        shown = server.safe_url()
         self.stdout.write(f"\nTenant server: {shown} ({server.dialect.name})")
         self.stdout.write(f"Admin: http://localhost:{port}/admin/  user {ADMIN_USER!r}, password {ADMIN_PASSWORD!r}")
         for slug in DEMO_TENANTS:
