@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     # How middleware finds the tenant: "subdomain", "header", "path" or a dotted path.
     "RESOLVER": "subdomain",
     "HEADER": "X-Tenant",
+    # How long the middleware trusts a ready tenant's registry row before
+    # looking it up again. Changes made in this process (archive, purge,
+    # save) take effect at once; other processes see them within this many
+    # seconds. 0 looks the tenant up on every request.
+    "ROUTING_CACHE_SECONDS": 5,
 }
 
 AUTOLOAD_ENV = "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD"

@@ -19,11 +19,15 @@ Works under WSGI and ASGI.
 
 from __future__ import annotations
 
+import copy
 import functools
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models.signals import post_delete, post_save
 from django.http import Http404, HttpRequest
 from django.urls import get_script_prefix, set_script_prefix
 from django.utils.module_loading import import_string
@@ -32,6 +36,7 @@ from . import conf
 from .context import _current
 from .models import Tenant
 from .names import validate_tenant_id
+from .signals import tenant_archived, tenant_dropped
 
 RESOLVERS = ("subdomain", "header", "path")
 
@@ -76,13 +81,75 @@ def get_resolver() -> Callable[[HttpRequest], str | None]:
     return _resolver(conf.get("RESOLVER"))
 
 
+class ReadyTenants:
+    """Ready tenants by slug, trusted for ``TENANT_SCHEMA["ROUTING_CACHE_SECONDS"]``.
+
+    Without it every request pays a registry query (and, with
+    ``CONN_MAX_AGE=0``, a connection to ``default``): about half the cost of
+    a small request. Only ready tenants are kept, so a new tenant is served
+    at once; any save or delete of a tenant in this process forgets it at
+    once; other processes notice within the TTL. Callers get a copy, so a
+    view changing ``request.tenant`` changes no other request's.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Tenant, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, slug: str) -> Tenant | None:
+        cached = self.peek(slug)
+        if cached is not None:
+            return cached
+        ttl = float(conf.get("ROUTING_CACHE_SECONDS"))
+        now = time.monotonic()
+        tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
+        with self._lock:
+            if tenant is None or ttl <= 0:
+                self._entries.pop(slug, None)
+            else:
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[slug] = (tenant, now + ttl)
+        return copy.copy(tenant) if tenant is not None else None
+
+    def peek(self, slug: str) -> Tenant | None:
+        """The cached tenant, without a query (async code skips a thread hop)."""
+        hit = self._entries.get(slug)
+        if hit is not None and hit[1] > time.monotonic():
+            return copy.copy(hit[0])
+        return None
+
+    def forget(self, slug: str | None = None) -> None:
+        with self._lock:
+            if slug is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(slug, None)
+
+
+ready_tenants = ReadyTenants()
+
+
+def _forget(sender, instance=None, tenant=None, **kwargs) -> None:
+    row = instance if instance is not None else tenant
+    ready_tenants.forget(getattr(row, "slug", None))
+
+
+post_save.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.save")
+post_delete.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.delete")
+tenant_archived.connect(_forget, dispatch_uid="tenant_schema.routing_cache.archived")
+tenant_dropped.connect(_forget, dispatch_uid="tenant_schema.routing_cache.dropped")
+
+
 def _lookup(slug: str | None) -> Tenant | None:
     """The ready tenant ``slug``; ``Http404`` for an invalid, unknown or not-ready one."""
     try:
         validate_tenant_id(slug)
     except ValueError:
         raise Http404("unknown tenant") from None
-    tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
+    tenant = ready_tenants.get(slug)
     if tenant is None:
         raise Http404("unknown tenant")
     return tenant
@@ -174,7 +241,8 @@ class TenantMiddleware:
         request.tenant = None
         if slug is None:
             return await self.get_response(request)
-        tenant = request.tenant = await sync_to_async(_lookup)(slug)
+        tenant = ready_tenants.peek(slug) or await sync_to_async(_lookup)(slug)
+        request.tenant = tenant
         old_prefix = self._prefix(request)
         token = _select(tenant)
         try:

@@ -108,3 +108,59 @@ async def test_asgi_views_and_streaming(tenant_factory, settings):
         assert b"".join(chunks).decode() == f"{b.slug}:1;" * 3
     assert (await get("/anotes/", a.slug)).json() == {"tenant": a.slug, "titles": []}
     assert (await get("/anotes/", "ghost")).status_code == 404
+
+
+@pytest.mark.django_db
+def test_ready_tenants_are_cached_and_changes_in_this_process_apply_at_once(two_tenants, django_assert_num_queries):
+    from tenant_schema.middleware import ready_tenants
+
+    a, _ = two_tenants
+    ready_tenants.forget()
+    client = Client(HTTP_HOST=f"{a.slug}.example.com")
+    assert client.get("/notes/").status_code == 200
+    with django_assert_num_queries(0, using="default"):  # the registry is not asked again
+        assert client.get("/notes/").json()["tenant"] == a.slug
+    archive_tenant(a)
+    assert client.get("/notes/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_changes_from_other_processes_are_seen_within_the_ttl(two_tenants, settings, monkeypatch):
+    from tenant_schema import middleware
+    from tenant_schema.models import Tenant
+
+    a, _ = two_tenants
+    middleware.ready_tenants.forget()
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "ROUTING_CACHE_SECONDS": 5}
+    now = [1000.0]
+    monkeypatch.setattr(middleware.time, "monotonic", lambda: now[0])
+    client = Client(HTTP_HOST=f"{a.slug}.example.com")
+    assert client.get("/notes/").status_code == 200
+    # Another process archives it: a queryset update sends no signal here.
+    Tenant.objects.filter(pk=a.pk).update(status=Tenant.Status.ARCHIVED)
+    now[0] += 4.9
+    assert client.get("/notes/").status_code == 200
+    now[0] += 0.2
+    assert client.get("/notes/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_routing_cache_can_be_turned_off(two_tenants, settings):
+    from tenant_schema.models import Tenant
+
+    a, _ = two_tenants
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "ROUTING_CACHE_SECONDS": 0}
+    client = Client(HTTP_HOST=f"{a.slug}.example.com")
+    assert client.get("/notes/").status_code == 200
+    Tenant.objects.filter(pk=a.pk).update(status=Tenant.Status.ARCHIVED)
+    assert client.get("/notes/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_request_tenant_is_a_private_copy(two_tenants):
+    from tenant_schema.middleware import ready_tenants
+
+    a, _ = two_tenants
+    first = ready_tenants.get(a.slug)
+    first.name = "changed by a view"
+    assert ready_tenants.get(a.slug).name != "changed by a view"
