@@ -431,6 +431,19 @@ def test_column_conversion_matches_get_db_prep_save(tenant_db, data):
         assert [repr(g) for g in got] == [repr(e) for e in expected], model_field
 
 
+def test_foreign_key_and_enum_columns_convert_like_the_orm(finance, tenant_db):
+    from tenant_schema.bulk import column_converter
+
+    _, transactions, _ = finance
+    codec, connection = transactions._codec, tenant_db.connection
+    account = transactions.model._meta.get_field("account")
+    column = [1, None, 2**40, Account(name="x", id=7), "8"]
+    expected = [account.get_db_prep_save(codec.norm(account, v), connection) for v in column]
+    assert column_converter(account, connection, codec.norm)(column) == expected == [1, None, 2**40, 7, 8]
+    kind = transactions.model._meta.get_field("kind")
+    assert column_converter(kind, connection, codec.norm)([Kind.CREDIT, "debit", None]) == ["credit", "debit", None]
+
+
 # -- tables registered from Django models, opened by name, after a restart ------------------
 
 def test_django_model_tables_return_model_instances(tenant_db):
