@@ -32,7 +32,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import sql
 from django.db.models.constants import OnConflict
 
-from .rows import RowCodec, is_auto
+from .rows import RowCodec
 
 _INTEGER = (
     models.IntegerField, models.BigIntegerField, models.SmallIntegerField,

@@ -21,8 +21,8 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db import models
-from django.db.models.fields import AutoFieldMixin
 from django.db.models import F, Q
+from django.db.models.fields import AutoFieldMixin
 
 from .mapping import dynamic_apps, unwrap_optional
 
