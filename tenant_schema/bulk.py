@@ -400,21 +400,28 @@ def update(codec: RowCodec, connection, key: models.Field, rows: list[Mapping[mo
     for fields, group in groups.items():
         if not fields:
             continue
-        if any(hasattr(v, "resolve_expression") for values in group for v in values.values()) or not plain_fields(fields):
+        text = None
+        if not any(hasattr(v, "resolve_expression") for values in group for v in values.values()):
+            text = _compile_update(manager, connection, key, fields, group[0])
+        if text is None:  # expressions, or a statement shape we cannot fill: the ORM, row by row
             for values in group:
                 matched += manager.filter(**{key.name: values[key]}).update(
                     **{f.name: v for f, v in values.items() if f is not key})
             continue
-        sample = group[0]
-        query = manager.filter(**{key.name: sample[key]}).query.chain(sql.UpdateQuery)
-        query.add_update_values({f.name: sample[f] for f in fields})
-        query.clear_ordering(force=True)
-        text, params = query.get_compiler(connection=connection).as_sql()
-        if len(params) != len(fields) + 1:
-            raise RuntimeError(f"unexpected UPDATE shape for table {codec.table!r}: {text}")
         columns = [column_converter(f, connection, codec.norm)([values[f] for values in group])
                    for f in (*fields, key)]
         with connection.cursor() as cursor:
             cursor.executemany(text, list(zip(*columns)))
             matched += max(cursor.rowcount, 0)
     return matched
+
+
+def _compile_update(manager, connection, key, fields, sample) -> str | None:
+    """Django's ``UPDATE ... SET <fields> WHERE <key> = %s``; None unless its parameters are exactly those."""
+    if any(hasattr(f, "get_placeholder") for f in (*fields, key)):
+        return None
+    query = manager.filter(**{key.name: sample[key]}).query.chain(sql.UpdateQuery)
+    query.add_update_values({f.name: sample[f] for f in fields})
+    query.clear_ordering(force=True)
+    text, params = query.get_compiler(connection=connection).as_sql()
+    return text if len(params) == len(fields) + 1 else None

@@ -347,6 +347,8 @@ def test_batch_update_by_key(finance, tenant_db):
     updates = [q for q in queries.captured_queries if "UPDATE" in q["sql"].upper()]
     assert len(updates) <= 10  # executemany of one statement (logged per row on some drivers)
     assert accounts.count({"balance": 1}) == 10
+    assert accounts.batch_update([{"id": made[0].id, "balance": F("balance") + 1}]) == 1  # expressions: the ORM
+    assert accounts.read(made[0].id).balance == Decimal("2.00")
 
 
 def test_batch_update_is_all_or_nothing(finance):
