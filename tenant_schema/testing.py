@@ -14,13 +14,22 @@ They request pytest-django's ``db`` fixture, so the test's
 ``django_db`` mark decides between a transaction rolled back afterwards
 (the default) and ``transaction=True`` (needed when threads or other
 processes must see the registry rows).
+
+Tenant aliases appear at run time, so no Django test case can list them in
+``databases``; an autouse fixture lets ``django_db`` tests use them and
+forgets them (closing their connections) after every test. Writes to a
+tenant database are not rolled back with the test's transaction: the
+fixtures above purge what they made.
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pytest
+
+OUR_ALIAS_PREFIXES = ("tenant:", "tenant_schema:server:")
 
 
 def unique_slug(prefix: str = "test") -> str:
@@ -64,3 +73,35 @@ def in_tenant(tenant):
 
     with tenant_context(tenant):
         yield tenant
+
+
+@pytest.fixture(autouse=True)
+def _tenant_schema_aliases(request):
+    """Allow tenant and server aliases in ``django_db`` tests; forget them after each test."""
+    patched = None
+    if request.node.get_closest_marker("django_db") is not None:
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        request.getfixturevalue("_django_db_helper")
+        with request.getfixturevalue("django_db_blocker").unblock():
+            real = BaseDatabaseWrapper.ensure_connection
+        patched = BaseDatabaseWrapper.ensure_connection
+
+        def ensure_connection(self, *args, **kwargs):
+            if self.alias.startswith(OUR_ALIAS_PREFIXES):
+                return real(self, *args, **kwargs)
+            return patched(self, *args, **kwargs)
+
+        BaseDatabaseWrapper.ensure_connection = ensure_connection
+    yield
+    if patched is not None:
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        BaseDatabaseWrapper.ensure_connection = patched
+    if "tenant_schema.databases" in sys.modules:  # tenant-schema was used in this run
+        from django.db import connections
+
+        from tenant_schema.databases import unregister_alias
+
+        for alias in [a for a in connections.settings if a.startswith(OUR_ALIAS_PREFIXES)]:
+            unregister_alias(alias)

@@ -15,41 +15,6 @@ LIVE_SERVERS = ["sqlite", "pg", "mysql"] + (["crdb"] if "crdb" in settings.TENAN
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _reachable: dict[str, str | None] = {}
 
-from django.db.backends.base.base import BaseDatabaseWrapper  # noqa: E402
-
-
-def _is_ours(alias: str) -> bool:
-    return alias.startswith(("tenant:", "tenant_schema:server:"))
-
-
-@pytest.fixture(autouse=True)
-def _tenant_aliases_allowed(request):
-    """Tenant and server aliases appear at run time, so no test case can list them
-    in ``databases``: allow them inside django_db tests, and forget them after
-    every test so the next test case starts with only the configured aliases."""
-    patched = None
-    if request.node.get_closest_marker("django_db") is not None:
-        request.getfixturevalue("_django_db_helper")
-        with request.getfixturevalue("django_db_blocker").unblock():
-            real = BaseDatabaseWrapper.ensure_connection
-        patched = BaseDatabaseWrapper.ensure_connection
-
-        def ensure_connection(self, *args, **kwargs):
-            if _is_ours(self.alias):
-                return real(self, *args, **kwargs)
-            return patched(self, *args, **kwargs)
-
-        BaseDatabaseWrapper.ensure_connection = ensure_connection
-    yield
-    if patched is not None:
-        BaseDatabaseWrapper.ensure_connection = patched
-    from django.db import connections
-
-    from tenant_schema.databases import unregister_alias
-
-    for alias in [a for a in connections.settings if _is_ours(a)]:
-        unregister_alias(alias)
-
 
 def server_problem(key: str) -> str | None:
     """``None`` if the server answers, else why not (cached per session)."""
