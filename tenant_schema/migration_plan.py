@@ -15,7 +15,6 @@ Two uses:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 from django.apps import apps
@@ -26,6 +25,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
 from django.db.migrations.state import ProjectState
 
+from .lazy import Lazy
 from .routers import tenant_app_labels
 
 Key = tuple[str, str]
@@ -70,26 +70,13 @@ class MigrationPlan:
         ]
 
 
-_plan: MigrationPlan | None = None
-_lock = threading.Lock()
-
-
 def migration_plan() -> MigrationPlan:
     """The process-wide plan (rebuilt after ``reset_migration_plan()`` or a settings change)."""
-    global _plan
-    plan = _plan
-    if plan is None:
-        with _lock:
-            if _plan is None:
-                _plan = _build()
-            plan = _plan
-    return plan
+    return _plan.get()
 
 
 def reset_migration_plan() -> None:
-    global _plan
-    with _lock:
-        _plan = None
+    _plan.reset()
 
 
 def _build() -> MigrationPlan:
@@ -139,3 +126,6 @@ def _clear(*, setting: str, **kwargs) -> None:
 
 
 setting_changed.connect(_clear)
+
+
+_plan: Lazy[MigrationPlan] = Lazy(_build)

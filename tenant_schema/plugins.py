@@ -11,7 +11,6 @@ third-party entry points load too unless autoload is turned off
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -24,6 +23,7 @@ from . import conf, hookspecs
 from .dialects import Dialect
 from .exceptions import UnknownDialect
 from .hookspecs import PROJECT_NAME, hookimpl
+from .lazy import Lazy
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 DISTRIBUTION = "tenant-schema"
@@ -127,20 +127,9 @@ class PluginState:
             ) from None
 
 
-_state: PluginState | None = None
-_lock = threading.Lock()
-
-
 def get_plugins() -> PluginState:
     """The process-wide plugin state, built on first call."""
-    global _state
-    state = _state
-    if state is None:
-        with _lock:
-            if _state is None:
-                _state = _build()
-            state = _state
-    return state
+    return _state.get()
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -149,9 +138,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def reset_plugins() -> None:
     """Forget the manager; the next use rebuilds it (tests, settings changes)."""
-    global _state
-    with _lock:
-        _state = None
+    _state.reset()
 
 
 def _dist_name(dist: Any) -> str:
@@ -190,6 +177,9 @@ def _build() -> PluginState:
     for impl in pm.hook.tenant_schema_register_dialects.get_hookimpls():
         impl.function(register=lambda cls, _name=impl.plugin_name: _register_dialect(state, cls, _name))
     return state
+
+
+_state: Lazy[PluginState] = Lazy(_build)
 
 
 def _register_dialect(state: PluginState, cls: type[Dialect], plugin_name: str) -> None:
