@@ -275,7 +275,7 @@ def _check_columns(tenant_db: TenantDatabase, model: type[models.Model], table: 
         )
 
 
-def _flush_deferred(editor) -> None:
+def flush_deferred_sql(editor) -> None:
     """Run the editor's deferred SQL (foreign keys, indexes) inside the ``with`` block.
 
     Django runs it in ``__exit__`` and, if it fails there, never closes the
@@ -301,7 +301,7 @@ def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]
             editor.create_model(model)
             _run_hook_statements(editor, plugins.hook.tenant_schema_after_create_table(
                 dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
-        _flush_deferred(editor)
+        flush_deferred_sql(editor)
 
     if plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection):
         with connection.schema_editor(atomic=True) as editor:

@@ -33,6 +33,7 @@ from django.utils.module_loading import import_string
 
 from . import conf, databases
 from .databases import TenantDatabase, database_name
+from .ddl import flush_deferred_sql
 from .exceptions import TenantNotFound, TenantSchemaError
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
@@ -151,11 +152,14 @@ def provision(tenant: Tenant) -> None:
     """
     tenant_db = tenant.database
     server = tenant_db.server
-    get_plugins().hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
+    fresh = get_plugins().hook.tenant_schema_create_database(
+        dialect=server.dialect, server=server, name=tenant_db.name
+    )
     plan = migration_plan()
-    applied = applied_migrations(tenant_db)
+    # A database this call created is empty: no need to ask it what it has.
+    applied = set() if fresh else applied_migrations(tenant_db)
     if not applied and plan.direct_ok:
-        create_from_models(tenant_db, plan)
+        create_from_models(tenant_db, plan, fresh=bool(fresh))
     elif plan.pending(applied or set()):
         migrate_tenant(tenant)
     create_tenant_tables(tenant_db)
@@ -192,7 +196,7 @@ def tenant_models() -> list:
     return out
 
 
-def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan) -> None:
+def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh: bool = False) -> None:
     """Create the tenant apps' tables from the current models and record every migration.
 
     All in one transaction where DDL rolls back; elsewhere tables a crashed
@@ -204,13 +208,14 @@ def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan) -> None:
     recorder = MigrationRecorder(connection)
     rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
     atomic = bool(get_plugins().hook.tenant_schema_can_rollback_ddl(dialect=tenant_db.dialect, connection=connection))
-    if not atomic:
+    if not atomic and not fresh:
         _drop_leftovers(tenant_db, models)
     with connection.schema_editor(atomic=atomic) as editor:
-        if not recorder.has_table():
+        if fresh or not recorder.has_table():
             editor.create_model(recorder.Migration)
         for model in models:
             editor.create_model(model)
+        flush_deferred_sql(editor)  # inside the block, so a failure rolls back
         if atomic:
             recorder.migration_qs.bulk_create(rows)
     if not atomic:
