@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-TENANT_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+# Used with ``fullmatch``: ``$`` alone would accept a trailing newline.
+TENANT_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 TENANT_ID_MAX_LENGTH = 40
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def validate_tenant_id(value: object) -> str:
@@ -25,7 +26,7 @@ def validate_tenant_id(value: object) -> str:
     """
     if not isinstance(value, str):
         raise ValueError(f"tenant id must be a string, got {type(value).__name__}")
-    if not value or len(value) > TENANT_ID_MAX_LENGTH or not TENANT_ID_RE.match(value):
+    if not value or len(value) > TENANT_ID_MAX_LENGTH or not TENANT_ID_RE.fullmatch(value):
         raise ValueError(
             f"invalid tenant id {value!r}: use 1-{TENANT_ID_MAX_LENGTH} lower-case letters, "
             "digits and hyphens, starting and ending with a letter or digit"
@@ -42,7 +43,7 @@ def validate_identifier(value: object, kind: str, max_length: int) -> str:
     """
     if not isinstance(value, str):
         raise ValueError(f"{kind} must be a string, got {type(value).__name__}")
-    if not IDENTIFIER_RE.match(value):
+    if not IDENTIFIER_RE.fullmatch(value):
         raise ValueError(
             f"invalid {kind} {value!r}: use ASCII letters, digits and underscores, "
             "not starting with a digit"

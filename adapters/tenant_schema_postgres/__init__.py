@@ -15,6 +15,7 @@ from django.db import DatabaseError
 
 from tenant_schema import hookimpl
 from tenant_schema.dialects import ISOLATION_SCHEMA, Dialect
+from tenant_schema.names import validate_identifier
 
 
 class PostgresDialect(Dialect):
@@ -40,6 +41,10 @@ class PostgresDialect(Dialect):
     def apply_search_path(self, settings: dict[str, Any], schema: str) -> None:
         # A startup parameter, set once per physical connection. Behind a
         # transaction-pooling PgBouncer use database isolation instead.
+        # libpq splits ``options`` on whitespace and takes backslash escapes,
+        # so only a plain identifier may go in (checked again here, whoever
+        # the caller is).
+        validate_identifier(schema, "tenant schema name", self.max_identifier_length)
         settings["OPTIONS"]["options"] = f"-c search_path={schema}"
 
     def _is_schema(self, server) -> bool:
