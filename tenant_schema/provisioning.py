@@ -35,6 +35,7 @@ from . import conf, databases
 from .databases import TenantDatabase, database_name
 from .ddl import flush_deferred_sql
 from .exceptions import TenantNotFound, TenantSchemaError
+from .middleware import ready_tenants
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
 from .names import validate_tenant_id
@@ -474,12 +475,20 @@ def archive_tenant(tenant_or_slug: Tenant | str) -> Tenant:
 
 
 def purge_tenant(tenant_or_slug: Tenant | str) -> None:
-    """Drop the tenant's database (or schema), then delete its row.
+    """Stop serving the tenant, drop its database (or schema), then delete its row.
 
-    If the drop fails the row stays (and the error propagates): the registry
-    never loses track of a database that still exists.
+    The row is archived (and forgotten by this process's routing cache)
+    before anything is dropped, so a purge that fails half-way leaves an
+    unserved row, never a served row pointing at a dropped database, and
+    never a database with no row; calling it again finishes the purge. Call
+    it outside a registry transaction: the archived status must be committed
+    before the drop.
     """
     tenant = _row(tenant_or_slug)
+    if tenant.status != Tenant.Status.ARCHIVED:
+        tenant.status = Tenant.Status.ARCHIVED
+        tenant.save(update_fields=["status", "updated_at"])
+    ready_tenants.forget(tenant.slug)
     databases.drop_tenant_db(tenant.slug, server=tenant.server, database_name_=tenant.database_name)
     tenant.delete()
     tenant_dropped.send(sender=Tenant, tenant=tenant)

@@ -228,10 +228,44 @@ def test_purge_keeps_the_row_when_the_drop_fails(db_access, monkeypatch):
     monkeypatch.setattr(databases, "drop_tenant_db", refuse)
     with pytest.raises(OSError, match="disk says no"):
         purge_tenant(slug)
-    assert Tenant.objects.filter(slug=slug).exists()
+    assert get_tenant(slug).status == Tenant.Status.ARCHIVED  # kept, and no longer served
+    assert db_exists("sqlite", tenant.database_name)
     monkeypatch.undo()
     purge_tenant(tenant)
     assert not db_exists("sqlite", tenant.database_name)
+
+
+@pytest.mark.django_db
+def test_a_purge_failing_after_the_drop_leaves_an_unserved_row_and_a_rerun_finishes(server_key, monkeypatch):
+    from django.db import DatabaseError
+    from django.http import Http404, HttpResponse
+    from django.test import RequestFactory
+
+    from tenant_schema.middleware import TenantMiddleware
+
+    slug = unique_slug("halfpurge")
+    tenant = register_tenant(slug, server=server_key)
+    middleware = TenantMiddleware(lambda request: HttpResponse(str(Note.objects.count())))
+
+    def request():
+        return middleware(RequestFactory().get("/", HTTP_HOST=f"{slug}.example.com"))
+
+    assert request().status_code == 200  # served, and in the routing cache
+
+    def registry_down(self, *args, **kwargs):
+        raise DatabaseError("registry unavailable")
+
+    monkeypatch.setattr(Tenant, "delete", registry_down)
+    with pytest.raises(DatabaseError, match="registry unavailable"):
+        purge_tenant(slug)
+    monkeypatch.undo()
+    assert get_tenant(slug).status == Tenant.Status.ARCHIVED
+    assert not db_exists(server_key, tenant.database_name)
+    with pytest.raises(Http404):
+        request()  # never routed to the dropped database
+    assert not db_exists(server_key, tenant.database_name)  # (SQLite would have made an empty file)
+    purge_tenant(slug)
+    assert not Tenant.objects.filter(slug=slug).exists()
 
 
 @pytest.mark.django_db(transaction=True)
