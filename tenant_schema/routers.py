@@ -1,5 +1,11 @@
 """``TenantRouter``: tenant apps on the current tenant's alias, the rest on ``default``.
 
+Tenant apps are those of ``TENANT_SCHEMA["TENANT_APPS"]`` plus the app label
+of the models ``register_table`` builds (``mapping.APP_LABEL``): their tables
+exist only in tenant databases, so a query that names no database must never
+reach ``default``. Their tables are created by ``register_table``, not by
+migrations, so ``allow_migrate`` refuses that label everywhere.
+
 Routing fails closed: a tenant model queried with no current tenant raises
 ``NoTenantSelected`` instead of falling back to ``default``, and an object
 loaded from one tenant is never read, written or related through another.
@@ -20,6 +26,7 @@ from . import conf
 from .context import current_tenant_db
 from .databases import ALIAS_PREFIX, touch
 from .exceptions import CrossTenantAccess
+from .mapping import APP_LABEL as TABLES_APP_LABEL
 
 _labels: frozenset[str] | None = None
 _labels_lock = threading.Lock()
@@ -46,7 +53,9 @@ def tenant_app_labels() -> frozenset[str]:
 
 
 def is_tenant_model(model) -> bool:
-    return model._meta.app_label in tenant_app_labels()
+    """Whether ``model`` lives in tenant databases (a tenant app's, or one ``register_table`` built)."""
+    label = model._meta.app_label
+    return label == TABLES_APP_LABEL or label in tenant_app_labels()
 
 
 def is_tenant_alias(alias: str | None) -> bool:
@@ -94,6 +103,8 @@ class TenantRouter:
         return None
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
+        if app_label == TABLES_APP_LABEL:  # register_table creates these tables, never a migration
+            return False
         tenant_app = app_label in tenant_app_labels()
         if is_tenant_alias(db):
             return tenant_app

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from dataclasses import dataclass, field
+from typing import Optional
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import router
 
-from tenant_schema import CrossTenantAccess, NoTenantSelected, TenantNotFound, current_tenant, tenant_context
+from tenant_schema import (
+    CrossTenantAccess,
+    NoTenantSelected,
+    TenantNotFound,
+    current_tenant,
+    register_tables,
+    tenant_context,
+)
+from tenant_schema.mapping import APP_LABEL
 from tenant_schema.models import Tenant
 from tests.tenantapp.models import Category, Note, Tag
 
@@ -53,6 +64,8 @@ def test_allow_migrate_keeps_apps_on_their_side():
     assert r.allow_migrate("default", "tenantapp") is False
     assert r.allow_migrate("default", "auth") is None
     assert r.allow_migrate("tenant_schema:server:pg", "auth") is False
+    for db in ("default", "tenant:acme", "tenant_schema:server:pg"):  # register_table makes these tables
+        assert r.allow_migrate(db, APP_LABEL) is False
 
 
 @pytest.mark.django_db
@@ -148,3 +161,69 @@ def test_in_tenant_fixture_selects_the_tenant(in_tenant):
     assert current_tenant() == in_tenant and in_tenant.status == Tenant.Status.READY
     Note.objects.create(title="fixture")
     assert Note.objects.count() == 1
+
+
+@dataclass
+class Shelf:
+    label: str = field(metadata={"max_length": 40})
+    id: Optional[int] = None
+
+
+@dataclass
+class Book:
+    shelf: Shelf                       # cascades from shelves
+    title: str = field(metadata={"max_length": 80})
+    id: Optional[int] = None
+
+
+@pytest.mark.django_db
+def test_registered_table_models_are_tenant_models(server_key, tenant_factory):
+    """``table.model`` with no explicit database fails closed, like a TENANT_APPS model."""
+    a, b = tenant_factory(server=server_key), tenant_factory(server=server_key)
+    tables_a = register_tables(a.database, [(Shelf, "shelves"), (Book, "books")])
+    tables_b = register_tables(b.database, [(Shelf, "shelves"), (Book, "books")])
+    shelves, books = tables_a["shelves"], tables_a["books"]
+    assert tables_b["books"].model is books.model  # one shared class: only the router tells tenants apart
+
+    with pytest.raises(NoTenantSelected):
+        router.db_for_read(books.model)
+    with pytest.raises(NoTenantSelected):
+        books.model.objects.count()
+    with pytest.raises(NoTenantSelected):
+        shelves.model.objects.create(label="nowhere")
+
+    with tenant_context(a):
+        assert router.db_for_write(books.model) == a.database.alias
+        shelf = shelves.model.objects.create(label="in a")
+        books.model.objects.create(shelf=shelf, title="t1")  # a foreign key inside one tenant
+    with tenant_context(b):
+        assert router.db_for_read(books.model) == b.database.alias
+        assert books.model.objects.count() == 0
+        with pytest.raises(CrossTenantAccess):
+            shelf.save()
+        shelf_b = shelves.model.objects.create(label="in b")
+        book_b = books.model.objects.get(pk=tables_b["books"].create({"shelf": shelf_b.pk, "title": "b"}).id)
+        with pytest.raises(ValueError, match="router prevents this relation"):
+            book_b.shelf = shelf
+    assert [s.label for s in shelves.list()] == ["in a"]
+    assert [(x.title, x.shelf) for x in books.list()] == [("t1", shelf.pk)]
+
+
+@pytest.mark.django_db
+def test_tables_name_their_tenant_whatever_tenant_is_selected(server_key, tenant_factory):
+    """Table calls pass the alias explicitly: they work with no tenant or another one selected."""
+    a, b = tenant_factory(server=server_key), tenant_factory(server=server_key)
+    tables = register_tables(a.database, [(Shelf, "shelves"), (Book, "books")])
+    shelves, books = tables["shelves"], tables["books"]
+    register_tables(b.database, [(Shelf, "shelves"), (Book, "books")])
+    for selected in (None, b):
+        with tenant_context(selected) if selected else contextlib.nullcontext():
+            shelf = shelves.create({"label": "s"})
+            books.batch_create([{"shelf": shelf, "title": "x"}, {"shelf": shelf.id, "title": "y"}])
+            first = books.list(order_by="id")[0]
+            books.upsert([{"id": first.id, "shelf": shelf, "title": "x2"}], conflict="id")
+            assert books.update(first.id, {"title": "x3"}).title == "x3"
+            assert [x.title for x in books.list(order_by="id")] == ["x3", "y"]
+            assert shelves.delete(shelf.id) is True  # cascades to its books, in tenant a
+            assert books.count() == 0 and shelves.count() == 0
+    assert b.database.table("books").count() == 0
