@@ -14,7 +14,7 @@ import graphlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from django.db import models
+from django.db import DatabaseError, models
 
 from .databases import TenantDatabase
 from .dialects import IndexSpec, column_field
@@ -100,15 +100,23 @@ def register_tables(tenant_db: TenantDatabase, specs: Iterable[Any]) -> dict[str
         return result
 
     built = _build_models(tenant_db, todo)
-    connection = tenant_db.connection
-    with connection.cursor() as cursor:
-        existing = set(connection.introspection.table_names(cursor))
+    existing = set(list_tables(tenant_db))
     for spec in todo:
         if spec.table in existing:
-            _check_columns(tenant_db, built[spec.table], spec.table)
+            _adopt_existing(tenant_db, built[spec.table])
     to_create = [built[s.table] for s in _fk_order(todo, built) if s.table not in existing]
     if to_create:
-        _create_tables(tenant_db, to_create, existing)
+        try:
+            _create_tables(tenant_db, to_create)
+        except DatabaseError:
+            # A concurrent caller may have created the same tables first (our
+            # CREATE failed, and what this call made is already undone): if
+            # they are all there now, check them like any existing table.
+            now = set(list_tables(tenant_db))
+            if not all(m._meta.db_table in now for m in to_create):
+                raise
+            for model in to_create:
+                _adopt_existing(tenant_db, model)
 
     with tenant_db._tables_lock:
         for spec in todo:
@@ -252,27 +260,93 @@ def _fk_order(specs: list[_TableSpec], built: dict[str, type[models.Model]]) -> 
     return [by_table[t] for t in order]
 
 
+#: Django field types that store alike, for comparing a model with an existing
+#: table: introspection reports the database's type, which is coarser than the
+#: model's (MySQL's JSON is LONGTEXT and its LONGBLOB introspects as text, a
+#: UUID is CHAR(32) outside PostgreSQL, a boolean is TINYINT(1) on MySQL).
+TYPE_FAMILIES = {
+    "integer": {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
+                "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
+                "PositiveSmallIntegerField", "BooleanField"},
+    "text": {"CharField", "TextField", "SlugField", "EmailField", "URLField", "UUIDField", "JSONField",
+             "GenericIPAddressField", "IPAddressField", "FilePathField", "FileField", "ImageField",
+             "BinaryField"},
+    "float": {"FloatField"},
+    "decimal": {"DecimalField"},
+    "datetime": {"DateTimeField"},
+    "date": {"DateField"},
+    "time": {"TimeField"},
+    "duration": {"DurationField"},
+}
+_FAMILY = {name: family for family, names in TYPE_FAMILIES.items() for name in names}
+
+
+def _introspected_type(connection, row) -> str | None:
+    try:
+        return connection.introspection.get_field_type(row.type_code, row)
+    except (KeyError, TypeError):
+        return None
+
+
 def _check_columns(tenant_db: TenantDatabase, model: type[models.Model], table: str) -> None:
+    """``SchemaMismatch`` naming every difference between ``model`` and the live table.
+
+    Compares column names, nullability and the kind of type (see
+    ``TYPE_FAMILIES``; lengths and precisions are not compared).
+    """
     connection = tenant_db.connection
     with connection.cursor() as cursor:
         description = connection.introspection.get_table_description(cursor, table)
-    actual = {row.name: bool(row.null_ok) for row in description}
-    expected = {f.column: bool(f.null) for f in model._meta.concrete_fields}
+    rows = {row.name: row for row in description}
+    fields = {f.column: f for f in model._meta.concrete_fields}
     problems = []
-    missing = sorted(set(expected) - set(actual))
-    extra = sorted(set(actual) - set(expected))
+    missing = sorted(set(fields) - set(rows))
+    extra = sorted(set(rows) - set(fields))
     if missing:
         problems.append(f"missing columns {missing}")
     if extra:
         problems.append(f"unexpected columns {extra}")
-    for column in sorted(set(actual) & set(expected)):
-        if actual[column] != expected[column] and not model._meta.get_field(column_field(model, column)).primary_key:
-            want = "nullable" if expected[column] else "NOT NULL"
-            problems.append(f"column {column!r} should be {want}")
+    for column in sorted(set(rows) & set(fields)):
+        field, row = fields[column], rows[column]
+        if bool(row.null_ok) != bool(field.null) and not field.primary_key:
+            problems.append(f"column {column!r} should be {'nullable' if field.null else 'NOT NULL'}")
+        target = field.target_field if field.is_relation else field
+        want = _FAMILY.get(target.get_internal_type())
+        have = _FAMILY.get(_introspected_type(connection, row) or "")
+        if want and have and want != have:
+            problems.append(f"column {column!r} holds {have} values, the model wants {want}")
     if problems:
         raise SchemaMismatch(
             f"table {table!r} of tenant {tenant_db.tenant_id!r} exists with different columns: " + "; ".join(problems)
         )
+
+
+def _adopt_existing(tenant_db: TenantDatabase, model: type[models.Model]) -> None:
+    """Accept an existing table for ``model``: same columns, and its indexes and keys complete.
+
+    Where DDL cannot roll back, a process killed between ``CREATE TABLE`` and
+    the statements Django defers (indexes, foreign keys) leaves a table without
+    them; re-registering creates what is missing, by Django's deterministic
+    names, instead of accepting the table as it is.
+    """
+    table = model._meta.db_table
+    _check_columns(tenant_db, model, table)
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        present = set(connection.introspection.get_constraints(cursor, table))
+    with connection.schema_editor(atomic=False, collect_sql=False) as editor:
+        wanted = list(editor._model_indexes_sql(model))
+        if editor.sql_create_fk and connection.features.supports_foreign_keys:
+            wanted += [
+                editor._create_fk_sql(model, f, "_fk_%(to_table)s_%(to_column)s")
+                for f in model._meta.local_fields
+                if f.remote_field and f.db_constraint
+            ]
+        quoted_present = {editor.quote_name(name) for name in present}
+        missing = [st for st in wanted if str(st.parts["name"]) not in quoted_present]
+        for statement in missing:
+            editor.execute(statement)
+        editor.deferred_sql.clear()
 
 
 def flush_deferred_sql(editor) -> None:
@@ -291,7 +365,27 @@ def _run_hook_statements(editor, statements_lists) -> None:
             editor.execute(statement)
 
 
-def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]], existing: set[str]) -> None:
+class _CreatedTables:
+    """``execute_wrapper`` noting which of our ``CREATE TABLE`` statements succeeded.
+
+    Undo must drop exactly what this call created: not a table a concurrent
+    caller created meanwhile, and not one whose ``CREATE`` failed.
+    """
+
+    def __init__(self, models_: list[type[models.Model]], quote) -> None:
+        self.prefixes = {f"CREATE TABLE {quote(m._meta.db_table)} ": m for m in models_}
+        self.created: list[type[models.Model]] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("CREATE TABLE "):
+            model = self.prefixes.get(sql[: sql.find("(")] if "(" in sql else sql)
+            if model is not None:
+                self.created.append(model)
+        return result
+
+
+def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]]) -> None:
     plugins = get_plugins()
     dialect = tenant_db.dialect
     connection = tenant_db.connection
@@ -307,20 +401,24 @@ def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]
         with connection.schema_editor(atomic=True) as editor:
             create_all(editor)
         return
+    record = _CreatedTables(to_create, connection.ops.quote_name)
     try:
-        with connection.schema_editor(atomic=False) as editor:
+        with connection.execute_wrapper(record), connection.schema_editor(atomic=False) as editor:
             create_all(editor)
     except BaseException:
-        _undo_tables(tenant_db, to_create, existing)
+        _undo_tables(tenant_db, record.created)
         raise
 
 
-def _undo_tables(tenant_db: TenantDatabase, created: list[type[models.Model]], existing: set[str]) -> None:
-    """Drop the tables of ``created`` that exist now and did not before, newest first."""
+def _undo_tables(tenant_db: TenantDatabase, created: list[type[models.Model]]) -> None:
+    """Drop the tables this call created, newest first (``before_drop`` hooks included)."""
+    if not created:
+        return
+    plugins = get_plugins()
+    dialect = tenant_db.dialect
     connection = tenant_db.connection
+    new = list(reversed(created))
     with connection.cursor() as cursor:
-        now = set(connection.introspection.table_names(cursor))
-        new = [m for m in reversed(created) if m._meta.db_table in now and m._meta.db_table not in existing]
         fks = {
             m: [name for name, info in connection.introspection.get_constraints(cursor, m._meta.db_table).items()
                 if info["foreign_key"]]
@@ -332,6 +430,8 @@ def _undo_tables(tenant_db: TenantDatabase, created: list[type[models.Model]], e
             for name in fks[model]:
                 editor.execute(editor._delete_fk_sql(model, name))
         for model in new:
+            _run_hook_statements(editor, plugins.hook.tenant_schema_before_drop_table(
+                dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
             editor.execute(editor.sql_delete_table % {"table": editor.quote_name(model._meta.db_table)})
 
 

@@ -358,3 +358,92 @@ def test_create_indexes_leaves_nothing_when_any_statement_fails(tenant_db):
     assert {"idx_transactions_memo", "by_kind", "idx_transactions_booked_at", "existing_amount"} <= {
         i.name for i in list_indexes(tenant_db, "transactions")
     }
+
+
+# -- concurrent creators, interrupted creations, drift ----------------------------
+
+def test_a_concurrent_creator_of_the_same_table_is_not_undone(tenant_db, monkeypatch):
+    """Another worker creates the table between our check and our CREATE: our call
+    must neither drop its table (and its rows) nor fail."""
+    import threading
+
+    from django.db import connections
+
+    @dataclass
+    class Item:
+        name: str = ""
+        id: Optional[int] = None
+
+    introspection = type(tenant_db.connection.introspection)
+    real = introspection.table_names
+    main = threading.current_thread()
+    raced = []
+
+    def other_worker():
+        table = register_tables(tenant_db, [(Item, "items")])["items"]
+        table.model._default_manager.db_manager(tenant_db.alias).create(name="written by the other worker")
+        connections[tenant_db.alias].close()
+
+    def table_names(self, cursor=None, include_views=False):
+        names = real(self, cursor, include_views)
+        if not raced and threading.current_thread() is main:
+            raced.append(True)
+            worker = threading.Thread(target=other_worker)
+            worker.start()
+            worker.join()
+        return names
+
+    monkeypatch.setattr(introspection, "table_names", table_names)
+    tenant_db._tables.clear()
+    mine = register_tables(tenant_db, [(Item, "items")])["items"]
+    monkeypatch.setattr(introspection, "table_names", real)
+    assert raced and list_tables(tenant_db) == ["items"]
+    names = list(mine.model._default_manager.db_manager(tenant_db.alias).values_list("name", flat=True))
+    assert names == ["written by the other worker"]
+
+
+def test_an_interrupted_creation_is_completed_when_registered_again(tenant_db):
+    """A process killed after CREATE TABLE but before the deferred index and foreign
+    key (possible where DDL does not roll back): registering again adds them."""
+    tables = register_tables(tenant_db, [(Account, "accounts"), (Budget, "budgets")])
+    model = tables["budgets"].model
+    complete = {i.columns for i in list_indexes(tenant_db, "budgets")}
+    connection = tenant_db.connection
+    with connection.cursor() as cursor:
+        fks_before = {n for n, i in connection.introspection.get_constraints(cursor, "budgets").items() if i["foreign_key"]}
+    drop_table(tenant_db, "budgets")
+    with connection.schema_editor(atomic=False) as editor:  # the "crash": CREATE TABLE only
+        editor.create_model(model)
+        editor.deferred_sql.clear()
+    assert ("note",) not in {i.columns for i in list_indexes(tenant_db, "budgets")}
+    tenant_db._tables.clear()
+    register_tables(tenant_db, [(Account, "accounts"), (Budget, "budgets")])
+    assert {i.columns for i in list_indexes(tenant_db, "budgets")} == complete
+    with connection.cursor() as cursor:
+        fks_after = {n for n, i in connection.introspection.get_constraints(cursor, "budgets").items() if i["foreign_key"]}
+    assert fks_after == fks_before
+
+
+def test_an_existing_column_of_another_type_is_a_mismatch(tenant_db):
+    @dataclass
+    class Price:
+        amount: str = ""
+        id: Optional[int] = None
+
+    @dataclass
+    class PriceAsNumber:
+        amount: int = 0
+        id: Optional[int] = None
+
+    register_table(tenant_db, Price, "prices")
+    with pytest.raises(SchemaMismatch, match="column 'amount' holds text values, the model wants integer"):
+        register_table(tenant_db, PriceAsNumber, "prices")
+
+
+def test_every_mapped_type_is_accepted_again_on_an_existing_table(tenant_db):
+    """The type comparison must not reject what tenant-schema itself created."""
+    register_table(tenant_db, Everything, "everything")
+    register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
+    tenant_db._tables.clear()
+    register_table(tenant_db, Everything, "everything")
+    register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
