@@ -112,12 +112,25 @@ def parse_server(key: str, url: str) -> Server:
         raise ImproperlyConfigured(f"tenant server {key!r}: isolation must be 'database' or 'schema', not {isolation!r}")
     if isolation == ISOLATION_SCHEMA and not dialect.supports_schema_isolation:
         raise ImproperlyConfigured(f"tenant server {key!r}: the {dialect.name} dialect cannot isolate tenants by schema")
-    conn_max_age = options.pop("conn_max_age", 0)
-    parsed["CONN_MAX_AGE"] = None if conn_max_age in ("none", "None", "") else int(conn_max_age)
-    parsed["CONN_HEALTH_CHECKS"] = bool(options.pop("conn_health_checks", False))
+    parsed["CONN_MAX_AGE"] = _conn_max_age(key, options.pop("conn_max_age", 0))
+    health = options.pop("conn_health_checks", False)
+    if health not in (True, False, 0, 1):
+        raise ImproperlyConfigured(f"tenant server {key!r}: conn_health_checks must be true or false, not {health!r}")
+    parsed["CONN_HEALTH_CHECKS"] = bool(health)
     if parsed.get("ENGINE", "").endswith("sqlite3"):
         parsed["NAME"] = str(_resolve_dir(parsed.get("NAME", "")))
     return Server(key=key, url=url, dialect=dialect, settings=parsed, isolation=isolation)
+
+
+def _conn_max_age(key: str, value: object) -> int | None:
+    """``conn_max_age`` from a URL: seconds (0 closes after each request) or ``none`` (forever)."""
+    if isinstance(value, str) and value.lower() == "none":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ImproperlyConfigured(
+        f"tenant server {key!r}: conn_max_age must be a whole number of seconds or 'none', not {value!r}"
+    )
 
 
 def _resolve_dir(name: str) -> Path:

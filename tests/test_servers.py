@@ -46,6 +46,13 @@ def test_our_url_options_are_taken_out_and_driver_options_kept():
     assert server.settings["OPTIONS"] == {"sslmode": "require"}
 
 
+def test_connection_lifetime_options():
+    assert parse_server("p", "postgres://u@h/?conn_max_age=none").settings["CONN_MAX_AGE"] is None
+    server = parse_server("p", "postgres://u@h/?conn_max_age=0&conn_health_checks=true")
+    assert server.settings["CONN_MAX_AGE"] == 0 and server.settings["CONN_HEALTH_CHECKS"] is True
+    assert parse_server("p", "postgres://u@h/?conn_health_checks=false").settings["CONN_HEALTH_CHECKS"] is False
+
+
 def test_mysql_and_mariadb_schemes():
     for scheme in ("mysql", "mariadb"):
         server = parse_server("m", f"{scheme}://root@127.0.0.1:3306/")
@@ -72,6 +79,9 @@ def test_sqlite_relative_directories_are_under_base_dir(settings, tmp_path):
         ("mysql://root@h/?isolation=schema", "cannot isolate tenants by schema"),
         ("postgres://u@h/?isolation=rows", "isolation must be 'database' or 'schema'"),
         ("postgres://u@h:notaport/", "cannot parse its URL"),
+        ("postgres://u@h/?conn_max_age=abc", "conn_max_age must be a whole number of seconds or 'none'"),
+        ("postgres://u@h/?conn_max_age=-1", "conn_max_age must be a whole number"),
+        ("postgres://u@h/?conn_health_checks=maybe", "conn_health_checks must be true or false"),
     ],
 )
 def test_bad_server_urls_are_clear_errors(url, message):
