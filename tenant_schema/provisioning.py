@@ -6,8 +6,9 @@
    crash leaves a row that is visibly not ready);
 2. under a lock on the row (a registry transaction: ``SELECT ... FOR UPDATE``
    where the database has row locks, a write lock on SQLite) the database
-   is created (idempotent), the tenant apps' tables are created and the
-   ``TENANT_TABLES`` registered;
+   is created (idempotent; where DDL cannot roll back, the database an
+   interrupted attempt left for a never-ready tenant is created again), the
+   tenant apps' tables are created and the ``TENANT_TABLES`` registered;
 3. the status becomes ``ready`` as the very last write of that transaction.
 
 Re-running it resumes from whatever a crash left; two processes registering
@@ -153,9 +154,11 @@ def provision(tenant: Tenant) -> None:
     """
     tenant_db = tenant.database
     server = tenant_db.server
-    fresh = get_plugins().hook.tenant_schema_create_database(
-        dialect=server.dialect, server=server, name=tenant_db.name
-    )
+    hook = get_plugins().hook
+    fresh = hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
+    if not fresh and tenant.provisioned_at is None and not can_rollback_ddl(tenant_db):
+        recreate_database(tenant_db)
+        fresh = True
     plan = migration_plan()
     # A database this call created is empty: no need to ask it what it has.
     applied = set() if fresh else applied_migrations(tenant_db)
@@ -164,6 +167,29 @@ def provision(tenant: Tenant) -> None:
     elif plan.pending(applied or set()):
         migrate_tenant(tenant)
     create_tenant_tables(tenant_db)
+
+
+def can_rollback_ddl(tenant_db: TenantDatabase) -> bool:
+    return bool(
+        get_plugins().hook.tenant_schema_can_rollback_ddl(dialect=tenant_db.dialect, connection=tenant_db.connection)
+    )
+
+
+def recreate_database(tenant_db: TenantDatabase) -> None:
+    """Drop the database of a tenant that was never ready and create it again.
+
+    Where DDL cannot roll back, an interrupted attempt leaves tables (a
+    half-applied migration, some ``TENANT_TABLES``) that every re-run would
+    trip over. Nothing was ever served from this database, so starting over
+    loses nothing and covers every path (models, migrations, dataclass tables).
+    """
+    server = tenant_db.server
+    hook = get_plugins().hook
+    logger.warning("tenant %s: recreating database %s left by an interrupted provisioning",
+                   tenant_db.tenant_id, tenant_db.name)
+    databases.close_alias_connections(tenant_db.alias)
+    hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
+    hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
 
 
 def tenant_table_specs() -> list[tuple[Any, ...]]:
@@ -200,17 +226,15 @@ def tenant_models() -> list:
 def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh: bool = False) -> None:
     """Create the tenant apps' tables from the current models and record every migration.
 
-    All in one transaction where DDL rolls back; elsewhere tables a crashed
-    attempt left (never served: the tenant was not ready) are dropped first,
-    and the migrations are recorded last, so "recorded" means "complete".
+    All in one transaction where DDL rolls back. Elsewhere the database is
+    empty (``provision`` recreates one an interrupted attempt left), and the
+    migrations are recorded last, so "recorded" means "complete".
     """
     connection = tenant_db.connection
     models = tenant_models()
     recorder = MigrationRecorder(connection)
     rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
-    atomic = bool(get_plugins().hook.tenant_schema_can_rollback_ddl(dialect=tenant_db.dialect, connection=connection))
-    if not atomic and not fresh:
-        _drop_leftovers(tenant_db, models)
+    atomic = can_rollback_ddl(tenant_db)
     with connection.schema_editor(atomic=atomic) as editor:
         if fresh or not recorder.has_table():
             editor.create_model(recorder.Migration)
@@ -221,21 +245,6 @@ def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh:
             recorder.migration_qs.bulk_create(rows)
     if not atomic:
         recorder.migration_qs.bulk_create(rows)
-
-
-def _drop_leftovers(tenant_db: TenantDatabase, models: list) -> None:
-    connection = tenant_db.connection
-    tables = {m._meta.db_table for m in models}
-    for model in models:
-        tables.update(f.remote_field.through._meta.db_table for f in model._meta.local_many_to_many)
-    with connection.cursor() as cursor:
-        leftovers = sorted(tables & set(connection.introspection.table_names(cursor)))
-    if not leftovers:
-        return
-    logger.warning("tenant %s: dropping tables of an interrupted provisioning: %s", tenant_db.tenant_id, leftovers)
-    with connection.constraint_checks_disabled(), connection.schema_editor(atomic=False) as editor:
-        for table in leftovers:
-            editor.execute(editor.sql_delete_table % {"table": editor.quote_name(table)})
 
 
 def applied_migrations(tenant_db: TenantDatabase) -> set[Key] | None:

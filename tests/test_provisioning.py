@@ -175,6 +175,50 @@ def test_a_crash_anywhere_is_never_ready_and_a_rerun_completes(server_key, clean
     assert not unapplied(tenant)
 
 
+@pytest.mark.django_db
+def test_a_replay_interrupted_mid_migration_resumes(server_key, cleanup, monkeypatch):
+    """Where DDL cannot roll back (MySQL), the tables of a half-applied migration must not block re-runs."""
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+    slug = unique_slug("replaycrash")
+    cleanup.append(slug)
+    real_create_model = BaseDatabaseSchemaEditor.create_model
+    created = []
+
+    def crash_on_the_second_model(editor, model):
+        if model._meta.app_label == "tenantapp":
+            created.append(model)
+            if len(created) == 2:
+                raise RuntimeError("crash in the middle of 0001_initial")
+        return real_create_model(editor, model)
+
+    with override_settings(MIGRATION_MODULES=V1):  # the migrations are replayed
+        monkeypatch.setattr(BaseDatabaseSchemaEditor, "create_model", crash_on_the_second_model)
+        with pytest.raises(RuntimeError, match="middle of 0001_initial"):
+            register_tenant(slug, server=server_key)
+        monkeypatch.undo()
+        assert get_tenant(slug).status == Tenant.Status.FAILED
+        tenant = register_tenant(slug)
+        assert tenant.status == Tenant.Status.READY
+        assert not unapplied(tenant)
+    with tenant_context(tenant):
+        assert Note.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_rerun_never_recreates_the_database_of_a_tenant_that_was_ready(server_key, cleanup):
+    slug = unique_slug("wasready")
+    cleanup.append(slug)
+    tenant = register_tenant(slug, server=server_key)
+    with tenant_context(tenant):
+        Note.objects.create(title="served data")
+    Tenant.objects.filter(pk=tenant.pk).update(status=Tenant.Status.FAILED)  # e.g. reset by hand
+    tenant = register_tenant(slug)
+    assert tenant.status == Tenant.Status.READY
+    with tenant_context(tenant):
+        assert list(Note.objects.values_list("title", flat=True)) == ["served data"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_registering_one_slug_make_one_tenant(server_key, cleanup):
     slug = unique_slug("race")
