@@ -154,27 +154,54 @@ def database_name(tenant_id: str, server: Server) -> str:
     return validate_identifier(name, "tenant database name", server.dialect.max_identifier_length)
 
 
-def _bind(tenant_id: str, server: Server, name: str) -> TenantDatabase:
+def _bind(tenant_id: str, server: Server, name: str, *, follow: bool = False) -> TenantDatabase:
+    """Bind ``tenant_id`` to ``name`` on ``server`` in this process.
+
+    A tenant bound elsewhere is a ``ValueError``, unless ``follow``: then the
+    registry says it moved (another process purged it and registered the
+    slug again), and the old alias is closed and forgotten first.
+    """
     with _tenants_lock:
         bound = _tenants.get(tenant_id)
         if bound is not None:
-            if bound.server.key != server.key or bound.name != name:
-                raise ValueError(
-                    f"tenant {tenant_id!r} is already bound to server {bound.server.key!r} "
-                    f"(database {bound.name!r}) in this process"
-                )
-            return bound
+            if bound.server.key == server.key and bound.name == name:
+                return bound
+            if not follow:
+                raise _bound_elsewhere(bound)
+            _unbind(bound)
         tenant_db = _tenants[tenant_id] = TenantDatabase(tenant_id, server, name)
         return tenant_db
 
 
+def _bound_elsewhere(bound: TenantDatabase) -> ValueError:
+    return ValueError(
+        f"tenant {bound.tenant_id!r} is already bound to server {bound.server.key!r} "
+        f"(database {bound.name!r}) in this process"
+    )
+
+
+def _unbind(bound: TenantDatabase) -> None:
+    """Close and forget the alias of a binding that is no longer the tenant's location.
+
+    Other threads close their connections at their next tenant query or
+    request end, and then connect to the new location (see ``touch``).
+    """
+    close_alias_connections(bound.alias)
+    unregister_alias(bound.alias)
+    _forget_open(bound.alias)
+
+
 def bind_tenant_db(tenant_id: str, server: str, database_name_: str) -> TenantDatabase:
-    """The ``TenantDatabase`` for a known location (from the registry); no SQL runs."""
+    """The ``TenantDatabase`` for a known location (from the registry); no SQL runs.
+
+    The registry is the truth: a tenant bound to another location in this
+    process (it moved) is rebound here.
+    """
     validate_tenant_id(tenant_id)
     bound = _tenants.get(tenant_id)
     if bound is not None and bound.server.key == server and bound.name == database_name_:
         return bound
-    return _bind(tenant_id, get_server(server), database_name_)
+    return _bind(tenant_id, get_server(server), database_name_, follow=True)
 
 
 def get_or_create_tenant_db(
@@ -189,8 +216,10 @@ def get_or_create_tenant_db(
     srv = get_server(server)
     name = database_name_ or database_name(tenant_id, srv)
     bound = _tenants.get(tenant_id)
-    if bound is not None and bound.server.key == srv.key and bound.name == name:
-        return bound
+    if bound is not None:
+        if bound.server.key == srv.key and bound.name == name:
+            return bound
+        raise _bound_elsewhere(bound)  # before creating a database nobody would use
     get_plugins().hook.tenant_schema_create_database(dialect=srv.dialect, server=srv, name=name)
     return _bind(tenant_id, srv, name)
 
@@ -262,7 +291,14 @@ class _OpenConnections:
         me = threading.get_ident()
         if self.pending.get(me):
             self.close_pending()
-        wrapper = connections[alias] if alias in connections.settings and _initialized(alias) else None
+        current = connections.settings.get(alias)
+        wrapper = connections[alias] if current is not None and _initialized(alias) else None
+        if wrapper is not None and wrapper.settings_dict is not current and not wrapper.in_atomic_block:
+            # The alias was registered again (its tenant moved) after this
+            # thread connected: drop the wrapper built from the old settings.
+            wrapper.close()
+            del connections[alias]
+            wrapper = None
         if wrapper is not None and id(wrapper) in self.order:
             with self.lock:
                 if id(wrapper) in self.order:

@@ -186,3 +186,96 @@ def test_another_threads_connection_is_closed_by_that_thread(cap_of_three, make_
     thread.join()
     assert seen == {"before": True, "after": False}
     assert open_tenant_connections() == 3
+
+
+# -- a tenant moved by another process ----------------------------------------
+
+def move_in_another_process(tenant, to: str):
+    """What an operator's process does: purge ``tenant`` and register its slug on ``to``.
+
+    The purge is done behind this process's back (its binding is left as it
+    was); the registration runs in a child process.
+    """
+    from tenant_schema.models import Tenant
+    from tenant_schema.plugins import get_plugins
+    from tests.tenantapp.helpers import start_child
+
+    server = tenant.database.server
+    tenant.database.close()
+    get_plugins().hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant.database_name)
+    Tenant.objects.filter(pk=tenant.pk).delete()
+    out, err = start_child(tenant.slug, to).communicate(timeout=120)
+    assert out.strip() == "ready", err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tenant_moved_by_another_process_is_followed_by_every_thread(server_key):
+    """The registry is the truth: a binding (and other threads' connections) follow a moved tenant."""
+    import queue
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from tenant_schema.context import tenant_context
+    from tenant_schema.middleware import TenantMiddleware, ready_tenants
+    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema.testing import unique_slug
+    from tests.conftest import require_server
+    from tests.tenantapp.models import Note
+
+    source = "pg" if server_key == "sqlite" else "sqlite"
+    require_server(source)
+    slug = unique_slug("moved")
+    tenant = register_tenant(slug, server=source)
+    with tenant_context(tenant):
+        Note.objects.create(title="at the old location")
+    middleware = TenantMiddleware(
+        lambda request: HttpResponse(f"{request.tenant.database.server.key}:{Note.objects.count()}")
+    )
+
+    def request() -> bytes:
+        return middleware(RequestFactory().get("/", HTTP_HOST=f"{slug}.example.com")).content
+
+    steps, answers = queue.Queue(), queue.Queue()
+
+    def worker():  # another request thread of this process, with its own connection
+        try:
+            while steps.get() is not None:
+                try:
+                    with tenant_context(slug):
+                        answers.put(Note.objects.count())
+                except Exception as exc:  # noqa: BLE001 - asserted below
+                    answers.put(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert request() == f"{source}:1".encode()
+        steps.put("count")
+        assert answers.get(timeout=30) == 1
+        move_in_another_process(tenant, server_key)
+        ready_tenants.forget()  # i.e. ROUTING_CACHE_SECONDS later
+        assert request() == f"{server_key}:0".encode()
+        assert request() == f"{server_key}:0".encode()
+        steps.put("count")
+        assert answers.get(timeout=30) == 0  # the worker's old connection is not reused
+    finally:
+        steps.put(None)
+        thread.join(30)
+        purge_tenant(slug)
+
+
+def test_asking_for_two_locations_in_one_process_is_still_an_error(db_access):
+    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db
+
+    tenant_id = new_tenant_id()
+    tdb = get_or_create_tenant_db(tenant_id, server="sqlite")
+    try:
+        with pytest.raises(ValueError, match="already bound to server 'sqlite'"):
+            get_or_create_tenant_db(tenant_id, server="sqlite", database_name_="somewhere_else")
+        assert not tdb.dialect.database_exists(tdb.server, "somewhere_else")  # refused before creating it
+        assert get_or_create_tenant_db(tenant_id, server="sqlite") is tdb
+    finally:
+        drop_tenant_db(tenant_id, server="sqlite")
