@@ -90,6 +90,12 @@ class ReadyTenants:
     at once; any save or delete of a tenant in this process forgets it at
     once; other processes notice within the TTL. Callers get a copy, so a
     view changing ``request.tenant`` changes no other request's.
+
+    The registry query runs outside the lock. A ``forget`` that lands
+    between that query and the insert bumps ``_generation``, and the
+    (possibly stale) row is then not cached. One counter for all slugs:
+    forgets are rare (a tenant saved or deleted), and the price of a
+    spurious bump is one more registry query, never a stale entry.
     """
 
     MAX_ENTRIES = 10_000
@@ -97,6 +103,7 @@ class ReadyTenants:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[Tenant, float]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
 
     def get(self, slug: str) -> Tenant | None:
         cached = self.peek(slug)
@@ -104,10 +111,13 @@ class ReadyTenants:
             return cached
         ttl = float(conf.get("ROUTING_CACHE_SECONDS"))
         now = time.monotonic()
+        generation = self._generation
         tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
         with self._lock:
             if tenant is None or ttl <= 0:
                 self._entries.pop(slug, None)
+            elif generation != self._generation:
+                pass  # forgotten while we queried: the row may predate the change
             else:
                 if len(self._entries) >= self.MAX_ENTRIES:
                     self._entries.clear()
@@ -123,6 +133,7 @@ class ReadyTenants:
 
     def forget(self, slug: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if slug is None:
                 self._entries.clear()
             else:

@@ -164,3 +164,29 @@ def test_request_tenant_is_a_private_copy(two_tenants):
     first = ready_tenants.get(a.slug)
     first.name = "changed by a view"
     assert ready_tenants.get(a.slug).name != "changed by a view"
+
+
+@pytest.mark.django_db
+def test_a_tenant_archived_while_its_lookup_is_in_flight_is_not_cached_as_ready(two_tenants):
+    """A forget() between the registry query and the cache insert is not lost."""
+    from django.db import connections
+
+    from tenant_schema.middleware import ready_tenants
+    from tenant_schema.models import Tenant
+
+    a, _ = two_tenants
+    ready_tenants.forget()
+    archived = []
+
+    def archive_right_after_the_lookup(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not archived and Tenant._meta.db_table in sql and sql.lstrip().upper().startswith("SELECT"):
+            archived.append(a.slug)
+            archive_tenant(a)  # as another request thread would, while the lookup is in flight
+        return result
+
+    with connections["default"].execute_wrapper(archive_right_after_the_lookup):
+        ready_tenants.get(a.slug)  # read before the archive: this one call may still see it ready
+    assert archived == [a.slug]
+    assert ready_tenants.get(a.slug) is None
+    assert Client(HTTP_HOST=f"{a.slug}.example.com").get("/notes/").status_code == 404
