@@ -315,7 +315,10 @@ def rows_per_statement(connection, fields, total: int, batch_size: int | None, c
 
 def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None = None,
            returning: bool = False, **conflict: Any) -> list[Any] | None:
-    """INSERT ``batch`` (inside the caller's transaction); the generated keys when ``returning``.
+    """INSERT ``batch`` (inside the caller's transaction); with ``returning``, each row's primary key.
+
+    That is the key of the row each input row wrote (an upsert may update a
+    row with another key), or ``None`` when the statement used cannot say.
 
     ``conflict`` holds ``on_conflict``, ``update_fields`` and ``unique_fields``
     as ``InsertQuery`` takes them.
@@ -381,7 +384,12 @@ def _insert_orm(codec, connection, batch, batch_size, returning, conflict) -> li
     elif conflict.get("on_conflict") == OnConflict.IGNORE:
         kwargs = {"ignore_conflicts": True}
     codec.model._base_manager.db_manager(connection.alias).bulk_create(objs, batch_size=batch_size, **kwargs)
-    return [o.pk for o in objs] if returning else None
+    if not returning:
+        return None
+    if kwargs and codec.pk in batch.fields and [f for f in conflict.get("unique_fields") or ()] != [codec.pk]:
+        # bulk_create keeps a given key even when the upsert updated a row with another key.
+        return None
+    return [o.pk for o in objs]
 
 
 # -- UPDATE ---------------------------------------------------------------------

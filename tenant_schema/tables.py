@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 from django.db import NotSupportedError, models, transaction
 from django.db.models import F, Q
 from django.db.models.constants import OnConflict
@@ -274,7 +275,9 @@ class Table:
         be the primary key or match a unique constraint or index. The
         columns the rows give (except ``conflict``) are updated, or only
         ``update`` when given. With ``returning=True`` the stored rows come
-        back, in input order.
+        back, in input order: each the row its input row wrote, read back by
+        the keys the statement returns where the database can return them
+        (see ``_read_back``).
         """
         codec = self._codec
         names = [conflict] if isinstance(conflict, str) else list(conflict)
@@ -303,18 +306,48 @@ class Table:
             "update_fields": update_fields or targets,
             "unique_fields": targets if connection.features.supports_update_conflicts_with_target else (),
         }
+        # The keys of the rows written, where the statement can return them (RETURNING).
+        written: list[Any] | None = None
+        if returning and connection.features.can_return_rows_from_bulk_insert:
+            written = [None] * len(rows)
         with transaction.atomic(using=connection.alias):
             for part in bulk.split_generated_keys(codec, batch):
-                bulk.insert(codec, connection, part, batch_size=batch_size, **conflict_args)
+                keys = bulk.insert(codec, connection, part, batch_size=batch_size,
+                                   returning=written is not None, **conflict_args)
+                if written is None:
+                    continue
+                if keys is None or len(keys) != part.size or None in keys:
+                    written = None  # not known for every row: match by conflict key instead
+                else:
+                    for position, key in zip(part.index, keys):
+                        written[position] = key
             if returning:
-                return self._read_back(batch, targets)
+                return self._read_back(batch, targets, written)
         return len(rows)
 
-    def _check_duplicates(self, batch: bulk.Batch, targets: list[models.Field]) -> None:
+    def _conflict_keys(self, batch: bulk.Batch, targets: list[models.Field]) -> list[tuple]:
+        """Each row's conflict key as the ORM stores it (``"1"`` -> ``1`` for an integer column)."""
+        codec = self._codec
         columns = [batch.columns[batch.fields.index(f)] for f in targets]
+        keys = []
+        for i, values in enumerate(zip(*columns)):
+            key = []
+            for f, v in zip(targets, values):
+                v = codec.norm(f, v)
+                if hasattr(v, "resolve_expression"):  # the database computes it
+                    key.append(v)
+                    continue
+                try:
+                    key.append(f.to_python(v))
+                except ValidationError as exc:
+                    raise ValueError(f"upsert row {i} of table {self.name!r}: conflict column {f.column!r} "
+                                     f"cannot hold {v!r} ({'; '.join(exc.messages)})") from None
+            keys.append(tuple(key))
+        return keys
+
+    def _check_duplicates(self, batch: bulk.Batch, targets: list[models.Field]) -> None:
         seen: dict[tuple, int] = {}
-        for i, key in enumerate(zip(*columns)):
-            key = tuple(self._codec.norm(f, v) for f, v in zip(targets, key))
+        for i, key in enumerate(self._conflict_keys(batch, targets)):
             if key in seen:
                 raise ValueError(f"upsert rows {seen[key]} and {i} of table {self.name!r} have the same "
                                  f"conflict key {dict(zip((f.column for f in targets), key))}")
@@ -336,20 +369,44 @@ class Table:
                          f"covers exactly {sorted(wanted)}; create one (create_index(..., unique=True)) "
                          "or pick other conflict columns")
 
-    def _read_back(self, batch: bulk.Batch, targets: list[models.Field]) -> list[Any]:
+    def _read_back(self, batch: bulk.Batch, targets: list[models.Field], written: list[Any] | None) -> list[Any]:
+        """The stored rows, in input order (``None`` for a row that cannot be found).
+
+        ``written`` holds the primary key of the row each input row wrote,
+        as the statement returned it: reading back by it needs no guess at
+        how the database compares conflict keys. Without it, rows are
+        matched by their conflict key as the ORM stores it; a key stored
+        differently (another case, under a case-insensitive collation) is
+        looked up on its own, with the database's own ``=``.
+        """
         codec = self._codec
-        columns = [[codec.norm(f, v) for v in batch.columns[batch.fields.index(f)]] for f in targets]
-        keys = list(zip(*columns))
-        found: dict[tuple, Any] = {}
-        for start in range(0, len(keys), READ_BACK_CHUNK):
-            chunk = keys[start:start + READ_BACK_CHUNK]
-            if len(targets) == 1:
-                q = Q(**{f"{targets[0].name}__in": [k[0] for k in chunk]})
-            else:
-                q = Q(*(Q(**{f.name: v for f, v in zip(targets, k)}) for k in chunk), _connector=Q.OR)
-            for obj in self._queryset().filter(q):
-                found[tuple(getattr(obj, f.attname) for f in targets)] = obj
+        if written is not None:
+            keys = [(codec.pk.to_python(k),) for k in written]
+            found = self._fetch([codec.pk], keys)
+        else:
+            keys = self._conflict_keys(batch, targets)
+            found = self._fetch(targets, keys)
+            for key in dict.fromkeys(keys):
+                if key not in found and None not in key:  # NULL never conflicts: no row to look up
+                    condition = {f.name: v for f, v in zip(targets, key)}
+                    obj = self._queryset().filter(**condition).first()
+                    if obj is not None:
+                        found[key] = obj
         return [codec.from_instance(found[k]) if k in found else None for k in keys]
+
+    def _fetch(self, fields: list[models.Field], keys: list[tuple]) -> dict[tuple, models.Model]:
+        """Rows whose ``fields`` hold one of ``keys``, by their stored values of ``fields``."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[tuple, Any] = {}
+        for start in range(0, len(unique), READ_BACK_CHUNK):
+            chunk = unique[start:start + READ_BACK_CHUNK]
+            if len(fields) == 1:
+                q = Q(**{f"{fields[0].name}__in": [k[0] for k in chunk]})
+            else:
+                q = Q(*(Q(**{f.name: v for f, v in zip(fields, k)}) for k in chunk), _connector=Q.OR)
+            for obj in self._queryset().filter(q):
+                found[tuple(getattr(obj, f.attname) for f in fields)] = obj
+        return found
 
     # -- transactions -----------------------------------------------------------
     def __enter__(self) -> Table:

@@ -16,7 +16,7 @@ from typing import Optional
 import pytest
 from django.conf import settings
 from django.db import IntegrityError, connections
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -393,6 +393,47 @@ def test_upsert_checks_its_conflict_target(finance, tenant_db):
     assert [(b.category, b.limit) for b in budgets.list()] == [("food", Decimal("80.00"))]
     with pytest.raises(ValueError, match="every row needs conflict column 'id'"):
         accounts.upsert([{"name": "y"}], conflict="id")
+
+
+@pytest.mark.parametrize("statement_returns_keys", [True, False], ids=["returning", "matching"])
+def test_upsert_returns_every_row_it_wrote_whatever_form_its_key_was_given_in(
+        finance, tenant_db, monkeypatch, statement_returns_keys):
+    """A key given as "1" for 1, or in another case under a case-insensitive collation, still finds its row."""
+    accounts, _, _ = finance
+    if not statement_returns_keys:  # the path of a backend without INSERT ... RETURNING (MySQL 8)
+        monkeypatch.setattr(type(tenant_db.connection.features), "can_return_rows_from_bulk_insert", False)
+    checking = accounts.create({"name": "Checking", "balance": 1})
+    savings = accounts.create({"name": "Savings", "balance": 2})
+
+    with CaptureQueriesContext(tenant_db.connection) as queries:
+        back = accounts.upsert([{"id": str(checking.id), "name": "Checking", "balance": 7}], conflict="id",
+                               returning=True)
+    assert back == [Account(name="Checking", balance=Decimal("7.00"), id=checking.id)]
+    upserts = [q["sql"].upper() for q in queries.captured_queries if q["sql"].upper().startswith("INSERT")]
+    assert len(upserts) == 1 and ("RETURNING" in upserts[0]) is statement_returns_keys
+    with pytest.raises(ValueError, match="conflict column 'id' cannot hold 'one'"):
+        accounts.upsert([{"id": "one", "name": "x"}], conflict="id", returning=True)
+
+    rows = [{"name": "checking", "balance": 5}, {"name": "Travel", "balance": 6}, {"name": "SAVINGS", "balance": 8}]
+    for batch_size in (None, 1):
+        back = accounts.upsert(rows, conflict="name", returning=True, batch_size=batch_size)
+        assert None not in back and [a.balance for a in back] == [Decimal("5.00"), Decimal("6.00"), Decimal("8.00")]
+        # Each row is the one the database now holds under that name, as its own "=" compares names
+        # (the existing row on MariaDB's case-insensitive collation, a new one elsewhere).
+        assert back == [accounts.list(where={"name": row["name"]})[0] for row in rows]
+        assert back == [accounts.read(a.id) for a in back]
+    assert accounts.read(savings.id).balance == (Decimal("8.00") if back[2].id == savings.id else Decimal("2.00"))
+    # An expression takes Django's bulk_create, which reports the key given (9999), not the row updated.
+    back = accounts.upsert([{"id": 9999, "name": "Checking", "balance": Value(3)}], conflict="name",
+                           update=["balance"], returning=True)
+    assert [(a.id, a.balance) for a in back] == [(checking.id, Decimal("3.00"))]
+
+
+def test_upsert_keys_given_in_another_form_are_still_duplicates(finance, tenant_db):
+    accounts, _, _ = finance
+    first = accounts.create({"name": "Checking"})
+    with no_sql(tenant_db), pytest.raises(ValueError, match="rows 0 and 1 .* have the same conflict key"):
+        accounts.upsert([{"id": first.id, "name": "a"}, {"id": str(first.id), "name": "b"}], conflict="id")
 
 
 # -- what the compiled path sends equals what the ORM sends -------------------------------

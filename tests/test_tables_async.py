@@ -55,6 +55,9 @@ async def test_list_count_and_bulk_calls(finance, closing):
     assert [(a.name, a.balance) for a in await accounts.alist(order_by="name")] == [
         ("Checking", Decimal("3.00")), ("Savings", Decimal("0.00"))]
     assert await transactions.abatch_create(iter([])) == 0
+    back = await accounts.aupsert([{"id": str(checking.id), "name": "Checking", "balance": 4}], conflict="id",
+                                  returning=True)  # the key as a string still finds the row written
+    assert back == [Account(name="Checking", balance=Decimal("4.00"), id=checking.id)]
 
 
 async def test_async_with_table_is_a_transaction(finance, closing):
