@@ -150,8 +150,20 @@ _tenants_lock = threading.Lock()
 
 def database_name(tenant_id: str, server: Server) -> str:
     """The database (or schema) name of ``tenant_id`` on ``server``."""
-    name = conf.get("DATABASE_PREFIX") + tenant_id.replace("-", "_")
+    return _valid_name(conf.get("DATABASE_PREFIX") + tenant_id.replace("-", "_"), server)
+
+
+def _valid_name(name: object, server: Server) -> str:
+    """``name`` if it is a safe database (or schema) name on ``server``, else ``ValueError``.
+
+    Names become file paths (SQLite) and connection options (PostgreSQL's
+    search path), so a given name is checked like a derived one.
+    """
     return validate_identifier(name, "tenant database name", server.dialect.max_identifier_length)
+
+
+def _name(tenant_id: str, server: Server, given: str | None) -> str:
+    return database_name(tenant_id, server) if given is None else _valid_name(given, server)
 
 
 def _bind(tenant_id: str, server: Server, name: str, *, follow: bool = False) -> TenantDatabase:
@@ -161,6 +173,7 @@ def _bind(tenant_id: str, server: Server, name: str, *, follow: bool = False) ->
     registry says it moved (another process purged it and registered the
     slug again), and the old alias is closed and forgotten first.
     """
+    _valid_name(name, server)
     with _tenants_lock:
         bound = _tenants.get(tenant_id)
         if bound is not None:
@@ -214,7 +227,7 @@ def get_or_create_tenant_db(
     """
     validate_tenant_id(tenant_id)
     srv = get_server(server)
-    name = database_name_ or database_name(tenant_id, srv)
+    name = _name(tenant_id, srv, database_name_)
     bound = _tenants.get(tenant_id)
     if bound is not None:
         if bound.server.key == srv.key and bound.name == name:
@@ -232,9 +245,11 @@ def get_tenant_db(tenant_id: str, server: str | None = None, *, database_name_: 
     validate_tenant_id(tenant_id)
     bound = _tenants.get(tenant_id)
     if bound is not None and server in (None, bound.server.key):
+        if database_name_ is not None:
+            _valid_name(database_name_, bound.server)
         return bound
     srv = get_server(server)
-    name = database_name_ or database_name(tenant_id, srv)
+    name = _name(tenant_id, srv, database_name_)
     if not get_plugins().hook.tenant_schema_database_exists(dialect=srv.dialect, server=srv, name=name):
         raise TenantDatabaseDoesNotExist(
             f"tenant {tenant_id!r} has no database {name!r} on server {srv.key!r}"
@@ -250,7 +265,7 @@ def drop_tenant_db(tenant_id: str, server: str | None = None, *, database_name_:
     """
     validate_tenant_id(tenant_id)
     srv = get_server(server)
-    name = database_name_ or database_name(tenant_id, srv)
+    name = _name(tenant_id, srv, database_name_)
     with _tenants_lock:
         bound = _tenants.pop(tenant_id, None)
     unregister_alias(f"{ALIAS_PREFIX}{tenant_id}")

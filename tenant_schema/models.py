@@ -11,7 +11,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .names import validate_tenant_id
+from .names import validate_identifier, validate_tenant_id
+
+DATABASE_NAME_MAX_LENGTH = 64  # the longest any dialect allows; each dialect checks its own limit on use
 
 
 def validate_slug(value: str) -> None:
@@ -19,6 +21,14 @@ def validate_slug(value: str) -> None:
         validate_tenant_id(value)
     except ValueError as exc:
         raise ValidationError(str(exc), code="invalid_tenant_slug") from None
+
+
+def validate_database_name(value: str) -> None:
+    """A database name reaches file paths and connection options: identifiers only."""
+    try:
+        validate_identifier(value, "tenant database name", DATABASE_NAME_MAX_LENGTH)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_database_name") from None
 
 
 class Tenant(models.Model):
@@ -31,7 +41,11 @@ class Tenant(models.Model):
     slug = models.CharField(max_length=40, unique=True, validators=[validate_slug])
     name = models.CharField(max_length=200, blank=True)
     server = models.CharField(max_length=100, help_text=_("Key in TENANT_SCHEMA['SERVERS']."))
-    database_name = models.CharField(max_length=64, help_text=_("Database, or schema, holding the tenant's data."))
+    database_name = models.CharField(
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        validators=[validate_database_name],
+        help_text=_("Database, or schema, holding the tenant's data."),
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROVISIONING, db_index=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

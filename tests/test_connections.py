@@ -279,3 +279,49 @@ def test_asking_for_two_locations_in_one_process_is_still_an_error(db_access):
         assert get_or_create_tenant_db(tenant_id, server="sqlite") is tdb
     finally:
         drop_tenant_db(tenant_id, server="sqlite")
+
+
+# -- database names are validated before use ----------------------------------
+
+BAD_NAMES = ["../victim", "a b", "x\n", "", "1abc", "name -c search_path=other", "x;DROP"]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_a_given_database_name_is_validated_before_anything_runs(bad, server_key):
+    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db, get_tenant_db
+
+    tenant_id = new_tenant_id()
+    calls = [
+        lambda: bind_tenant_db(tenant_id, server_key, bad),
+        lambda: get_or_create_tenant_db(tenant_id, server_key, database_name_=bad),
+        lambda: get_tenant_db(tenant_id, server_key, database_name_=bad),
+        lambda: drop_tenant_db(tenant_id, server_key, database_name_=bad),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="invalid tenant database name"):
+            call()
+    assert tenant_id not in {tdb.tenant_id for tdb in databases.bound_tenants()}
+
+
+def test_a_name_over_the_dialects_limit_is_refused(server_key):
+    from tenant_schema.databases import get_or_create_tenant_db
+    from tenant_schema.servers import get_server
+
+    limit = get_server(server_key).dialect.max_identifier_length
+    with pytest.raises(ValueError, match=f"the limit here is {limit}"):
+        get_or_create_tenant_db(new_tenant_id(), server_key, database_name_="a" * (limit + 1))
+
+
+def test_drop_never_deletes_a_file_outside_the_servers_directory(settings, db_access, tmp_path):
+    from tenant_schema.databases import drop_tenant_db
+
+    (tmp_path / "tenants").mkdir()
+    victim = tmp_path / "victim.sqlite3"
+    victim.write_text("important")
+    settings.TENANT_SCHEMA = {
+        **settings.TENANT_SCHEMA,
+        "SERVERS": {**settings.TENANT_SCHEMA["SERVERS"], "jail": f"sqlite:///{tmp_path}/tenants/"},
+    }
+    with pytest.raises(ValueError, match="invalid tenant database name '../victim'"):
+        drop_tenant_db("x", server="jail", database_name_="../victim")
+    assert victim.read_text() == "important"

@@ -20,6 +20,31 @@ def test_slug_is_validated_with_a_clear_message():
     assert "invalid tenant id 'Not_OK'" in str(info.value.message_dict["slug"])
 
 
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ("../victim", "invalid tenant database name '../victim'"),
+        ("a b", "invalid tenant database name 'a b'"),
+        ("x\n", "invalid tenant database name 'x\\n'"),
+        ("1abc", "invalid tenant database name '1abc'"),
+        ("x;DROP", "invalid tenant database name 'x;DROP'"),
+        ("a" * 65, "the limit here is 64"),
+        ("", "cannot be blank"),
+    ],
+)
+def test_database_name_is_validated_with_a_clear_message(bad, expected):
+    tenant = Tenant(slug="ok", server="default", database_name=bad)
+    with pytest.raises(ValidationError) as info:
+        tenant.full_clean(validate_unique=False)
+    assert expected in " ".join(info.value.message_dict["database_name"])
+
+
+def test_a_row_with_a_bad_database_name_never_reaches_a_database():
+    tenant = Tenant(slug="ok", server="sqlite", database_name="../victim")  # e.g. written by raw SQL
+    with pytest.raises(ValueError, match="invalid tenant database name '../victim'"):
+        tenant.database
+
+
 def test_the_row_holds_no_credentials():
     fields = {f.name for f in Tenant._meta.get_fields()}
     assert not fields & {"password", "user", "host", "url", "credentials"}
