@@ -140,7 +140,7 @@ def test_a_tenant_is_bound_to_one_location_per_process(db_access):
     tdb = get_or_create_tenant_db(tenant_id, server="sqlite")
     try:
         with pytest.raises(ValueError, match="already bound to server 'sqlite'"):
-            bind_tenant_db(tenant_id, "default", "somewhere_else")
+            get_or_create_tenant_db(tenant_id, server="default", database_name_="somewhere_else")
         assert bind_tenant_db(tenant_id, "sqlite", tdb.name) is tdb
     finally:
         drop_tenant_db(tenant_id, server="sqlite")
@@ -295,3 +295,22 @@ def test_hash_sharded_option_on_a_live_dialect_without_it_is_plain(tenant_db):
     register_table(tenant_db, Seq, "seq")
     name = create_index(tenant_db, "seq", ["n"], hash_sharded=True)
     assert name == "idx_seq_n"
+
+
+def test_a_dropped_sqlite_tenant_is_never_recreated_by_a_late_query(db_access):
+    """A request still routed to a purged tenant fails instead of recreating an empty file."""
+    from django.db import OperationalError
+
+    from tenant_schema.databases import bind_tenant_db
+
+    tenant_id = new_tenant_id()
+    tdb = get_or_create_tenant_db(tenant_id, server="sqlite")
+    path = tdb.dialect.file(tdb.server, tdb.name)
+    assert path.exists()
+    drop_tenant_db(tenant_id, server="sqlite")
+    late = bind_tenant_db(tenant_id, "sqlite", tdb.name)  # e.g. from a stale routing cache
+    with pytest.raises(OperationalError):
+        with late.connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    late.close()
+    assert not path.exists()

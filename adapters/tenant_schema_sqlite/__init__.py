@@ -2,7 +2,9 @@
 
 A server is a directory; a tenant database is a file in it. Creation is an
 exclusive file create (``open(path, "x")``), so two processes racing end
-with one file; cloning copies a template file.
+with one file; cloning copies a template file. Tenant connections open the
+file as a ``mode=rw`` URI, so they never create one: only
+``create_database`` does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class SQLiteDialect(Dialect):
     def tenant_settings(self, server, database_name: str) -> dict[str, Any]:
         settings = dict(server.settings)
         settings["OPTIONS"] = dict(settings.get("OPTIONS", {}))
-        settings["NAME"] = str(self.file(server, database_name))
+        # A URI opened read-write but never create: a request routed to a
+        # tenant whose file was dropped fails, instead of recreating it empty.
+        settings["NAME"] = f"{self.file(server, database_name).absolute().as_uri()}?mode=rw"
         return settings
 
     def database_exists(self, server, name: str) -> bool:
