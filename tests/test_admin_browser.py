@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tenant_schema import create_index, list_tables
@@ -113,11 +112,28 @@ def admin_page(browser, live_server, django_user_model):
     return open_
 
 
+def _left(page):
+    """Wait condition: ``page`` (the old ``<html>``) is no longer the document.
+
+    Selenium's ``staleness_of`` only expects StaleElementReference; while the
+    navigation is under way Chromium can also answer "Node with given id does
+    not belong to the document", which means the same thing.
+    """
+    def check(browser) -> bool:
+        try:
+            page.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one too
+            return True
+        return False
+
+    return check
+
+
 def submit(browser, element) -> None:
     """Click ``element`` and wait for the next page to load."""
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, WAIT).until(EC.staleness_of(page))
+    WebDriverWait(browser, WAIT).until(_left(page))
     WebDriverWait(browser, WAIT).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 

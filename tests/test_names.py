@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, make_dataclass
 
 import pytest
-from django.db import connections
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import given, settings as hsettings, strategies as st
 
 from tenant_schema import (
     create_index,

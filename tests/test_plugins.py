@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pluggy
