@@ -61,3 +61,12 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
                 tdb.close()
                 databases.drop_tenant_db(tdb.tenant_id, server=tdb.server.key, database_name_=tdb.name)
     assert ran, f"{path.name} has code blocks but none ran"
+
+
+def test_every_public_name_is_documented():
+    """Everything ``tenant_schema`` exports is named somewhere in README.md or docs/."""
+    import tenant_schema
+
+    text = "".join(p.read_text() for p in DOC_FILES if p.exists())
+    missing = [name for name in tenant_schema.__all__ if f"`{name}" not in text and f"{name}(" not in text]
+    assert not missing, f"undocumented public names: {missing}"
