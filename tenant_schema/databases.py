@@ -268,9 +268,10 @@ def drop_tenant_db(tenant_id: str, server: str | None = None, *, database_name_:
     name = _name(tenant_id, srv, database_name_)
     with _tenants_lock:
         bound = _tenants.pop(tenant_id, None)
-    unregister_alias(f"{ALIAS_PREFIX}{tenant_id}")
     if bound is not None:
-        _forget_open(bound.alias)
+        _unbind(bound)
+    else:
+        unregister_alias(f"{ALIAS_PREFIX}{tenant_id}")
     return get_plugins().hook.tenant_schema_drop_database(dialect=srv.dialect, server=srv, name=name)
 
 
@@ -393,26 +394,26 @@ def close_tenant_connections() -> None:
 
     Call it at shutdown, and before forking worker processes.
     """
-    me = threading.get_ident()
-    with _open.lock:
-        for key, (ref, owner) in list(_open.order.items()):
-            if owner != me:
-                _open.pending.setdefault(owner, set()).add(key)
-    for alias in list(connections.settings):
-        if alias.startswith(ALIAS_PREFIX) and _initialized(alias):
-            connections[alias].close()
+    _close_everywhere(lambda alias: alias.startswith(ALIAS_PREFIX))
 
 
 def close_alias_connections(alias: str) -> None:
     """Close this thread's connection for ``alias``; ask other threads to close theirs."""
+    _close_everywhere(lambda candidate: candidate == alias)
+
+
+def _close_everywhere(wanted) -> None:
+    """Close this thread's connections of the aliases ``wanted`` accepts; other
+    threads close theirs at their next tenant query or request end."""
     me = threading.get_ident()
     with _open.lock:
         for key, (ref, owner) in list(_open.order.items()):
             wrapper = ref()
-            if wrapper is not None and wrapper.alias == alias and owner != me:
+            if wrapper is not None and owner != me and wanted(wrapper.alias):
                 _open.pending.setdefault(owner, set()).add(key)
-    if alias in connections.settings and _initialized(alias):
-        connections[alias].close()
+    for alias in list(connections.settings):
+        if wanted(alias) and _initialized(alias):
+            connections[alias].close()
 
 
 def _on_connection_created(sender, connection, **kwargs) -> None:
