@@ -19,6 +19,7 @@ Works under WSGI and ASGI.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import threading
@@ -219,13 +220,20 @@ class TenantMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
-    def _prefix(self, request: HttpRequest) -> str | None:
+    @contextlib.contextmanager
+    def _serving(self, request: HttpRequest, tenant: Tenant):
+        """Select ``tenant`` (and the path resolver's script prefix) while the view runs."""
         prefix = getattr(request, "tenant_path_prefix", None)
-        if prefix is None:
-            return None
-        old = get_script_prefix()
-        set_script_prefix(old.rstrip("/") + prefix + "/")
-        return old
+        old_prefix = get_script_prefix() if prefix is not None else None
+        if prefix is not None:
+            set_script_prefix(old_prefix.rstrip("/") + prefix + "/")
+        token = _select(tenant)
+        try:
+            yield
+        finally:
+            _current.reset(token)
+            if old_prefix is not None:
+                set_script_prefix(old_prefix)
 
     def __call__(self, request: HttpRequest):
         if self.is_async:
@@ -235,14 +243,8 @@ class TenantMiddleware:
         if slug is None:
             return self.get_response(request)
         tenant = request.tenant = _lookup(slug)
-        old_prefix = self._prefix(request)
-        token = _select(tenant)
-        try:
+        with self._serving(request, tenant):
             response = self.get_response(request)
-        finally:
-            _current.reset(token)
-            if old_prefix is not None:
-                set_script_prefix(old_prefix)
         return _wrap_streaming(response, tenant)
 
     async def __acall__(self, request: HttpRequest):
@@ -254,12 +256,6 @@ class TenantMiddleware:
             return await self.get_response(request)
         tenant = ready_tenants.peek(slug) or await sync_to_async(_lookup)(slug)
         request.tenant = tenant
-        old_prefix = self._prefix(request)
-        token = _select(tenant)
-        try:
+        with self._serving(request, tenant):
             response = await self.get_response(request)
-        finally:
-            _current.reset(token)
-            if old_prefix is not None:
-                set_script_prefix(old_prefix)
         return _wrap_streaming(response, tenant)
