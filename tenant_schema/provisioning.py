@@ -138,7 +138,7 @@ async def aregister_tenant(slug: str, *, server: str | None = None, name: str = 
 
 
 def _mark_failed(pk: int, exc: BaseException) -> None:
-    message = f"{type(exc).__name__}: {exc}"[:5000]
+    message = _describe(exc)[:5000]
     try:
         Tenant.objects.filter(pk=pk).exclude(status=Tenant.Status.READY).update(
             status=Tenant.Status.FAILED, last_error=message, updated_at=timezone.now()

@@ -3,7 +3,7 @@
 Operators want what is really on the server, not what this process thinks
 it created, so everything here asks the database. A tenant whose database
 does not exist (provisioning failed before creating it, or it was dropped
-by hand) is reported as such: opening it would create an empty SQLite file.
+by hand) is reported as such, without trying to connect to it.
 """
 
 from __future__ import annotations
