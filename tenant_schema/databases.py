@@ -108,6 +108,11 @@ class TenantDatabase:
         touch(self.alias)
         return connections[self.alias]
 
+    @property
+    def can_rollback_ddl(self) -> bool:
+        """Whether DDL here is transactional (the ``tenant_schema_can_rollback_ddl`` hook)."""
+        return bool(get_plugins().hook.tenant_schema_can_rollback_ddl(dialect=self.dialect, connection=self.connection))
+
     def ensure_alias(self) -> None:
         if self.alias not in connections.settings:
             settings = get_plugins().hook.tenant_schema_tenant_settings(

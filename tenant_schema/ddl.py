@@ -397,7 +397,7 @@ def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]
                 dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
         flush_deferred_sql(editor)
 
-    if plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection):
+    if tenant_db.can_rollback_ddl:
         with connection.schema_editor(atomic=True) as editor:
             create_all(editor)
         return
@@ -460,8 +460,7 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     plugins = get_plugins()
     dialect = tenant_db.dialect
     connection = tenant_db.connection
-    atomic = bool(plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection))
-    with connection.schema_editor(atomic=atomic) as editor:
+    with connection.schema_editor(atomic=tenant_db.can_rollback_ddl) as editor:
         _run_hook_statements(editor, plugins.hook.tenant_schema_before_drop_table(
             dialect=dialect, schema_editor=editor, model=model, table_name=table_name))
         editor.execute(editor.sql_delete_table % {"table": editor.quote_name(table_name)})
@@ -534,7 +533,7 @@ def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]
     def statement(editor, model, spec):
         return plugins.hook.tenant_schema_index_sql(dialect=dialect, schema_editor=editor, model=model, index=spec)
 
-    if plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection):
+    if tenant_db.can_rollback_ddl:
         with connection.schema_editor(atomic=True) as editor:
             for model, spec in todo:
                 editor.execute(statement(editor, model, spec))
@@ -617,8 +616,7 @@ def drop_index(tenant_db: TenantDatabase, index_name: str, table_name: str | Non
         constraint = bool(info.get("unique") and not info.get("index"))
         plugins = get_plugins()
         dialect = tenant_db.dialect
-        atomic = bool(plugins.hook.tenant_schema_can_rollback_ddl(dialect=dialect, connection=connection))
-        with connection.schema_editor(atomic=atomic) as editor:
+        with connection.schema_editor(atomic=tenant_db.can_rollback_ddl) as editor:
             editor.execute(plugins.hook.tenant_schema_drop_index_sql(
                 dialect=dialect, schema_editor=editor, model=model, name=index_name, constraint=constraint))
         return True

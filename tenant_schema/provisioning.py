@@ -156,7 +156,7 @@ def provision(tenant: Tenant) -> None:
     server = tenant_db.server
     hook = get_plugins().hook
     fresh = hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
-    if not fresh and tenant.provisioned_at is None and not can_rollback_ddl(tenant_db):
+    if not fresh and tenant.provisioned_at is None and not tenant_db.can_rollback_ddl:
         recreate_database(tenant_db)
         fresh = True
     plan = migration_plan()
@@ -167,12 +167,6 @@ def provision(tenant: Tenant) -> None:
     elif plan.pending(applied or set()):
         migrate_tenant(tenant)
     create_tenant_tables(tenant_db)
-
-
-def can_rollback_ddl(tenant_db: TenantDatabase) -> bool:
-    return bool(
-        get_plugins().hook.tenant_schema_can_rollback_ddl(dialect=tenant_db.dialect, connection=tenant_db.connection)
-    )
 
 
 def recreate_database(tenant_db: TenantDatabase) -> None:
@@ -234,7 +228,7 @@ def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh:
     models = tenant_models()
     recorder = MigrationRecorder(connection)
     rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
-    atomic = can_rollback_ddl(tenant_db)
+    atomic = tenant_db.can_rollback_ddl
     with connection.schema_editor(atomic=atomic) as editor:
         if fresh or not recorder.has_table():
             editor.create_model(recorder.Migration)
