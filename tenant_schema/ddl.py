@@ -25,7 +25,6 @@ from .mapping import (
     default_table_name,
     describe,
     fingerprint,
-    introspect_model,
     pk_field,
     plan_dataclass,
 )
@@ -456,7 +455,7 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     validate_identifier(table_name, "table name", tenant_db.dialect.max_identifier_length)
     if not table_exists(tenant_db, table_name):
         return False
-    model = _model_for(tenant_db, table_name)
+    model = tenant_db.table(table_name).model
     plugins = get_plugins()
     dialect = tenant_db.dialect
     connection = tenant_db.connection
@@ -467,11 +466,6 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     with tenant_db._tables_lock:
         tenant_db._tables.pop(table_name, None)
     return True
-
-
-def _model_for(tenant_db: TenantDatabase, table_name: str) -> type[models.Model]:
-    table = tenant_db._tables.get(table_name)
-    return table.model if table is not None else introspect_model(tenant_db, table_name)
 
 
 # -- indexes --------------------------------------------------------------------
@@ -520,7 +514,7 @@ def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]
                     f"{'unique ' if spec.unique else ''}{list(spec.columns)}"
                 )
             continue
-        model = _model_for(tenant_db, spec.table)
+        model = tenant_db.table(spec.table).model
         for column in spec.columns:
             column_field(model, column)  # ValueError naming the valid columns
         todo.append((model, spec))
@@ -612,7 +606,7 @@ def drop_index(tenant_db: TenantDatabase, index_name: str, table_name: str | Non
             info = connection.introspection.get_constraints(cursor, table).get(index_name)
         if info is None or info.get("primary_key"):
             continue
-        model = _model_for(tenant_db, table)
+        model = tenant_db.table(table).model
         constraint = bool(info.get("unique") and not info.get("index"))
         plugins = get_plugins()
         dialect = tenant_db.dialect
