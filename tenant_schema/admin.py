@@ -13,8 +13,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.contrib.admin.utils import unquote
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -226,19 +226,34 @@ class TenantAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def tenant_or_404(self, request, object_id: str) -> Tenant:
+        """The tenant an admin URL names; ``Http404`` for an id that is not a tenant's (``abc`` included)."""
+        tenant = self.get_object(request, unquote(object_id))
+        if tenant is None:
+            raise Http404(f"no tenant has the id {object_id!r}")
+        return tenant
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Permission before existence: staff without it learn nothing about which ids exist.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        tenant = self.tenant_or_404(request, object_id)
         extra_context = dict(extra_context or {})
-        tenant = self.get_object(request, object_id)
-        if tenant is not None:
-            extra_context.update(self.live_tables_context(tenant))
-            allowed = self.get_actions(request)
-            extra_context["tenant_actions"] = [
-                (name, label, allowed[name][2])
-                for name, (label, statuses) in BUTTONS.items()
-                if name in allowed and tenant.status in statuses
-            ]
-            extra_context["can_purge"] = self.has_purge_permission(request)
+        extra_context.update(self.live_tables_context(tenant))
+        allowed = self.get_actions(request)
+        extra_context["tenant_actions"] = [
+            (name, label, allowed[name][2])
+            for name, (label, statuses) in BUTTONS.items()
+            if name in allowed and tenant.status in statuses
+        ]
+        extra_context["can_purge"] = self.has_purge_permission(request)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        self.tenant_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
 
     @staticmethod
     def live_tables_context(tenant: Tenant) -> dict:
@@ -254,9 +269,9 @@ class TenantAdmin(admin.ModelAdmin):
         """One action on one tenant, from the buttons of the detail page."""
         if action not in self.actions or action not in self.get_actions(request):
             raise PermissionDenied
+        tenant = self.tenant_or_404(request, object_id)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        tenant = get_object_or_404(Tenant, pk=object_id)
         getattr(self, action)(request, Tenant.objects.filter(pk=tenant.pk))
         return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]))
 
@@ -266,7 +281,7 @@ class TenantAdmin(admin.ModelAdmin):
             raise PermissionDenied
         from .provisioning import purge_tenant
 
-        tenant = get_object_or_404(Tenant, pk=object_id)
+        tenant = self.tenant_or_404(request, object_id)
         form = PurgeForm(request.POST or None, tenant=tenant)
         if request.method == "POST" and form.is_valid():
             try:

@@ -8,3 +8,6 @@ class TenantSchemaConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import object_isolation
+
+        object_isolation.install()  # objects of one tenant are never used on another's database

@@ -9,7 +9,6 @@ from __future__ import annotations
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Warning, register
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf
@@ -21,7 +20,7 @@ MIDDLEWARE = "tenant_schema.middleware.TenantMiddleware"
 
 @register("tenant_schema")
 def check_servers(app_configs=None, **kwargs):
-    from .servers import parse_server
+    from .servers import mask_secrets, parse_server
 
     servers = conf.get("SERVERS")
     if not isinstance(servers, dict) or not servers:
@@ -29,21 +28,29 @@ def check_servers(app_configs=None, **kwargs):
                       hint='e.g. {"default": "postgres://app@db:5432/"}', id="tenant_schema.E001")]
     errors = []
     for key, url in servers.items():
+        # parse_server's messages name the server and never show a password;
+        # mask again anyway: a check must not print one whatever raised.
         try:
             parse_server(key, url)
         except UnknownDialect as exc:
-            errors.append(Error(f"tenant server {key!r}: {exc}",
+            errors.append(Error(_server_message(key, mask_secrets(str(exc), url)),
                                 hint="install the dialect plugin for that scheme, or fix the URL's scheme",
                                 id="tenant_schema.E002"))
-        except (ImproperlyConfigured, ValueError) as exc:
-            errors.append(Error(f"tenant server {key!r}: the URL does not parse: {exc}",
+        except Exception as exc:  # noqa: BLE001 - a plugin's parse error is reported, not a crash
+            errors.append(Error(_server_message(key, mask_secrets(str(exc), url)),
                                 hint="use a URL like postgres://user@host:5432/, mysql://user@host/ "
-                                     "or sqlite:///path/to/dir/", id="tenant_schema.E003"))
+                                     "or sqlite:///path/to/dir/ (percent-encode special characters "
+                                     "in the user name and password)", id="tenant_schema.E003"))
     default = conf.get("DEFAULT_SERVER")
     if default not in servers:
         errors.append(Error(f'TENANT_SCHEMA["DEFAULT_SERVER"] is {default!r}, which is not a key of SERVERS',
                             hint=f"use one of: {', '.join(sorted(map(str, servers)))}", id="tenant_schema.E004"))
     return errors
+
+
+def _server_message(key: object, message: str) -> str:
+    prefix = f"tenant server {key!r}:"
+    return message if message.startswith(prefix) else f"{prefix} {message}"
 
 
 def _app_config(entry: str):
@@ -100,6 +107,12 @@ def check_settings(app_configs=None, **kwargs):
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
         errors.append(Error(f'TENANT_SCHEMA["MAX_OPEN_CONNECTIONS"] must be a positive integer, not {cap!r}',
                             id="tenant_schema.E009"))
+    prefix = conf.get("DATABASE_PREFIX")
+    if not isinstance(prefix, str) or not prefix:
+        errors.append(Error(f'TENANT_SCHEMA["DATABASE_PREFIX"] is {prefix!r}: it must be a non-empty string',
+                            hint='Use a prefix only tenant databases start with, such as "tenant_": without one '
+                                 "a tenant's database name could be any database on the server.",
+                            id="tenant_schema.E020"))
     resolver = conf.get("RESOLVER")
     if resolver not in ("subdomain", "header", "path"):
         try:
@@ -112,6 +125,7 @@ def check_settings(app_configs=None, **kwargs):
             errors.append(Error(f'TENANT_SCHEMA["RESOLVER"] is {resolver!r}: {problem}',
                                 hint='use "subdomain", "header", "path" or the dotted path of a function '
                                      "taking the request and returning a slug or None", id="tenant_schema.E010"))
+    errors += _check_exclusions()
     for spec in conf.get("TENANT_TABLES"):
         parts = (spec,) if isinstance(spec, str) else tuple(spec)
         try:
@@ -120,4 +134,30 @@ def check_settings(app_configs=None, **kwargs):
             errors.append(Error(f'TENANT_SCHEMA["TENANT_TABLES"] entry {spec!r} does not import: {exc}',
                                 hint='entries are ("package.module.Dataclass", "table", "pk")',
                                 id="tenant_schema.E011"))
+    return errors
+
+
+def _check_exclusions() -> list:
+    """``PUBLIC_PATHS`` and ``EXCLUDED_SUBDOMAINS``: lists of what a resolver must not read as a slug."""
+    errors = []
+    paths = conf.get("PUBLIC_PATHS")
+    if isinstance(paths, str) or not isinstance(paths, (list, tuple)) or not all(isinstance(x, str) for x in paths):
+        errors.append(Error(f'TENANT_SCHEMA["PUBLIC_PATHS"] must be a list of paths starting with "/", not {paths!r}',
+                            hint='e.g. ["/admin/", "/static/", "/media/"]', id="tenant_schema.E013"))
+    else:
+        for path in paths:
+            if not path.startswith("/"):
+                errors.append(Error(f'TENANT_SCHEMA["PUBLIC_PATHS"] entry {path!r} does not start with "/"',
+                                    hint=f'write it as "/{path.lstrip("/")}"', id="tenant_schema.E013"))
+    labels = conf.get("EXCLUDED_SUBDOMAINS")
+    if isinstance(labels, str) or not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+        errors.append(Error(f'TENANT_SCHEMA["EXCLUDED_SUBDOMAINS"] must be a list of host labels, not {labels!r}',
+                            hint='e.g. ["www"]', id="tenant_schema.E014"))
+    else:
+        for label in labels:
+            if not label or "." in label or ":" in label or "/" in label:
+                first = label.split(".")[0] or "www"
+                errors.append(Error(f'TENANT_SCHEMA["EXCLUDED_SUBDOMAINS"] entry {label!r} is not a single host label',
+                                    hint=f"list the first label of the host only, e.g. {first!r}",
+                                    id="tenant_schema.E014"))
     return errors

@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     # How middleware finds the tenant: "subdomain", "header", "path" or a dotted path.
     "RESOLVER": "subdomain",
     "HEADER": "X-Tenant",
+    # Paths the "path" resolver serves without a tenant: the path itself and
+    # everything under it ("/admin/" covers /admin, /admin/ and /admin/login/).
+    "PUBLIC_PATHS": ["/admin/", "/static/", "/media/"],
+    # First host labels the "subdomain" resolver does not read as a slug.
+    "EXCLUDED_SUBDOMAINS": ["www"],
     # How long the middleware trusts a ready tenant's registry row before
     # looking it up again. Changes made in this process (archive, purge,
     # save) take effect at once; other processes see them within this many

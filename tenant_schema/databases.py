@@ -21,13 +21,12 @@ import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.signals import connection_created
 
 from . import conf
-from .exceptions import TenantDatabaseDoesNotExist
 from .names import validate_identifier, validate_tenant_id
 from .plugins import get_plugins
 from .servers import Server, get_server
@@ -36,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tables import Table
 
 ALIAS_PREFIX = "tenant:"
+#: Server-level aliases (``CREATE DATABASE``) and tenant databases reached as
+#: the server's own user start with this; they hold no tenant-app tables.
+INTERNAL_ALIAS_PREFIX = "tenant_schema:"
+ADMIN_ALIAS_PREFIX = f"{INTERNAL_ALIAS_PREFIX}admin:"
 
 _alias_lock = threading.Lock()
 
@@ -67,6 +70,21 @@ def _publish(new_settings: dict[str, Any]) -> None:
 def _initialized(alias: str) -> bool:
     """Whether this thread (or async context) has a connection object for ``alias``."""
     return hasattr(connections._connections, alias)
+
+
+def discard_connection(alias: str) -> None:
+    """Close this thread's connection for ``alias`` and throw its wrapper away.
+
+    For a connection left unusable (a failure inside a transaction on a
+    dropped socket): the next use of the alias builds a fresh wrapper.
+    """
+    if alias in connections.settings and _initialized(alias):
+        wrapper = connections[alias]
+        try:
+            wrapper.close()
+        except Exception:  # noqa: BLE001 - it is being thrown away
+            pass
+        del connections[alias]
 
 
 def unregister_alias(alias: str) -> None:
@@ -120,6 +138,31 @@ class TenantDatabase:
             )
             register_alias(self.alias, settings)
 
+    @property
+    def admin_alias(self) -> str:
+        """The alias reaching this database with the server URL's own credentials."""
+        return f"{ADMIN_ALIAS_PREFIX}{self.tenant_id}"
+
+    @property
+    def admin_connection(self):
+        """This database, reached as the server URL's user rather than the tenant's role.
+
+        The same as ``connection`` unless the server gives each tenant its
+        own credentials (``?tenant_roles=true``); provisioning reads and
+        writes the ownership marker through it, before the tenant's role
+        has any privilege on the database.
+        """
+        if not getattr(self.server, "tenant_roles", False):
+            return self.connection
+        if self.admin_alias not in connections.settings:
+            settings = get_plugins().hook.tenant_schema_tenant_settings(
+                dialect=self.dialect, server=self.server, database_name=self.name
+            )
+            settings["USER"] = self.server.settings.get("USER", "")
+            settings["PASSWORD"] = self.server.settings.get("PASSWORD", "")
+            register_alias(self.admin_alias, settings)
+        return connections[self.admin_alias]
+
     def atomic(self, savepoint: bool = True, durable: bool = False):
         """``transaction.atomic`` on this tenant's alias."""
         self.ensure_alias()
@@ -144,18 +187,37 @@ class TenantDatabase:
         return Table(self, model, name, row_type=dict)
 
     def close(self) -> None:
-        """Close this thread's connection to the tenant."""
-        if self.alias in connections.settings:
-            connections[self.alias].close()
+        """Close this thread's connections to the tenant."""
+        for alias in (self.alias, self.admin_alias):
+            if alias in connections.settings:
+                connections[alias].close()
 
 
 _tenants: dict[str, TenantDatabase] = {}
 _tenants_lock = threading.Lock()
 
 
-def database_name(tenant_id: str, server: Server) -> str:
-    """The database (or schema) name of ``tenant_id`` on ``server``."""
-    return _valid_name(conf.get("DATABASE_PREFIX") + tenant_id.replace("-", "_"), server)
+def database_name(slug: str, server: Server) -> str:
+    """The database (or schema) name of a new tenant ``slug`` on ``server``.
+
+    ``DATABASE_PREFIX`` plus the slug with hyphens turned into underscores.
+    A name the dialect reserves (``postgres``, ``mysql``, ``sys``,
+    ``template0``, ...) or the server's own database is refused before any
+    SQL runs, and so is an empty prefix (a system check reports it too).
+    """
+    prefix = conf.get("DATABASE_PREFIX")
+    if not isinstance(prefix, str) or not prefix:
+        raise ImproperlyConfigured(
+            'TENANT_SCHEMA["DATABASE_PREFIX"] must be a non-empty string such as "tenant_": '
+            "without one a tenant's database name could be any database on the server"
+        )
+    name = _valid_name(prefix + slug.replace("-", "_"), server)
+    if server.dialect.reserves_database_name(server, name):
+        raise ValueError(
+            f"tenant {slug!r} would get the database name {name!r}, which {server.dialect.name} "
+            f"server {server.key!r} reserves; choose another slug or DATABASE_PREFIX"
+        )
+    return name
 
 
 def _valid_name(name: object, server: Server) -> str:
@@ -165,10 +227,6 @@ def _valid_name(name: object, server: Server) -> str:
     search path), so a given name is checked like a derived one.
     """
     return validate_identifier(name, "tenant database name", server.dialect.max_identifier_length)
-
-
-def _name(tenant_id: str, server: Server, given: str | None) -> str:
-    return database_name(tenant_id, server) if given is None else _valid_name(given, server)
 
 
 def _bind(tenant_id: str, server: Server, name: str, *, follow: bool = False) -> TenantDatabase:
@@ -209,80 +267,39 @@ def _unbind(bound: TenantDatabase) -> None:
     _forget_open(bound.alias)
 
 
-def bind_tenant_db(tenant_id: str, server: str, database_name_: str) -> TenantDatabase:
-    """The ``TenantDatabase`` for a known location (from the registry); no SQL runs.
+def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
+    """The ``TenantDatabase`` of a location read from the registry; no SQL runs.
 
-    The registry is the truth: a tenant bound to another location in this
-    process (it moved) is rebound here.
+    Only the registry calls this (``Tenant.database``): the registry is the
+    truth, so a tenant bound to another location in this process (it moved)
+    is rebound here.
     """
-    validate_tenant_id(tenant_id)
-    bound = _tenants.get(tenant_id)
-    if bound is not None and bound.server.key == server and bound.name == database_name_:
+    validate_tenant_id(slug)
+    bound = _tenants.get(slug)
+    if bound is not None and bound.server.key == server and bound.name == name:
         return bound
-    return _bind(tenant_id, get_server(server), database_name_, follow=True)
+    return _bind(slug, get_server(server), name, follow=True)
 
 
-def get_or_create_tenant_db(
-    tenant_id: str, server: str | None = None, *, database_name_: str | None = None
-) -> TenantDatabase:
-    """Create the tenant's database if missing and return it, bound to its alias.
-
-    Idempotent, and safe from two processes at once: the dialect's
-    ``create_database`` treats a concurrent creator as success.
-    """
-    validate_tenant_id(tenant_id)
-    srv = get_server(server)
-    name = _name(tenant_id, srv, database_name_)
-    bound = _tenants.get(tenant_id)
-    if bound is not None:
-        if bound.server.key == srv.key and bound.name == name:
-            return bound
-        raise _bound_elsewhere(bound)  # before creating a database nobody would use
-    get_plugins().hook.tenant_schema_create_database(dialect=srv.dialect, server=srv, name=name)
-    return _bind(tenant_id, srv, name)
-
-
-def get_tenant_db(tenant_id: str, server: str | None = None, *, database_name_: str | None = None) -> TenantDatabase:
-    """The tenant's database, without creating it.
-
-    Raises ``TenantDatabaseDoesNotExist`` when it is not on the server.
-    """
-    validate_tenant_id(tenant_id)
-    bound = _tenants.get(tenant_id)
-    if bound is not None and server in (None, bound.server.key):
-        if database_name_ is not None:
-            _valid_name(database_name_, bound.server)
-        return bound
-    srv = get_server(server)
-    name = _name(tenant_id, srv, database_name_)
-    if not get_plugins().hook.tenant_schema_database_exists(dialect=srv.dialect, server=srv, name=name):
-        raise TenantDatabaseDoesNotExist(
-            f"tenant {tenant_id!r} has no database {name!r} on server {srv.key!r}"
-        )
-    return _bind(tenant_id, srv, name)
-
-
-def drop_tenant_db(tenant_id: str, server: str | None = None, *, database_name_: str | None = None) -> bool:
-    """Drop the tenant's database (or schema) and forget its alias.
-
-    Dropping data is always explicit: nothing in tenant-schema calls this
-    except ``tenant_drop --purge`` and your own code.
-    """
-    validate_tenant_id(tenant_id)
-    srv = get_server(server)
-    name = _name(tenant_id, srv, database_name_)
+def forget_binding(tenant_db: TenantDatabase) -> None:
+    """Close and forget the tenant's aliases in this process (its database is gone or moved)."""
     with _tenants_lock:
-        bound = _tenants.pop(tenant_id, None)
-    if bound is not None:
-        _unbind(bound)
-    else:
-        unregister_alias(f"{ALIAS_PREFIX}{tenant_id}")
-    return get_plugins().hook.tenant_schema_drop_database(dialect=srv.dialect, server=srv, name=name)
+        if _tenants.get(tenant_db.tenant_id) is tenant_db:
+            del _tenants[tenant_db.tenant_id]
+    _unbind(tenant_db)
+    close_alias_connections(tenant_db.admin_alias)
+    unregister_alias(tenant_db.admin_alias)
 
 
-async def aget_or_create_tenant_db(tenant_id: str, server: str | None = None) -> TenantDatabase:
-    """Async twin of ``get_or_create_tenant_db``."""
-    return await sync_to_async(get_or_create_tenant_db)(tenant_id, server)
+def drop_bound_database(tenant_db: TenantDatabase) -> bool:
+    """Forget the tenant's alias and drop its database (or schema).
+
+    The life cycle's purge calls this after checking the ownership marker;
+    it is not public API. True when there was a database to drop.
+    """
+    forget_binding(tenant_db)
+    server = tenant_db.server
+    return get_plugins().hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
 
 
 def bound_tenants() -> list[TenantDatabase]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import graphlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from django.db import DatabaseError, models
@@ -22,13 +22,17 @@ from .exceptions import SchemaMismatch
 from .mapping import (
     APP_LABEL,
     build_model,
+    check_model_fields,
     default_table_name,
     describe,
     fingerprint,
+    make_dataclass_in_place,
     pk_field,
     plan_dataclass,
 )
 from .names import shorten, validate_identifier
+from .ownership import MARKER_TABLE
+from .registry import accepts_tenant
 from .plugins import get_plugins
 from .tables import Table
 
@@ -59,6 +63,8 @@ class _TableSpec:
     source: type
     table: str
     pk: str
+    #: Undoes making a plain class a dataclass, if this call did that.
+    undo: Callable[[], None] | None = None
 
     @property
     def is_django_model(self) -> bool:
@@ -67,9 +73,12 @@ class _TableSpec:
 
 # -- tables -------------------------------------------------------------------
 
+@accepts_tenant
 def register_table(tenant_db: TenantDatabase, model: type, table_name: str | None = None, pk: str = "id") -> Table:
     """Create ``table_name`` from a dataclass or Django model if missing; return its ``Table``.
 
+    A plain class with annotated fields is made a dataclass first, in place,
+    as ``@dataclass`` would (see ``mapping.make_dataclass_in_place``).
     Calling it again returns the same ``Table``. If the table exists with
     other columns, ``SchemaMismatch`` names the differences.
     """
@@ -78,6 +87,7 @@ def register_table(tenant_db: TenantDatabase, model: type, table_name: str | Non
     return next(iter(tables.values()))
 
 
+@accepts_tenant
 def register_tables(tenant_db: TenantDatabase, specs: Iterable[Any]) -> dict[str, Table]:
     """Create several tables, all or none; ``{name: Table}``.
 
@@ -127,6 +137,26 @@ def register_tables(tenant_db: TenantDatabase, specs: Iterable[Any]) -> dict[str
 
 
 def _normalize_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[_TableSpec]:
+    """Specs as ``_TableSpec``; plain classes made dataclasses (undone if a spec is refused)."""
+    undos: list[Callable[[], None]] = []
+    try:
+        return _normalize_into(tenant_db, specs, undos)
+    except BaseException:
+        for undo in reversed(undos):
+            undo()
+        raise
+
+
+def _undo_dataclasses(specs: list[_TableSpec]) -> None:
+    """Put back plain classes these specs made dataclasses: the call was refused before any SQL."""
+    for spec in reversed(specs):
+        if spec.undo is not None:
+            spec.undo()
+            spec.undo = None
+
+
+def _normalize_into(tenant_db: TenantDatabase, specs: Iterable[Any],
+                    undos: list[Callable[[], None]]) -> list[_TableSpec]:
     limit = tenant_db.dialect.max_identifier_length
     out: list[_TableSpec] = []
     seen: set[str] = set()
@@ -135,6 +165,9 @@ def _normalize_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[_T
         if not 1 <= len(parts) <= 3:
             raise ValueError(f"a table spec is (model, table_name=None, pk='id'), got {raw!r}")
         source, table, pk = (*parts, None, None)[:3]
+        undo = make_dataclass_in_place(source)  # TypeError for what cannot be a row type
+        if undo is not None:
+            undos.append(undo)
         if isinstance(source, type) and issubclass(source, models.Model):
             table = source._meta.db_table if table is None else table
             pk = source._meta.pk.attname if pk is None else pk
@@ -150,12 +183,24 @@ def _normalize_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[_T
         if table in seen:
             raise ValueError(f"table {table!r} appears twice in one register_tables call")
         seen.add(table)
-        out.append(_TableSpec(source, table, pk))
+        out.append(_TableSpec(source, table, pk, undo=undo))
     return out
 
 
 def _build_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[str, type[models.Model]]:
-    """Model classes for each spec; foreign keys point at models of this batch or registered tables."""
+    """Model classes for each spec; foreign keys point at models of this batch or registered tables.
+
+    Nothing here runs SQL: if a spec is refused, plain classes this call
+    made dataclasses are put back as they were.
+    """
+    try:
+        return _make_models(tenant_db, specs)
+    except BaseException:
+        _undo_dataclasses(specs)
+        raise
+
+
+def _make_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[str, type[models.Model]]:
     dialect = tenant_db.dialect
     registered = tenant_db.tables
     known = {s.source: s.table for s in specs if not s.is_django_model}
@@ -184,6 +229,7 @@ def _build_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[st
     key = fingerprint(dialect.name, tuple(shape))
 
     built: dict[str, type[models.Model]] = {}
+    planned: dict[str, dict[str, models.Field]] = {}
     for spec in specs:
         if spec.is_django_model:
             built[spec.table] = _django_model(spec, key)
@@ -215,7 +261,12 @@ def _build_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[st
                 db_column=column, related_name="+",
                 unique=bool(metadata.get("unique")), primary_key=plan.name == spec.pk,
             )
-        built[spec.table] = build_model(spec.table, fields, key)
+        planned[spec.table] = fields
+    for spec in specs:  # every spec is checked before any model of the batch is built
+        if spec.table in planned:
+            check_model_fields(spec.source.__name__, planned[spec.table])
+    for table, fields in planned.items():
+        built[table] = build_model(table, fields, key)
     limit = dialect.max_identifier_length
     for table, model in built.items():
         for f in model._meta.concrete_fields:
@@ -434,18 +485,25 @@ def _undo_tables(tenant_db: TenantDatabase, created: list[type[models.Model]]) -
             editor.execute(editor.sql_delete_table % {"table": editor.quote_name(model._meta.db_table)})
 
 
+@accepts_tenant
 def table_exists(tenant_db: TenantDatabase, table_name: str) -> bool:
     """Whether ``table_name`` exists in the tenant's database."""
     return table_name in list_tables(tenant_db)
 
 
+@accepts_tenant
 def list_tables(tenant_db: TenantDatabase) -> list[str]:
-    """The tenant's table names, sorted, live from the database."""
+    """The tenant's table names, sorted, live from the database.
+
+    The ownership marker table (``tenant_schema_owner``) is tenant-schema's
+    bookkeeping and is not listed.
+    """
     connection = tenant_db.connection
     with connection.cursor() as cursor:
-        return sorted(connection.introspection.table_names(cursor))
+        return sorted(t for t in connection.introspection.table_names(cursor) if t != MARKER_TABLE)
 
 
+@accepts_tenant
 def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     """Drop ``table_name`` (and its indexes); ``False`` if it did not exist.
 
@@ -475,6 +533,7 @@ def index_name(table: str, columns: Sequence[str], max_length: int) -> str:
     return shorten(f"idx_{table}_{'_'.join(columns)}", max_length)
 
 
+@accepts_tenant
 def create_index(
     tenant_db: TenantDatabase,
     table_name: str,
@@ -490,6 +549,7 @@ def create_index(
     return create_indexes(tenant_db, [(table_name, columns, unique, index_name, options)])[0]
 
 
+@accepts_tenant
 def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]:
     """Create several indexes, all or none; returns their names.
 
@@ -574,6 +634,7 @@ def _normalize_index_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> l
     return out
 
 
+@accepts_tenant
 def list_indexes(tenant_db: TenantDatabase, table_name: str) -> list[IndexInfo]:
     """Indexes of ``table_name`` (not the primary key or foreign-key constraints), by name."""
     validate_identifier(table_name, "table name", tenant_db.dialect.max_identifier_length)
@@ -590,6 +651,7 @@ def list_indexes(tenant_db: TenantDatabase, table_name: str) -> list[IndexInfo]:
     return sorted(out)
 
 
+@accepts_tenant
 def drop_index(tenant_db: TenantDatabase, index_name: str, table_name: str | None = None) -> bool:
     """Drop an index; ``False`` if there was none by that name.
 

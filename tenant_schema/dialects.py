@@ -9,11 +9,12 @@ plugin can change one behaviour of an existing dialect without subclassing it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.db import DatabaseError, models
 
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.backends.base.schema import BaseDatabaseSchemaEditor
@@ -23,6 +24,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ISOLATION_DATABASE = "database"
 ISOLATION_SCHEMA = "schema"
+
+#: Every tenant role name ends with this (``tenant_acme_owner``).
+ROLE_SUFFIX = "_owner"
+#: A role statement: SQL and its bound parameters, run on the server connection.
+RoleStatement = tuple[str, tuple[Any, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +69,15 @@ class Dialect:
     supports_hash_sharded_indexes: ClassVar[bool] = False
     #: Every DDL statement needs its own transaction (CockroachDB).
     ddl_one_statement_per_transaction: ClassVar[bool] = False
+    #: Each tenant can connect as its own role (``?tenant_roles=true``).
+    supports_tenant_roles: ClassVar[bool] = False
+    #: Longest role (user) name the engine takes, counted in UTF-8 bytes.
+    max_role_name_length: ClassVar[int] = 63
+
+    #: Database (or schema) names the engine keeps for itself: no tenant gets one.
+    reserved_database_names: ClassVar[frozenset[str]] = frozenset()
+    #: Name prefixes the engine keeps for itself (``pg_`` on PostgreSQL).
+    reserved_database_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         if not self.name or not self.engine:
@@ -72,6 +87,20 @@ class Dialect:
         return f"<{type(self).__name__} {self.name!r}>"
 
     # -- servers and databases -------------------------------------------
+    def reserves_database_name(self, server: Server, name: str) -> bool:
+        """Whether ``name`` is a system database (or schema), or the server's own.
+
+        Checked before any tenant database is named, so a slug can never
+        reach ``mysql``, ``postgres`` or the database a server URL names.
+        """
+        folded = name.lower()
+        own = str(server.settings.get("NAME") or "").lower()
+        return (
+            folded in self.reserved_database_names
+            or folded.startswith(self.reserved_database_prefixes)
+            or (bool(own) and folded == own)
+        )
+
     def server_settings(self, parsed: dict[str, Any]) -> dict[str, Any]:
         """Adjust the ``dj-database-url`` parse of a server URL.
 
@@ -88,7 +117,21 @@ class Dialect:
             self.apply_search_path(settings, database_name)
         else:
             settings["NAME"] = database_name
+        if getattr(server, "tenant_roles", False):
+            self.apply_tenant_role(settings, server, database_name)
         return settings
+
+    def apply_tenant_role(self, settings: dict[str, Any], server: Server, database_name: str) -> None:
+        """Connect as the tenant's own role instead of the server URL's user.
+
+        The password is derived from ``SECRET_KEY`` when the alias is
+        registered (``tenant_schema.credentials``); it is stored nowhere.
+        """
+        from .credentials import role_name, tenant_password
+
+        role = role_name(server, database_name)
+        settings["USER"] = role
+        settings["PASSWORD"] = tenant_password(role)
 
     def apply_search_path(self, settings: dict[str, Any], schema: str) -> None:
         """Point a connection at ``schema`` (schema isolation only)."""
@@ -106,6 +149,94 @@ class Dialect:
     def clone_database(self, server: Server, template: str, name: str) -> bool:
         """Copy ``template`` to ``name``; ``False`` where the dialect cannot."""
         return False
+
+    # -- per-tenant roles (``?tenant_roles=true``) -------------------------
+    # The ``*_sql`` methods build statements (names quoted by the server
+    # connection's backend, values as bound parameters); the others run them
+    # on the server's own connection, as the server URL's user.
+
+    def role_name(self, server: Server, database_name: str) -> str:
+        """The role of the tenant whose database (or schema) is ``database_name``.
+
+        ``<database>_owner``; under schema isolation ``<shared database>.<schema>_owner``
+        (roles are server-wide, and a ``.`` never occurs in a database name, so
+        the two forms never meet). A name over ``max_role_name_length`` bytes
+        keeps its start and ends with a hash of the whole name: stable, and
+        still unique.
+        """
+        base = database_name
+        if server.isolation == ISOLATION_SCHEMA:
+            base = f"{_role_part(server.settings.get('NAME') or '')}.{database_name}"
+        return shorten_role_name(f"{base}{ROLE_SUFFIX}", self.max_role_name_length)
+
+    def _no_roles(self) -> ImproperlyConfigured:
+        return ImproperlyConfigured(f"the {self.name} dialect cannot give tenants their own roles (tenant_roles)")
+
+    def role_exists(self, server: Server, role: str) -> bool:
+        raise self._no_roles()
+
+    def create_role_sql(self, server: Server, role: str, password: str) -> list[RoleStatement]:
+        """Create the login role ``role`` with ``password`` (it does not exist yet)."""
+        raise self._no_roles()
+
+    def set_role_password_sql(self, server: Server, role: str, password: str) -> list[RoleStatement]:
+        """Give the existing role ``role`` the password ``password``."""
+        raise self._no_roles()
+
+    def grant_role_sql(self, server: Server, role: str, database_name: str) -> list[RoleStatement]:
+        """Make ``role`` the owner of the tenant's database (or schema), and nothing else."""
+        raise self._no_roles()
+
+    def drop_role_sql(self, server: Server, role: str, database_name: str) -> list[RoleStatement]:
+        """Drop ``role`` (and what still refers to it) once the tenant's database is gone."""
+        raise self._no_roles()
+
+    def execute_role_sql(self, server: Server, statements: list[RoleStatement]) -> None:
+        """Run role statements on the server connection.
+
+        They go straight to the driver's cursor, so Django's SQL debug log
+        (``DEBUG=True``, ``connection.queries``) never records a password;
+        errors are still Django's ``DatabaseError`` classes.
+        """
+        connection = server.connection()
+        with connection.cursor() as cursor:
+            raw = getattr(cursor, "cursor", cursor)
+            with connection.wrap_database_errors:
+                for sql, params in statements:
+                    raw.execute(sql, params or None)
+
+    def create_role(self, server: Server, role: str, password: str) -> bool:
+        """Create ``role`` if missing, else set its password; ``True`` if this call created it.
+
+        A concurrent creator is not an error: the role then exists and gets
+        its password set.
+        """
+        if not self.role_exists(server, role):
+            try:
+                self.execute_role_sql(server, self.create_role_sql(server, role, password))
+                return True
+            except DatabaseError:
+                if not self.role_exists(server, role):
+                    raise
+        self.execute_role_sql(server, self.set_role_password_sql(server, role, password))
+        return False
+
+    def set_role_password(self, server: Server, role: str, password: str) -> bool:
+        """Set the password of ``role``; ``False`` when there is no such role."""
+        if not self.role_exists(server, role):
+            return False
+        self.execute_role_sql(server, self.set_role_password_sql(server, role, password))
+        return True
+
+    def grant_role(self, server: Server, role: str, database_name: str) -> None:
+        self.execute_role_sql(server, self.grant_role_sql(server, role, database_name))
+
+    def drop_role(self, server: Server, role: str, database_name: str) -> bool:
+        """Drop ``role``; ``True`` if it existed."""
+        if not self.role_exists(server, role):
+            return False
+        self.execute_role_sql(server, self.drop_role_sql(server, role, database_name))
+        return True
 
     # -- DDL ---------------------------------------------------------------
     def create_index_sql(
@@ -145,6 +276,24 @@ class Dialect:
     def field_for_annotation(self, annotation: Any, name: str, metadata: dict[str, Any]) -> models.Field | None:
         """Dialect-specific override of the annotation -> field mapping."""
         return None
+
+
+def shorten_role_name(name: str, limit: int) -> str:
+    """``name`` if it fits in ``limit`` UTF-8 bytes, else its start, a hash of it and ``ROLE_SUFFIX``."""
+    encoded = name.encode()
+    if len(encoded) <= limit:
+        return name
+    tail = f"_{hashlib.sha256(encoded).hexdigest()[:12]}{ROLE_SUFFIX}"
+    return encoded[: limit - len(tail)].decode("utf-8", "ignore") + tail
+
+
+def _role_part(name: str) -> str:
+    """A shared database's name as part of a role name: itself if a plain identifier, else a hash."""
+    from .names import IDENTIFIER_RE
+
+    if IDENTIFIER_RE.fullmatch(name):
+        return name
+    return "db" + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
 def column_field(model: type[models.Model], column: str) -> str:

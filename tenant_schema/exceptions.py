@@ -33,3 +33,17 @@ class TenantNotFound(TenantSchemaError, LookupError):
 
 class CrossTenantAccess(TenantSchemaError):
     """An object loaded from one tenant was used while another tenant is selected."""
+
+
+class TenantNotReady(TenantSchemaError):
+    """``tenant_context`` was asked for a tenant that is not ``ready`` (provisioning, failed, archived).
+
+    Pass ``maintenance=True`` to select it on purpose (migrations, exports, repairs).
+    """
+
+
+class NotOurDatabase(TenantSchemaError):
+    """A database (or schema) exists under a tenant's name but this registry did not create it.
+
+    tenant-schema never uses, changes or drops such a database.
+    """

@@ -175,3 +175,86 @@ def tenant_schema_before_drop_table(
     dialect: Dialect, schema_editor: BaseDatabaseSchemaEditor, model: type[Model], table_name: str
 ) -> Iterable[str | Statement] | None:
     """Extra DDL to run right before ``table_name`` is dropped."""
+
+
+# -- per-tenant roles (servers with ``?tenant_roles=true``) ---------------------
+# With ``tenant_roles`` each tenant connects as its own database role, which
+# owns the tenant's database (or schema) and nothing else, so a raw query on
+# one tenant's connection cannot reach another's data. These hooks run on the
+# server's own connection (the URL's user); ``tenant_schema.credentials`` calls
+# them. The defaults call the ``Dialect`` methods of the same purpose.
+
+
+@hookspec(firstresult=True)
+def tenant_schema_role_name(dialect: Dialect, server: Server, database_name: str) -> str | None:
+    """The name of the role a tenant connects as.
+
+    Must be stable (it is derived again in every process, never stored),
+    unique on the server, and fit the engine's user-name limit. The default
+    is ``dialect.role_name()``: ``<database>_owner``, shortened with a hash
+    when too long.
+
+    :param dialect: the server's dialect.
+    :param server: a server with ``tenant_roles`` on.
+    :param database_name: the tenant's database (or schema, under schema isolation).
+    """
+
+
+@hookspec(firstresult=True)
+def tenant_schema_create_role(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
+    """Create the login role ``role`` with ``password``; if it exists, set its password.
+
+    Idempotent and safe against a concurrent creator. Return ``True`` when
+    this call created the role, ``False`` when it existed. Pass the password
+    as a bound parameter (or, on PostgreSQL, as a verifier hashed on the
+    client), never in the SQL text, and never log it.
+
+    :param dialect: the server's dialect.
+    :param server: a server with ``tenant_roles`` on.
+    :param role: the role's name (from ``tenant_schema_role_name``).
+    :param password: its password, derived from ``SECRET_KEY``.
+    """
+
+
+@hookspec(firstresult=True)
+def tenant_schema_grant_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
+    """Give ``role`` the tenant's database (or schema) and nothing else.
+
+    The role must be able to create and alter tables there (all tenant DDL
+    runs as the role): the default makes it the owner, and revokes the
+    privileges the engine gives every role by default (PostgreSQL's
+    ``PUBLIC`` ``CONNECT``). Idempotent. Return ``True`` when done.
+
+    :param dialect: the server's dialect.
+    :param server: a server with ``tenant_roles`` on.
+    :param role: the tenant's role, which exists.
+    :param database_name: the tenant's database (or schema), which exists.
+    """
+
+
+@hookspec(firstresult=True)
+def tenant_schema_set_role_password(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
+    """Set the password of the existing role ``role`` (after ``SECRET_KEY`` changed).
+
+    Return ``True`` when set, ``False`` when there is no such role.
+
+    :param dialect: the server's dialect.
+    :param server: a server with ``tenant_roles`` on.
+    :param role: the tenant's role.
+    :param password: the password derived from the current ``SECRET_KEY``.
+    """
+
+
+@hookspec(firstresult=True)
+def tenant_schema_drop_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
+    """Drop ``role`` after the tenant's database (or schema) was dropped.
+
+    Revoke what still refers to the role (the shared database's ``CONNECT``
+    under schema isolation), end its sessions, drop it. Idempotent: return
+    ``True`` if the role existed, ``False`` if not.
+
+    :param dialect: the server's dialect.
+    :param server: a server with ``tenant_roles`` on.
+    :param role: the tenant's role.
+    :param database_name: the tenant's (dropped) database or schema.
+    """

@@ -1,5 +1,10 @@
 """Dataclasses (and existing tables) turned into Django model classes.
 
+A plain annotated class is made a dataclass first (``make_dataclass_in_place``),
+and every field name is checked against what a Django model already has
+(``field_name_problem``): a field becomes a model attribute, so one called
+``save`` or ``objects`` would break every write.
+
 The tables are created by Django's schema editor from these models, and the
 CRUD layer queries through them with the ORM, so every identifier is quoted
 by the backend and every value is a bound parameter.
@@ -15,12 +20,15 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import hashlib
+import inspect
 import re
 import threading
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.apps.registry import Apps
@@ -62,6 +70,166 @@ class ColumnPlan:
 def default_table_name(cls: type) -> str:
     """``TransactionLine`` -> ``transaction_line``."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+# -- plain classes --------------------------------------------------------------
+
+_dataclass_lock = threading.Lock()
+ROW_TYPES = "a dataclass, a plain class with annotated fields, or a Django model class"
+
+
+def make_dataclass_in_place(cls: Any) -> Callable[[], None] | None:
+    """Make a plain annotated class a dataclass, exactly as ``@dataclass`` would.
+
+    ``dataclasses.dataclass(cls)`` changes ``cls`` itself (it adds
+    ``__init__``, ``__repr__``, ``__eq__`` and the field list), so the
+    caller's own name for the class builds rows afterwards. Returns a
+    function that undoes the change (for a registration refused before any
+    SQL), or ``None`` when there was nothing to change: a dataclass, a plain
+    subclass of one that declares no fields of its own, a Django model.
+    A ``TypeError`` says why a class cannot be a row type; when
+    ``@dataclass`` itself refuses the class, the class is left as it was.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"{cls!r} is not a class: a table is registered from {ROW_TYPES}")
+    if issubclass(cls, models.Model):
+        return None
+    # Under the lock: another thread may be making this very class a dataclass
+    # (after which it has an __init__ that is not the user's).
+    with _dataclass_lock:
+        own = inspect.get_annotations(cls)
+        if "__dataclass_fields__" in vars(cls) or (dataclasses.is_dataclass(cls) and not own):
+            return None
+        name = cls.__qualname__
+        for base, kind in ((tuple, "a tuple"), (dict, "a dict"), (enum.Enum, "an Enum")):
+            if issubclass(cls, base):
+                raise TypeError(f"{name} is {kind} class (NamedTuple, TypedDict and Enum classes are not row "
+                                f"types); a table is registered from {ROW_TYPES}")
+        if not own:
+            raise TypeError(f"{name} has no annotated fields: declare each column as a class annotation "
+                            "(id: int, name: str = None)")
+        if "__init__" in vars(cls):
+            raise TypeError(f"{name} defines its own __init__, which making it a dataclass would have to keep; "
+                            "decorate it with @dataclass yourself (your __init__ must then accept every field "
+                            "as a keyword argument)")
+        before = dict(vars(cls))
+        try:
+            dataclasses.dataclass(cls)
+        except (TypeError, ValueError) as exc:
+            _restore_class(cls, before)
+            raise TypeError(f"{name} is not a dataclass and cannot be made one: {exc} (decorate it with "
+                            "@dataclass yourself to choose its options, e.g. @dataclass(kw_only=True) for "
+                            "fields with and without defaults in any order)") from None
+
+    def undo() -> None:
+        with _dataclass_lock:
+            _restore_class(cls, before)
+
+    return undo
+
+
+def _restore_class(cls: type, before: dict[str, Any]) -> None:
+    """Put back the class attributes ``before`` (``@dataclass`` only sets and deletes attributes)."""
+    for attr in [a for a in vars(cls) if a not in before]:
+        delattr(cls, attr)
+    for attr, value in before.items():
+        if attr not in ("__dict__", "__weakref__") and vars(cls).get(attr, dataclasses.MISSING) is not value:
+            setattr(cls, attr, value)
+
+
+# -- field names ----------------------------------------------------------------
+
+@functools.cache
+def model_attributes() -> frozenset[str]:
+    """What every Django model instance has besides its fields, read from Django itself.
+
+    ``dir()`` of an instance of a bare model: ``Model``'s methods and
+    properties (``save``, ``delete``, ``pk``, ``clean``...), what the model
+    metaclass adds to each model (``objects``, ``DoesNotExist``,
+    ``MultipleObjectsReturned``, ``_meta``) and what ``__init__`` sets
+    (``_state``). The bare model's own primary key, ``id``, is left out:
+    ``id`` is a fine field name.
+    """
+    meta = type("Meta", (), {"app_label": "tenant_schema_probe", "apps": Apps()})
+    probe = type("Probe", (models.Model,), {"__module__": __name__, "Meta": meta})
+    own = {n for f in probe._meta.concrete_fields for n in (f.name, f.attname)}
+    return frozenset(set(dir(probe())) - own)
+
+
+@functools.lru_cache(maxsize=4096)
+def field_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model field name, or ``None`` if it can.
+
+    Django's own system check of a field named so (fields.E001-E003: no
+    trailing ``_``, no ``__``, not ``pk``), then ``Meta`` (the class a model
+    reads its options from), names starting with ``_`` (Django's internals
+    live there, and new ones appear between releases), and every attribute
+    of a Django model (``model_attributes``).
+    """
+    probe = models.Field()
+    probe.name = name
+    errors = probe.check()  # a bare field: only its name can be wrong
+    if errors:
+        return f"Django refuses it as a field name: {errors[0].msg.rstrip('.')}"
+    if name == "Meta":
+        return "a Django model class reads its options from Meta"
+    if name.startswith("_"):
+        return "names starting with '_' are reserved for Django's model internals (_state, _meta, ...)"
+    if name in model_attributes():
+        return f"{name!r} is an attribute of every Django model (Model.{name}), which the field would replace"
+    return None
+
+
+def check_field_name(owner: str, name: str) -> None:
+    """``ValueError`` naming ``owner.name`` and why, if ``name`` cannot be a model field name."""
+    problem = field_name_problem(name)
+    if problem is not None:
+        raise ValueError(_name_error(owner, name, problem))
+
+
+def _name_error(owner: str, name: str, problem: str) -> str:
+    return (f"field {owner}.{name}: {problem}; name the field otherwise (the column can keep the name "
+            f"{name!r}: field(metadata={{'db_column': {name!r}}}))")
+
+
+def _added_attributes(name: str, field: models.Field) -> list[str]:
+    """Attributes Django adds to a model for ``field`` besides the field itself."""
+    added = []
+    if field.choices is not None:
+        added.append(f"get_{name}_display")
+    if isinstance(field, models.DateField) and not field.null:  # DateTimeField too
+        added += [f"get_next_by_{name}", f"get_previous_by_{name}"]
+    return added
+
+
+def check_model_fields(owner: str, fields: dict[str, models.Field]) -> None:
+    """``ValueError`` for fields of one model that would clash with each other, before any SQL.
+
+    A foreign key ``account`` is kept by Django as the attribute (and by
+    default the column) ``account_id``, so a field of that name clashes with
+    it; two fields cannot share a column; and Django adds ``get_<f>_display``
+    for a field with choices (an Enum) and ``get_next_by_<f>`` /
+    ``get_previous_by_<f>`` for a NOT NULL date, which no field may be named.
+    """
+    taken: dict[str, str] = {}  # attribute -> field that has it
+    columns: dict[str, str] = {}
+    for name, field in fields.items():
+        attname = f"{name}_id" if isinstance(field, models.ForeignKey) else name
+        for attr in dict.fromkeys((name, attname)):
+            other = taken.setdefault(attr, name)
+            if other != name:
+                fk, plain = (other, name) if attr == f"{other}_id" else (name, other)
+                raise ValueError(f"field {owner}.{plain} clashes with {owner}.{fk}, a foreign key Django keeps "
+                                 f"as {fk}_id (its attribute, and its column unless db_column says otherwise); "
+                                 "rename one of them")
+        column = field.db_column or attname
+        other = columns.setdefault(column, name)
+        if other != name:
+            raise ValueError(f"fields {owner}.{other} and {owner}.{name} both have column {column!r}")
+    for name, field in fields.items():
+        for attr in _added_attributes(name, field):
+            if attr in fields:
+                raise ValueError(_name_error(owner, attr, f"Django adds {attr} to the model for field {name}"))
 
 
 def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -130,6 +298,7 @@ def plan_dataclass(
     plans = []
     for f in dataclasses.fields(cls):
         validate_identifier(f.name, f"column name (field of {cls.__name__})", dialect.max_identifier_length)
+        check_field_name(cls.__name__, f.name)
         metadata = dict(f.metadata)
         unknown = set(metadata) - METADATA_KEYS
         if unknown:
@@ -138,6 +307,7 @@ def plan_dataclass(
             validate_identifier(metadata["db_column"], f"column name (db_column of {cls.__name__}.{f.name})",
                                 dialect.max_identifier_length)
         annotation, null = unwrap_optional(hints[f.name])
+        null = null or f.default is None  # ``category: str = None`` is a nullable column
         references = metadata.get("references")
         if isinstance(annotation, type) and annotation in known_tables:
             references = known_tables[annotation]
@@ -266,11 +436,22 @@ def introspect_model(tenant_db: TenantDatabase, table_name: str) -> type[models.
             elif field_type in ("AutoField", "BigAutoField", "SmallAutoField"):
                 field_class = getattr(models, field_type)
         fields[_attr_name(row.name)] = field_class(**kwargs)
+    added = {a for name, f in fields.items() for a in _added_attributes(name, f)}
+    # A column called get_next_by_<a date column>: in table order still.
+    fields = {(_attr_name(n, safe=False) if n in added else n): f for n, f in fields.items()}
     if pk_column is None:
         raise TenantSchemaError(f"table {table_name!r} has no primary key; tenant-schema needs one")
     key = fingerprint(tenant_db.dialect.name, table_name, tuple((n, describe(f)) for n, f in fields.items()))
     return build_model(table_name, fields, "i" + key)
 
 
-def _attr_name(column: str) -> str:
-    return column if column.isidentifier() and column != "pk" else f"col_{hashlib.sha1(column.encode()).hexdigest()[:8]}"
+def _attr_name(column: str, safe: bool = True) -> str:
+    """The model attribute for an existing column: its name, unless that cannot be a field name.
+
+    A column called ``save``, ``objects``, ``pk``, ``a__b`` or ``first name``
+    gets ``col_<hash>`` instead; rows, keys and messages still use the
+    column's own name.
+    """
+    if safe and column.isidentifier() and field_name_problem(column) is None:
+        return column
+    return f"col_{hashlib.sha1(column.encode()).hexdigest()[:8]}"

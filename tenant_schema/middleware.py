@@ -4,10 +4,14 @@ The tenant comes from ``TENANT_SCHEMA["RESOLVER"]``:
 
 - ``"subdomain"`` (default): ``acme.example.com`` -> ``acme`` (the first
   label of a host with three or more labels, or of ``acme.localhost``);
+  never an IP address (``127.0.0.1``, ``[::1]``) or a label of
+  ``TENANT_SCHEMA["EXCLUDED_SUBDOMAINS"]`` (``www``);
 - ``"header"``: the ``TENANT_SCHEMA["HEADER"]`` request header (``X-Tenant``);
 - ``"path"``: ``/acme/rest/of/path`` -> ``acme``; the prefix is removed
   from ``request.path_info`` (so the URLconf sees ``/rest/of/path``) and
-  added to the script prefix (so ``reverse()`` includes it);
+  added to the script prefix (so ``reverse()`` includes it); paths under
+  ``TENANT_SCHEMA["PUBLIC_PATHS"]`` (``/admin/``, ``/static/``, ``/media/``)
+  have no slug;
 - a dotted path to your own ``resolver(request) -> slug | None``.
 
 No slug (``example.com`` itself) means no tenant: shared pages work, tenant
@@ -20,34 +24,69 @@ Works under WSGI and ASGI.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
-import threading
-import time
+import ipaddress
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models.signals import post_delete, post_save
 from django.http import Http404, HttpRequest
+from django.http.request import split_domain_port
 from django.urls import get_script_prefix, set_script_prefix
 from django.utils.module_loading import import_string
 
 from . import conf
 from .context import _current
 from .models import Tenant
-from .names import validate_tenant_id
-from .signals import tenant_archived, tenant_dropped
+from .registry import normalize_slug, ready_tenants
 
 RESOLVERS = ("subdomain", "header", "path")
 
 
 def from_subdomain(request: HttpRequest) -> str | None:
-    host = request.get_host().rsplit(":", 1)[0].rstrip(".").lower()
+    """The first label of the host; ``None`` for an IP address or an ``EXCLUDED_SUBDOMAINS`` label."""
+    host, _port = split_domain_port(request.get_host())  # lower-cased, trailing dot removed
+    if not host or host.startswith("[") or _is_ip_address(host):
+        return None
     labels = host.split(".")
     if len(labels) >= 3 or (len(labels) == 2 and labels[1] == "localhost"):
-        return labels[0]
+        return None if labels[0] in excluded_subdomains() else labels[0]
     return None
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def excluded_subdomains() -> frozenset[str]:
+    """``TENANT_SCHEMA["EXCLUDED_SUBDOMAINS"]``, lower-cased."""
+    return _lowered(tuple(_as_list(conf.get("EXCLUDED_SUBDOMAINS"))))
+
+
+@functools.lru_cache(maxsize=8)
+def _lowered(labels: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(str(label).lower() for label in labels)
+
+
+def _as_list(value) -> list:
+    return [value] if isinstance(value, str) else list(value or ())
+
+
+def is_public_path(path: str) -> bool:
+    """Whether ``path`` is (under) one of ``TENANT_SCHEMA["PUBLIC_PATHS"]``; for your own resolvers too."""
+    for prefix in _public_prefixes(tuple(_as_list(conf.get("PUBLIC_PATHS")))):
+        if path == prefix or (prefix != "/" and path.startswith(prefix + "/")):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=8)
+def _public_prefixes(paths: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple("/" + str(path).strip("/") for path in paths)
 
 
 def from_header(request: HttpRequest) -> str | None:
@@ -55,6 +94,9 @@ def from_header(request: HttpRequest) -> str | None:
 
 
 def from_path(request: HttpRequest) -> str | None:
+    """The first path segment, unless the path is one of ``PUBLIC_PATHS``."""
+    if is_public_path(request.path_info):
+        return None
     parts = request.path_info.split("/", 2)  # "", slug, rest
     if len(parts) < 2 or not parts[1]:
         return None
@@ -82,83 +124,10 @@ def get_resolver() -> Callable[[HttpRequest], str | None]:
     return _resolver(conf.get("RESOLVER"))
 
 
-class ReadyTenants:
-    """Ready tenants by slug, trusted for ``TENANT_SCHEMA["ROUTING_CACHE_SECONDS"]``.
-
-    Without it every request pays a registry query (and, with
-    ``CONN_MAX_AGE=0``, a connection to ``default``): about half the cost of
-    a small request. Only ready tenants are kept, so a new tenant is served
-    at once; any save or delete of a tenant in this process forgets it at
-    once; other processes notice within the TTL. Callers get a copy, so a
-    view changing ``request.tenant`` changes no other request's.
-
-    The registry query runs outside the lock. A ``forget`` that lands
-    between that query and the insert bumps ``_generation``, and the
-    (possibly stale) row is then not cached. One counter for all slugs:
-    forgets are rare (a tenant saved or deleted), and the price of a
-    spurious bump is one more registry query, never a stale entry.
-    """
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[Tenant, float]] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
-
-    def get(self, slug: str) -> Tenant | None:
-        cached = self.peek(slug)
-        if cached is not None:
-            return cached
-        ttl = float(conf.get("ROUTING_CACHE_SECONDS"))
-        now = time.monotonic()
-        generation = self._generation
-        tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
-        with self._lock:
-            if tenant is None or ttl <= 0:
-                self._entries.pop(slug, None)
-            elif generation != self._generation:
-                pass  # forgotten while we queried: the row may predate the change
-            else:
-                if len(self._entries) >= self.MAX_ENTRIES:
-                    self._entries.clear()
-                self._entries[slug] = (tenant, now + ttl)
-        return copy.copy(tenant) if tenant is not None else None
-
-    def peek(self, slug: str) -> Tenant | None:
-        """The cached tenant, without a query (async code skips a thread hop)."""
-        hit = self._entries.get(slug)
-        if hit is not None and hit[1] > time.monotonic():
-            return copy.copy(hit[0])
-        return None
-
-    def forget(self, slug: str | None = None) -> None:
-        with self._lock:
-            self._generation += 1
-            if slug is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(slug, None)
-
-
-ready_tenants = ReadyTenants()
-
-
-def _forget(sender, instance=None, tenant=None, **kwargs) -> None:
-    row = instance if instance is not None else tenant
-    ready_tenants.forget(getattr(row, "slug", None))
-
-
-post_save.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.save")
-post_delete.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.delete")
-tenant_archived.connect(_forget, dispatch_uid="tenant_schema.routing_cache.archived")
-tenant_dropped.connect(_forget, dispatch_uid="tenant_schema.routing_cache.dropped")
-
-
 def _lookup(slug: str | None) -> Tenant | None:
     """The ready tenant ``slug``; ``Http404`` for an invalid, unknown or not-ready one."""
     try:
-        validate_tenant_id(slug)
+        slug = normalize_slug(slug)
     except ValueError:
         raise Http404("unknown tenant") from None
     tenant = ready_tenants.get(slug)

@@ -7,6 +7,8 @@ and where its provisioning stands, never credentials: servers come from
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -39,6 +41,9 @@ class Tenant(models.Model):
         ARCHIVED = "archived", _("archived")
 
     slug = models.CharField(max_length=40, unique=True, validators=[validate_slug])
+    #: Written into the tenant's database as its ownership marker when the
+    #: database is created; nothing acts on a database whose marker differs.
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200, blank=True)
     server = models.CharField(max_length=100, help_text=_("Key in TENANT_SCHEMA['SERVERS']."))
     database_name = models.CharField(
@@ -66,7 +71,12 @@ class Tenant(models.Model):
 
     @property
     def database(self):
-        """The tenant's ``TenantDatabase`` (bound lazily; nothing is created)."""
+        """The tenant's ``TenantDatabase``: where the registry says it lives.
+
+        Bound lazily to its connection alias; nothing is created and no SQL
+        runs. Pass it (or the ``Tenant``, or the slug) to the table and
+        index functions.
+        """
         from .databases import bind_tenant_db
 
         return bind_tenant_db(self.slug, self.server, self.database_name)

@@ -34,6 +34,20 @@ def validate_tenant_id(value: object) -> str:
     return value
 
 
+def normalize_tenant_id(value: object) -> str:
+    """The canonical form of a tenant id a person typed, validated.
+
+    Tenant ids are DNS labels, which are case-insensitive, and the database
+    name derived from an id turns hyphens into underscores, so ``Tenant_123``,
+    ``tenant_123`` and ``tenant-123`` name one tenant: they normalise to
+    ``tenant-123`` (lower case, underscores become hyphens). Anything else
+    that is not a valid id is a ``ValueError`` saying what is allowed.
+    """
+    if isinstance(value, str) and value.isascii():
+        value = value.lower().replace("_", "-")
+    return validate_tenant_id(value)
+
+
 def validate_identifier(value: object, kind: str, max_length: int) -> str:
     """Return ``value`` if it is a safe SQL identifier, else raise ``ValueError``.
 

@@ -88,6 +88,27 @@ class DefaultHooks:
     def tenant_schema_field_for_annotation(self, dialect, annotation, name, metadata):
         return dialect.field_for_annotation(annotation, name, metadata)
 
+    @hookimpl
+    def tenant_schema_role_name(self, dialect, server, database_name):
+        return dialect.role_name(server, database_name)
+
+    @hookimpl
+    def tenant_schema_create_role(self, dialect, server, role, password):
+        return dialect.create_role(server, role, password)
+
+    @hookimpl
+    def tenant_schema_grant_role(self, dialect, server, role, database_name):
+        dialect.grant_role(server, role, database_name)
+        return True
+
+    @hookimpl
+    def tenant_schema_set_role_password(self, dialect, server, role, password):
+        return dialect.set_role_password(server, role, password)
+
+    @hookimpl
+    def tenant_schema_drop_role(self, dialect, server, role, database_name):
+        return dialect.drop_role(server, role, database_name)
+
 
 @dataclass
 class PluginState:

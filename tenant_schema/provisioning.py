@@ -17,6 +17,7 @@ the same slug serialize on the lock and the second finds the tenant ready.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -32,15 +33,14 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import conf, databases
+from . import conf, credentials, databases, ownership
 from .databases import TenantDatabase, database_name
 from .ddl import flush_deferred_sql
 from .exceptions import TenantNotFound, TenantSchemaError
-from .middleware import ready_tenants
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
-from .names import validate_tenant_id
 from .plugins import get_plugins
+from .registry import check_server, get_tenant, normalize_slug, ready_tenants, registry_db
 from .servers import get_server
 from .signals import tenant_archived, tenant_dropped, tenant_provisioned
 
@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MigrationReport",
+    "aget_or_create_tenant_db",
+    "drop_tenant_db",
+    "get_or_create_tenant_db",
     "TenantMigration",
     "aregister_tenant",
     "archive_tenant",
@@ -57,23 +60,6 @@ __all__ = [
     "purge_tenant",
     "register_tenant",
 ]
-
-
-def registry_db() -> str:
-    """The alias holding the ``Tenant`` table (``default`` unless a router says otherwise)."""
-    return router.db_for_write(Tenant)
-
-
-def get_tenant(slug: str) -> Tenant:
-    """The registered tenant ``slug``, whatever its status; ``TenantNotFound`` otherwise."""
-    try:
-        validate_tenant_id(slug)
-    except ValueError as exc:
-        raise TenantNotFound(f"no tenant {slug!r}: {exc}") from None
-    try:
-        return Tenant.objects.get(slug=slug)
-    except Tenant.DoesNotExist:
-        raise TenantNotFound(f"no tenant {slug!r} is registered") from None
 
 
 def _row(tenant_or_slug: Tenant | str) -> Tenant:
@@ -90,7 +76,7 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
     ``failed`` with ``last_error`` set and the error is re-raised; calling
     again resumes. Sends ``tenant_provisioned`` when this call made it ready.
     """
-    validate_tenant_id(slug)
+    slug = normalize_slug(slug)
     srv = get_server(server)
     tenant, _ = Tenant.objects.get_or_create(
         slug=slug, defaults={"name": name, "server": srv.key, "database_name": database_name(slug, srv)}
@@ -99,8 +85,7 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
         raise TenantSchemaError(
             f"tenant {slug!r} is archived (its data is kept); purge_tenant({slug!r}) before registering it again"
         )
-    if server is not None and tenant.server != srv.key:
-        raise TenantSchemaError(f"tenant {slug!r} is registered on server {tenant.server!r}, not {srv.key!r}")
+    check_server(tenant, None if server is None else srv.key)
     if tenant.status == Tenant.Status.READY:
         return tenant
 
@@ -156,8 +141,17 @@ def provision(tenant: Tenant) -> None:
     server = tenant_db.server
     hook = get_plugins().hook
     fresh = hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
+    if fresh:
+        _mark_or_undo(tenant_db, tenant)
+    else:
+        ownership.check_owner(tenant_db, tenant)  # never adopt or recreate someone else's database
+    # Before anything connects as the tenant: with ?tenant_roles=true the
+    # tenant's alias logs in as its own role, which this creates or re-keys.
+    credentials.ensure_tenant_role(server, tenant_db.name)
     if not fresh and tenant.provisioned_at is None and not tenant_db.can_rollback_ddl:
         recreate_database(tenant_db)
+        ownership.write_marker(tenant_db, tenant)
+        credentials.ensure_tenant_role(server, tenant_db.name)
         fresh = True
     plan = migration_plan()
     # A database this call created is empty: no need to ask it what it has.
@@ -167,6 +161,27 @@ def provision(tenant: Tenant) -> None:
     elif plan.pending(applied or set()):
         migrate_tenant(tenant)
     create_tenant_tables(tenant_db)
+
+
+def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant) -> None:
+    """Write the ownership marker into the database this call just created, or drop it again.
+
+    If writing the marker fails (the server dropped the connection), the
+    empty database this call made is dropped, so a retry creates it afresh
+    instead of finding an unmarked database it must refuse. Only a process
+    killed between the two steps leaves one (``tenant_claim`` resolves it).
+    """
+    try:
+        ownership.write_marker(tenant_db, tenant)
+    except BaseException:
+        server = tenant_db.server
+        try:
+            databases.close_alias_connections(tenant_db.admin_alias)
+            databases.close_alias_connections(tenant_db.alias)
+            get_plugins().hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
+        except Exception:  # noqa: BLE001 - the marker's error is the one to report
+            logger.exception("tenant %s: could not drop the unmarked database %s", tenant.slug, tenant_db.name)
+        raise
 
 
 def recreate_database(tenant_db: TenantDatabase) -> None:
@@ -182,6 +197,7 @@ def recreate_database(tenant_db: TenantDatabase) -> None:
     logger.warning("tenant %s: recreating database %s left by an interrupted provisioning",
                    tenant_db.tenant_id, tenant_db.name)
     databases.close_alias_connections(tenant_db.alias)
+    databases.close_alias_connections(tenant_db.admin_alias)
     hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
     hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
 
@@ -228,6 +244,8 @@ def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh:
     models = tenant_models()
     recorder = MigrationRecorder(connection)
     rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
+    if not models:
+        return  # no tenant apps: no tables to create, nothing to record yet
     atomic = tenant_db.can_rollback_ddl
     with connection.schema_editor(atomic=atomic) as editor:
         if fresh or not recorder.has_table():
@@ -296,11 +314,32 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         if action == "apply_success":
             applied.append(f"{migration.app_label}.{migration.name}")
 
-    with tenant_context(tenant):
+    with tenant_context(tenant, maintenance=True):  # archived and half-registered tenants too
         executor = MigrationExecutor(tenant_db.connection, progress_callback=progress)
         targets = executor.loader.graph.leaf_nodes()
         plan = executor.migration_plan(targets)
-        executor.migrate(targets, plan=plan)
+        # Where DDL rolls back, one transaction around the whole plan: Django
+        # records a migration with deferred SQL only after its own block
+        # commits, so a connection lost in between would leave it applied
+        # but unrecorded. Non-atomic migrations keep Django's own handling.
+        whole = tenant_db.can_rollback_ddl and all(migration.atomic for migration, _ in plan)
+        try:
+            with transaction.atomic(using=tenant_db.alias) if whole else contextlib.nullcontext():
+                executor.migrate(targets, plan=plan)
+        except Exception as exc:
+            # A failure inside the schema editor's exit can leave this thread's
+            # connection marked "in a transaction" on a dead socket: drop it,
+            # so the next use of the tenant connects afresh.
+            databases.discard_connection(tenant_db.alias)
+            if not tenant_db.can_rollback_ddl and applied != [f"{m.app_label}.{m.name}" for m, _ in plan]:
+                failed = next((f"{m.app_label}.{m.name}" for m, _ in plan
+                               if f"{m.app_label}.{m.name}" not in applied), "a migration")
+                raise TenantSchemaError(
+                    f"{_describe(exc)}; {tenant_db.dialect.name} cannot roll DDL back, so {failed} may be "
+                    "partly applied: compare the database with `manage.py sqlmigrate`, finish or undo it by "
+                    "hand, then record it with `migrate --fake`"
+                ) from exc
+            raise
     return applied
 
 
@@ -357,6 +396,7 @@ def _check(tenant: Tenant, plan: MigrationPlan) -> Tenant | TenantMigration:
         return TenantMigration(tenant.slug, error=f"tenant is {tenant.status}; register_tenant() completes it")
     try:
         with _released(tenant.database):
+            ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
             applied = applied_migrations(tenant.database) or set()
     except Exception as exc:  # noqa: BLE001 - reported per tenant
         return TenantMigration(tenant.slug, error=_describe(exc))
@@ -386,13 +426,13 @@ class _released:
         self.tenant_db = tenant_db
 
     def __enter__(self) -> TenantDatabase:
-        self.added = self.tenant_db.alias not in connections.settings
+        self.added = [a for a in (self.tenant_db.alias, self.tenant_db.admin_alias) if a not in connections.settings]
         return self.tenant_db
 
     def __exit__(self, *exc_info) -> None:
         self.tenant_db.close()
-        if self.added:
-            databases.unregister_alias(self.tenant_db.alias)
+        for alias in self.added:
+            databases.unregister_alias(alias)
 
 
 def _describe(exc: BaseException) -> str:
@@ -446,7 +486,7 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
     overrides = {key: getattr(settings, key) for key in WORKER_SETTINGS if hasattr(settings, key)}
     overrides["DATABASES"] = {
         alias: value for alias, value in overrides.get("DATABASES", {}).items()
-        if not alias.startswith((databases.ALIAS_PREFIX, "tenant_schema:"))
+        if not alias.startswith((databases.ALIAS_PREFIX, databases.INTERNAL_ALIAS_PREFIX))
     }
     with ProcessPoolExecutor(
         max_workers=jobs,
@@ -477,21 +517,94 @@ def archive_tenant(tenant_or_slug: Tenant | str) -> Tenant:
     return tenant
 
 
-def purge_tenant(tenant_or_slug: Tenant | str) -> None:
+def purge_tenant(tenant_or_slug: Tenant | str) -> bool:
     """Stop serving the tenant, drop its database (or schema), then delete its row.
 
     The row is archived (and forgotten by this process's routing cache)
     before anything is dropped, so a purge that fails half-way leaves an
     unserved row, never a served row pointing at a dropped database, and
-    never a database with no row; calling it again finishes the purge. Call
-    it outside a registry transaction: the archived status must be committed
-    before the drop.
+    never a database with no row; calling it again finishes the purge. A
+    database whose ownership marker is not this tenant's is never dropped:
+    ``NotOurDatabase``, and the row stays archived. Call it outside a
+    registry transaction: the archived status must be committed before the
+    drop. True when a database was dropped.
     """
     tenant = _row(tenant_or_slug)
     if tenant.status != Tenant.Status.ARCHIVED:
         tenant.status = Tenant.Status.ARCHIVED
         tenant.save(update_fields=["status", "updated_at"])
     ready_tenants.forget(tenant.slug)
-    databases.drop_tenant_db(tenant.slug, server=tenant.server, database_name_=tenant.database_name)
+    tenant_db = tenant.database
+    server = tenant_db.server
+    hook = get_plugins().hook
+    dropped = False
+    if hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=tenant_db.name):
+        ownership.check_owner(tenant_db, tenant)
+        tenant_db.close()
+        dropped = databases.drop_bound_database(tenant_db)
+    else:
+        databases.forget_binding(tenant_db)
+    credentials.drop_tenant_role(server, tenant_db.name)  # also when a retried purge finds no database
     tenant.delete()
     tenant_dropped.send(sender=Tenant, tenant=tenant)
+    return dropped
+
+
+# -- the seed API: a tenant's database by slug --------------------------------
+
+def get_or_create_tenant_db(slug: str, server: str | None = None) -> TenantDatabase:
+    """The tenant's database, registering the tenant first when it is not registered.
+
+    The same tenant as ``register_tenant(slug, server=server)``: a registry
+    row, its own database with the tenant apps' tables, the same database
+    from every process. A registered tenant's database is returned as it is
+    (naming another server than the registered one is an error); an
+    unfinished registration is completed; an archived tenant is an error.
+    """
+    return register_tenant(slug, server=server).database
+
+
+async def aget_or_create_tenant_db(slug: str, server: str | None = None) -> TenantDatabase:
+    """Async twin of ``get_or_create_tenant_db``."""
+    return await sync_to_async(get_or_create_tenant_db)(slug, server)
+
+
+def drop_tenant_db(slug: str, server: str | None = None) -> bool:
+    """Purge the tenant: drop its database and its registry row (``purge_tenant``).
+
+    False when no such tenant is registered. ``server``, when given, must be
+    the registered one. Dropping data is always explicit: nothing in
+    tenant-schema calls this except ``tenant_drop --purge`` and your code.
+    """
+    try:
+        tenant = get_tenant(slug)
+    except TenantNotFound:
+        return False
+    check_server(tenant, server)
+    return purge_tenant(tenant)
+
+
+def claim_tenant_database(slug: str) -> Tenant:
+    """Write this tenant's ownership marker into a database that has none.
+
+    For an operator who has checked that the database under the tenant's
+    name really is the tenant's: one made by a tenant-schema version without
+    markers, or left by a registration that died between creating the
+    database and marking it. A database marked for another tenant is never
+    claimed; a missing one is an error. Nothing else is changed: run
+    ``register_tenant`` afterwards to finish an unfinished registration.
+    """
+    tenant = get_tenant(slug)
+    tenant_db = tenant.database
+    server = tenant_db.server
+    if not get_plugins().hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=tenant_db.name):
+        raise TenantSchemaError(
+            f"tenant {tenant.slug!r} has no database {tenant_db.name!r} on server {server.key!r} to claim"
+        )
+    marker = ownership.read_marker(tenant_db)
+    if marker is not None:
+        ownership.check_owner(tenant_db, tenant)  # NotOurDatabase when it is someone else's
+        return tenant  # already this tenant's
+    ownership.write_marker(tenant_db, tenant)
+    tenant_db.close()
+    return tenant

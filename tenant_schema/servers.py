@@ -8,13 +8,19 @@ are taken out of the query string:
 - ``isolation=database`` (default) or ``isolation=schema`` (PostgreSQL and
   CockroachDB: one schema per tenant inside the URL's database);
 - ``conn_max_age=N`` and ``conn_health_checks=true`` for tenant aliases
-  (tenant aliases default to ``CONN_MAX_AGE=0``).
+  (tenant aliases default to ``CONN_MAX_AGE=0``);
+- ``tenant_roles=true``: each tenant connects as its own database role,
+  which owns its database (or schema) and nothing else; the URL's user only
+  creates and drops databases and roles (see ``docs/isolation.md``).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +32,10 @@ from django.db import connections
 
 from . import conf
 from .dialects import ISOLATION_DATABASE, ISOLATION_SCHEMA, Dialect
-from .exceptions import UnknownServer
+from .exceptions import UnknownDialect, UnknownServer
 from .plugins import get_plugins
 
-OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks")
+OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks", "tenant_roles")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class Server:
     dialect: Dialect
     settings: dict[str, Any] = field(repr=False, compare=False)
     isolation: str = ISOLATION_DATABASE
+    #: Each tenant connects as its own role (``?tenant_roles=true``).
+    tenant_roles: bool = False
 
     @property
     def alias(self) -> str:
@@ -61,11 +69,94 @@ class Server:
 
     def safe_url(self) -> str:
         """The URL with any password masked, for display."""
-        parts = urllib.parse.urlsplit(self.url)
-        if not parts.password:
-            return self.url  # urlunsplit would drop a slash of sqlite:////abs/path
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return mask_url(self.url)
+
+
+# -- never show a password ------------------------------------------------------
+# Every message about a server URL shows it through ``mask_url``, and
+# ``parse_server`` scrubs the password from any error raised while parsing
+# (a plugin's included), so no exception, log line or ``manage.py check``
+# output carries it.
+
+MASK = "***"
+SHORT_SECRET = 6  # a shorter password is masked where it is quoted or in a URL, not where it reads as a word
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
+
+
+def _userinfo_span(url: str) -> tuple[int, int, int] | None:
+    """``(start, colon, at)`` offsets of ``user:password@`` in ``url``, else ``None``.
+
+    The user-info ends at the last ``@`` of the host part; when there is none
+    there but one later (a password with an unencoded ``/``, ``?`` or ``#``,
+    which no parser reads right), the last ``@`` anywhere: masking too much
+    beats showing a secret.
+    """
+    start = url.find("://")
+    start = 0 if start < 0 else start + 3
+    host_end = min((i for i in (url.find(c, start) for c in "/?#") if i >= 0), default=len(url))
+    at = url.rfind("@", start, host_end)
+    if at < 0:
+        at = url.rfind("@", start)
+    colon = url.find(":", start, at) if at >= 0 else -1
+    return (start, colon, at) if colon >= 0 else None
+
+
+def mask_url(url: object) -> str:
+    """``url`` for display: the password replaced with ``***``; a value that is not a string, hidden."""
+    if not isinstance(url, str):
+        return f"<{type(url).__name__}>"
+    span = _userinfo_span(url)
+    if span is None:
+        return url
+    _, colon, at = span
+    return f"{url[:colon + 1]}{MASK}{url[at:]}"
+
+
+def mask_secrets(text: str, url: object) -> str:
+    """``text`` with every form of ``url``'s password (as written, decoded) replaced by ``***``."""
+    if not isinstance(url, str):
+        return text
+    span = _userinfo_span(url)
+    secrets = set()
+    if span is not None:
+        _, colon, at = span
+        raw = url[colon + 1:at]
+        secrets |= {raw, urllib.parse.unquote(raw), urllib.parse.unquote_plus(raw)}
+    try:
+        parsed = urllib.parse.urlsplit(url).password
+    except ValueError:
+        parsed = None
+    if parsed:
+        secrets |= {parsed, urllib.parse.unquote(parsed)}
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        if len(secret) >= SHORT_SECRET:
+            text = text.replace(secret, MASK)
+        else:  # where it is quoted or inside a URL, not in words ("a" in "cannot", "is not a number")
+            text = re.sub(rf"(?<![\w\s]){re.escape(secret)}(?![\w\s])", MASK, text)
+    return text
+
+
+def _masking_secrets(parse: Callable[..., Server]) -> Callable[..., Server]:
+    """Re-raise any error of ``parse(key, url)`` with the URL's password scrubbed from its message."""
+
+    @functools.wraps(parse)
+    def wrapper(key: str, url: object, *args: Any, **kwargs: Any) -> Server:
+        try:
+            return parse(key, url, *args, **kwargs)
+        except Exception as exc:
+            message = mask_secrets(str(exc), url)
+            if message == str(exc):
+                raise
+            if isinstance(exc, ImproperlyConfigured):
+                try:
+                    clean = type(exc)(message)
+                except Exception:  # noqa: BLE001 - an exception class with another signature
+                    clean = ImproperlyConfigured(message)
+            else:
+                clean = ImproperlyConfigured(f"tenant server {key!r}: {message}")
+        raise clean from None
+
+    return wrapper
 
 
 _cache: dict[tuple[str, str], Server] = {}
@@ -81,7 +172,7 @@ def server_urls() -> dict[str, str]:
 
 def get_server(key: str | None = None) -> Server:
     """The server ``key`` (or ``TENANT_SCHEMA["DEFAULT_SERVER"]``)."""
-    key = key or conf.get("DEFAULT_SERVER")
+    key = conf.get("DEFAULT_SERVER") if key is None else key  # "" is an unknown server, not the default
     urls = server_urls()
     if key not in urls:
         raise UnknownServer(f"unknown tenant server {key!r}; configured servers: {', '.join(sorted(urls))}")
@@ -95,17 +186,31 @@ def get_server(key: str | None = None) -> Server:
     return server
 
 
+@_masking_secrets
 def parse_server(key: str, url: str) -> Server:
-    """Parse one server URL; raises ``ImproperlyConfigured`` naming the server."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ImproperlyConfigured(f"tenant server {key!r}: {url!r} is not a URL like postgres://user@host:5432/")
+    """Parse one server URL; raises ``ImproperlyConfigured`` naming the server (never its password)."""
+    if not isinstance(url, str):
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: its value is a {type(url).__name__}, not a URL string like "
+            "postgres://user@host:5432/"
+        )
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not _SCHEME_RE.match(scheme):  # not shown: without a scheme, nothing says where a password is
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: its value is not a URL like postgres://user@host:5432/ "
+            "(it must start with a scheme, such as postgres://, mysql:// or sqlite://)"
+        )
     plugins = get_plugins()
-    scheme = url.split("://", 1)[0]
-    dialect = plugins.dialect_for_scheme(scheme)
+    try:
+        dialect = plugins.dialect_for_scheme(scheme)
+    except UnknownDialect as exc:
+        raise UnknownDialect(f"tenant server {key!r}: {exc}") from None
     try:
         parsed = plugins.hook.tenant_schema_server_settings(dialect=dialect, url=url)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"tenant server {key!r}: cannot parse its URL: {exc}") from None
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: cannot parse its URL {mask_url(url)}: {_url_problem(url) or exc}"
+        ) from None
     options = parsed.setdefault("OPTIONS", {})
     isolation = str(options.pop("isolation", ISOLATION_DATABASE))
     if isolation not in (ISOLATION_DATABASE, ISOLATION_SCHEMA):
@@ -119,7 +224,36 @@ def parse_server(key: str, url: str) -> Server:
     parsed["CONN_HEALTH_CHECKS"] = bool(health)
     if parsed.get("ENGINE", "").endswith("sqlite3"):
         parsed["NAME"] = str(_resolve_dir(parsed.get("NAME", "")))
-    return Server(key=key, url=url, dialect=dialect, settings=parsed, isolation=isolation)
+    tenant_roles = _tenant_roles(key, dialect, options.pop("tenant_roles", False))
+    return Server(key=key, url=url, dialect=dialect, settings=parsed, isolation=isolation, tenant_roles=tenant_roles)
+
+
+def _tenant_roles(key: str, dialect: Dialect, value: object) -> bool:
+    """``tenant_roles`` from a URL: true or false, and only where the dialect can do it."""
+    if value not in (True, False, 0, 1):
+        raise ImproperlyConfigured(f"tenant server {key!r}: tenant_roles must be true or false, not {value!r}")
+    if value and not dialect.supports_tenant_roles:
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: the {dialect.name} dialect cannot give each tenant its own "
+            "database role; remove tenant_roles=true from its URL"
+        )
+    return bool(value)
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a URL that does not parse, in words that show no part of it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "the host is not valid (an IPv6 address needs both brackets: postgres://user@[::1]:5432/)"
+    try:
+        parts.port
+    except ValueError:
+        hint = ""
+        if "@" in url[url.find("://") + 3:] and "@" not in parts.netloc:
+            hint = "; if the password contains '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)"
+        return f"the port is not a number from 0 to 65535{hint}"
+    return None
 
 
 def _conn_max_age(key: str, value: object) -> int | None:

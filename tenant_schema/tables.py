@@ -3,7 +3,8 @@
 Every call goes through Django's ORM on the tenant's alias, so identifiers
 are quoted by the backend and every value is a bound parameter. Keys of
 ``where``, ``order_by`` and row dicts are checked against the table's
-columns before any SQL (see ``rows.py``); bulk writes use Django's compiled
+columns before any SQL (see ``rows.py``), and so is a ``None`` for a NOT
+NULL column; bulk writes use Django's compiled
 SQL with column-at-a-time conversion (see ``bulk.py``).
 
 Async methods carry Django's ``a`` prefix. Single queries use Django's async
@@ -101,9 +102,11 @@ class Table:
     def _instance_for_create(self, data: Any) -> models.Model:
         codec = self._codec
         if codec.kind == "model" and isinstance(data, self.model):
+            codec.check_nulls(codec.to_values(data))
             return data
         values = codec.to_values(data)
         codec.check_required(values)
+        codec.check_nulls(values)
         return self.model(**{f.attname: v for f, v in values.items()})
 
     def create(self, data: Any) -> Any:
@@ -131,6 +134,7 @@ class Table:
             if given is not None and given != pk:
                 raise ValueError(f"update of table {self.name!r} would change the primary key from {pk!r} "
                                  f"to {given!r}; delete and create instead")
+        codec.check_nulls(values, what="update")
         for f in codec.fields:  # auto_now columns of Django models, as save() would
             if getattr(f, "auto_now", False) and f not in values:
                 values[f] = f.pre_save(self.model(), False)
@@ -210,6 +214,7 @@ class Table:
             return [] if returning else 0
         codec = self._codec
         batch = bulk.collect(codec, rows)
+        codec.check_batch_nulls(batch.fields, batch.columns, batch.index)
         connection = self._connection()
         parts = bulk.split_generated_keys(codec, batch)
         need_keys = returning and any(codec.pk not in p.fields for p in parts)
@@ -258,6 +263,7 @@ class Table:
             if values.get(key) is None:
                 raise ValueError(f"row {i} of batch_update on table {self.name!r} has no value for "
                                  f"key column {key.column!r}")
+            codec.check_nulls(values, what=f"row {i}")
             prepared.append(values)
         if not prepared:
             return 0
@@ -288,6 +294,7 @@ class Table:
         if not rows:
             return [] if returning else 0
         batch = bulk.collect(codec, rows)
+        codec.check_batch_nulls(batch.fields, batch.columns, batch.index)
         given = batch.fields[:batch.given]
         for f in targets:
             if f not in given:

@@ -5,6 +5,7 @@ Under ``CI=true`` a server that does not answer is a failure, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -44,6 +45,18 @@ def new_tenant_id() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that use tenants use the registry: they are ``django_db(transaction=True)`` tests.
+
+    Every tenant is a registry row, written outside any test transaction
+    (worker processes and threads must see it) and purged by the fixture
+    that made it; the registry is flushed after each test.
+    """
+    for item in items:
+        if "db_access" in getattr(item, "fixturenames", ()) and item.get_closest_marker("django_db") is None:
+            item.add_marker(pytest.mark.django_db(transaction=True))
+
+
 @pytest.fixture
 def db_access(django_db_blocker):
     """Tenant databases are ours, not pytest-django's test database: allow access."""
@@ -57,31 +70,48 @@ def server_key(request, db_access):
     return request.param
 
 
+@contextlib.contextmanager
+def bare_tenants():
+    """Register tenants with no tenant apps and no ``TENANT_TABLES``: an empty database to test tables in."""
+    from django.test import override_settings  # not at import: spawned children import this module early
+
+    with override_settings(TENANT_SCHEMA={**settings.TENANT_SCHEMA, "TENANT_APPS": [], "TENANT_TABLES": []}):
+        yield
+
+
+def make_bare_tenant_db(key: str, slug: str | None = None):
+    """A registered, ready tenant on ``key`` whose database holds no tables yet."""
+    from tenant_schema import get_or_create_tenant_db
+
+    with bare_tenants():
+        return get_or_create_tenant_db(slug or new_tenant_id(), server=key)
+
+
 @pytest.fixture
 def tenant_db(server_key):
-    """A fresh tenant database on each live server, dropped afterwards."""
-    from tenant_schema import drop_tenant_db, get_or_create_tenant_db
+    """A fresh, empty tenant database on each live server, purged afterwards."""
+    from tenant_schema import drop_tenant_db
 
-    tenant_id = new_tenant_id()
-    tdb = get_or_create_tenant_db(tenant_id, server=server_key)
+    tdb = make_bare_tenant_db(server_key)
     yield tdb
     tdb.close()
-    drop_tenant_db(tenant_id, server=server_key)
+    drop_tenant_db(tdb.tenant_id)
 
 
 @pytest.fixture
 def make_tenant_db(db_access):
-    """Factory for extra tenant databases: ``make_tenant_db(server_key)``."""
-    from tenant_schema import drop_tenant_db, get_or_create_tenant_db
+    """Factory for extra empty tenant databases: ``make_tenant_db(server_key)``."""
+    from tenant_schema import drop_tenant_db
 
     made = []
 
-    def make(key: str, tenant_id: str | None = None):
+    def make(key: str, slug: str | None = None):
         require_server(key)
-        tenant_id = tenant_id or new_tenant_id()
-        made.append((tenant_id, key))
-        return get_or_create_tenant_db(tenant_id, server=key)
+        tdb = make_bare_tenant_db(key, slug)
+        made.append(tdb)
+        return tdb
 
     yield make
-    for tenant_id, key in made:
-        drop_tenant_db(tenant_id, server=key)
+    for tdb in made:
+        tdb.close()
+        drop_tenant_db(tdb.tenant_id)

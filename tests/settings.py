@@ -77,6 +77,11 @@ SERVERS = {
     "pg": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/"),
     "pgschema": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/") + "tstest_shared?isolation=schema",
     "mysql": os.environ.get("TENANT_SCHEMA_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
+    # Each tenant connects as its own role (tests/test_credentials.py); not in conftest's LIVE_SERVERS.
+    "pgroles": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/") + "?tenant_roles=true",
+    "pgschemaroles": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/")
+    + "tstest_shared_roles?isolation=schema&tenant_roles=true",
+    "mysqlroles": os.environ.get("TENANT_SCHEMA_MYSQL_URL", "mysql://root@127.0.0.1:3306/") + "?tenant_roles=true",
 }
 if os.environ.get("TENANT_SCHEMA_COCKROACH_URL"):
     SERVERS["crdb"] = os.environ["TENANT_SCHEMA_COCKROACH_URL"]

@@ -42,7 +42,7 @@ def test_alias_settings_are_complete_and_default_to_no_persistent_connections(te
 
 
 def test_the_server_url_can_ask_for_persistent_connections(settings, db_access, tmp_path):
-    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db
+    from tenant_schema import drop_tenant_db, get_or_create_tenant_db
 
     settings.TENANT_SCHEMA = {
         **settings.TENANT_SCHEMA,
@@ -267,18 +267,21 @@ def test_a_tenant_moved_by_another_process_is_followed_by_every_thread(server_ke
         purge_tenant(slug)
 
 
-def test_asking_for_two_locations_in_one_process_is_still_an_error(db_access):
-    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db
+def test_asking_for_another_location_is_an_error_before_anything_is_created(db_access):
+    from tenant_schema import TenantSchemaError, drop_tenant_db, get_or_create_tenant_db
+    from tenant_schema.databases import database_name
+    from tenant_schema.servers import get_server
 
     tenant_id = new_tenant_id()
     tdb = get_or_create_tenant_db(tenant_id, server="sqlite")
     try:
-        with pytest.raises(ValueError, match="already bound to server 'sqlite'"):
-            get_or_create_tenant_db(tenant_id, server="sqlite", database_name_="somewhere_else")
-        assert not tdb.dialect.database_exists(tdb.server, "somewhere_else")  # refused before creating it
+        with pytest.raises(TenantSchemaError, match="registered on server 'sqlite', not 'mysql'"):
+            get_or_create_tenant_db(tenant_id, server="mysql")
         assert get_or_create_tenant_db(tenant_id, server="sqlite") is tdb
+        assert get_or_create_tenant_db(tenant_id) is tdb  # no server: the registered one
     finally:
         drop_tenant_db(tenant_id, server="sqlite")
+    assert not get_server("mysql").dialect.database_exists(get_server("mysql"), database_name(tenant_id, get_server("mysql")))
 
 
 # -- database names are validated before use ----------------------------------
@@ -286,34 +289,52 @@ def test_asking_for_two_locations_in_one_process_is_still_an_error(db_access):
 BAD_NAMES = ["../victim", "a b", "x\n", "", "1abc", "name -c search_path=other", "x;DROP"]
 
 
+def _row_with_database_name(slug: str, server: str, bad: str):
+    """A registry row whose database name was written around the model's validation (raw SQL, a bad restore)."""
+    from tenant_schema.models import Tenant
+
+    tenant = Tenant.objects.create(slug=slug, server=server, database_name="placeholder", status=Tenant.Status.READY)
+    Tenant.objects.filter(pk=tenant.pk).update(database_name=bad)
+    return Tenant.objects.get(pk=tenant.pk)
+
+
 @pytest.mark.parametrize("bad", BAD_NAMES)
-def test_a_given_database_name_is_validated_before_anything_runs(bad, server_key):
-    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db, get_tenant_db
+def test_a_registered_database_name_is_validated_before_anything_runs(bad, server_key):
+    from tenant_schema import drop_tenant_db, get_or_create_tenant_db, get_tenant_db
 
     tenant_id = new_tenant_id()
+    tenant = _row_with_database_name(tenant_id, server_key, bad)
     calls = [
         lambda: bind_tenant_db(tenant_id, server_key, bad),
-        lambda: get_or_create_tenant_db(tenant_id, server_key, database_name_=bad),
-        lambda: get_tenant_db(tenant_id, server_key, database_name_=bad),
-        lambda: drop_tenant_db(tenant_id, server_key, database_name_=bad),
+        lambda: tenant.database,
+        lambda: get_or_create_tenant_db(tenant_id, server_key),
+        lambda: get_tenant_db(tenant_id, server_key),
+        lambda: drop_tenant_db(tenant_id, server_key),
     ]
-    for call in calls:
-        with pytest.raises(ValueError, match="invalid tenant database name"):
-            call()
-    assert tenant_id not in {tdb.tenant_id for tdb in databases.bound_tenants()}
+    try:
+        for call in calls:
+            with pytest.raises(ValueError, match="invalid tenant database name"):
+                call()
+        assert tenant_id not in {tdb.tenant_id for tdb in databases.bound_tenants()}
+    finally:
+        type(tenant).objects.filter(pk=tenant.pk).delete()
 
 
-def test_a_name_over_the_dialects_limit_is_refused(server_key):
-    from tenant_schema.databases import get_or_create_tenant_db
+def test_a_name_over_the_dialects_limit_is_refused(server_key, settings):
+    from tenant_schema import get_or_create_tenant_db
+    from tenant_schema.models import Tenant
     from tenant_schema.servers import get_server
 
     limit = get_server(server_key).dialect.max_identifier_length
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "DATABASE_PREFIX": "p" * (limit - 3)}
+    slug = new_tenant_id()
     with pytest.raises(ValueError, match=f"the limit here is {limit}"):
-        get_or_create_tenant_db(new_tenant_id(), server_key, database_name_="a" * (limit + 1))
+        get_or_create_tenant_db(slug, server_key)
+    assert not Tenant.objects.filter(slug=slug).exists()  # refused before the row is written
 
 
 def test_drop_never_deletes_a_file_outside_the_servers_directory(settings, db_access, tmp_path):
-    from tenant_schema.databases import drop_tenant_db
+    from tenant_schema import drop_tenant_db
 
     (tmp_path / "tenants").mkdir()
     victim = tmp_path / "victim.sqlite3"
@@ -322,6 +343,10 @@ def test_drop_never_deletes_a_file_outside_the_servers_directory(settings, db_ac
         **settings.TENANT_SCHEMA,
         "SERVERS": {**settings.TENANT_SCHEMA["SERVERS"], "jail": f"sqlite:///{tmp_path}/tenants/"},
     }
-    with pytest.raises(ValueError, match="invalid tenant database name '../victim'"):
-        drop_tenant_db("x", server="jail", database_name_="../victim")
-    assert victim.read_text() == "important"
+    tenant = _row_with_database_name("x", "jail", "../victim")
+    try:
+        with pytest.raises(ValueError, match="invalid tenant database name '../victim'"):
+            drop_tenant_db("x", server="jail")
+        assert victim.read_text() == "important"
+    finally:
+        type(tenant).objects.filter(pk=tenant.pk).delete()

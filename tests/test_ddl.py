@@ -309,15 +309,17 @@ def test_register_tables_leaves_nothing_when_any_statement_fails(tenant_db):
 
     counter = FailKth()
     # Count the statements against a throwaway database on the same server.
-    from tenant_schema import drop_tenant_db, get_or_create_tenant_db
+    from tenant_schema import drop_tenant_db
 
-    probe = get_or_create_tenant_db(f"{tenant_db.tenant_id}-p", server=tenant_db.server.key)
+    from .conftest import make_bare_tenant_db
+
+    probe = make_bare_tenant_db(tenant_db.server.key, f"{tenant_db.tenant_id}-p")
     try:
         with probe.connection.execute_wrapper(counter):
             register_tables(probe, batch)
     finally:
         probe.close()
-        drop_tenant_db(probe.tenant_id, server=probe.server.key)
+        drop_tenant_db(probe.tenant_id)
     total = counter.seen
     assert total >= 5, counter.statements
 

@@ -4,7 +4,7 @@
 block may use what an earlier one defined). Lines of ```console blocks that
 start with ``$ python manage.py`` run through ``call_command``; other shell
 lines (``./run test``) are what CI itself runs. Tenant databases an example
-creates are dropped afterwards.
+registers are purged afterwards.
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ RUNNABLE = [p for p in DOC_FILES if p.exists() and blocks(p)]
 def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
     from django.core.management import call_command
 
-    from tenant_schema import databases, plugins
+    from tenant_schema import plugins
+    from tenant_schema.models import Tenant
+    from tenant_schema.provisioning import purge_tenant
 
     monkeypatch.chdir(tmp_path)
-    before = {t.tenant_id for t in databases.bound_tenants()}
+    before = set(Tenant.objects.values_list("pk", flat=True))
     module = types.ModuleType(f"doc_example_{path.stem.replace('-', '_')}")
     sys.modules[module.__name__] = module
     ran = 0
@@ -56,10 +58,9 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
     finally:
         sys.modules.pop(module.__name__, None)
         plugins.reset_plugins()  # examples register throwaway plugins
-        for tdb in databases.bound_tenants():
-            if tdb.tenant_id not in before:
-                tdb.close()
-                databases.drop_tenant_db(tdb.tenant_id, server=tdb.server.key, database_name_=tdb.name)
+        for tenant in Tenant.objects.exclude(pk__in=before):
+            tenant.database.close()
+            purge_tenant(tenant)
     assert ran, f"{path.name} has code blocks but none ran"
 
 

@@ -15,7 +15,7 @@ from tenant_schema import (
     list_tables,
     register_table,
 )
-from tenant_schema.exceptions import TenantDatabaseDoesNotExist
+from tenant_schema.exceptions import TenantNotFound
 from tenant_schema.names import validate_identifier, validate_tenant_id
 
 HOSTILE = [
@@ -51,7 +51,7 @@ class CountingSQL:
 
 
 BAD_TENANT_IDS = [h for h in HOSTILE if h not in ("dash-ed", "1starts_with_digit")] + [
-    "UPPER", "trailing-", "-leading", "under_score", "a" * 41, "acme\n", "acme\r\n", None, 42,
+    "trailing-", "-leading", "under__", "a" * 41, "ÜPPER", "acme\n", "acme\r\n", None, 42,
 ]
 
 
@@ -144,9 +144,37 @@ def test_over_long_names_are_rejected_with_the_limit(tenant_db):
     assert list_tables(tenant_db) == ["t" * limit]
 
 
-def test_unknown_tenant_database_is_a_clear_error(server_key):
-    with pytest.raises(TenantDatabaseDoesNotExist, match="has no database 'tstest_never_created'"):
+def test_unknown_tenant_is_a_clear_error(server_key):
+    with pytest.raises(TenantNotFound, match="no tenant 'never-created' is registered"):
         get_tenant_db("never-created", server=server_key)
+
+
+def test_ids_in_other_spellings_name_the_same_tenant(server_key):
+    """``tenant_123`` (the seed's own example) and ``Tenant-123`` are ``tenant-123``: one tenant, one database."""
+    from tenant_schema import drop_tenant_db
+
+    from .conftest import bare_tenants, new_tenant_id
+
+    slug = new_tenant_id()  # "t" + 10 hex digits
+    typed = "T_" + slug[1:]
+    with bare_tenants():
+        first = get_or_create_tenant_db(typed, server=server_key)
+    try:
+        assert first.tenant_id == "t-" + slug[1:]
+        assert get_tenant_db(first.tenant_id) is first
+        assert get_tenant_db(typed) is first
+        assert get_or_create_tenant_db(typed.lower()) is first
+    finally:
+        drop_tenant_db(typed)
+
+
+def test_normalising_tells_exactly_what_is_allowed():
+    from tenant_schema.names import normalize_tenant_id
+
+    assert normalize_tenant_id("tenant_123") == "tenant-123"
+    assert normalize_tenant_id("ACME") == "acme"
+    with pytest.raises(ValueError, match="invalid tenant id 'acme corp': use 1-40 lower-case letters"):
+        normalize_tenant_id("Acme Corp")
 
 
 IDENTIFIER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -185,6 +213,20 @@ def test_tenant_id_validation_accepts_exactly_dns_labels(text):
         assert not is_dns_label(text)
     else:
         assert is_dns_label(text)
+
+
+@hsettings(max_examples=300)
+@given(st.one_of(NAMEISH, st.text(max_size=60)))
+def test_normalising_accepts_exactly_case_and_underscore_variants_of_dns_labels(text):
+    from tenant_schema.names import normalize_tenant_id
+
+    folded = text.lower().replace("_", "-") if text.isascii() else text
+    try:
+        result = normalize_tenant_id(text)
+    except ValueError:
+        assert not is_dns_label(folded)
+    else:
+        assert is_dns_label(folded) and result == folded
 
 
 def test_a_trailing_newline_cannot_reach_another_tenants_schema():

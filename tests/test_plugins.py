@@ -141,7 +141,9 @@ def test_installed_third_party_dialect_and_after_create_hook_take_effect(
 ):
     from dataclasses import dataclass
 
-    from tenant_schema import drop_table, get_or_create_tenant_db, list_tables, register_table
+    from tenant_schema import drop_table, list_tables, register_table
+
+    from .conftest import make_bare_tenant_db
 
     monkeypatch.delenv("TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     with _settings_with(f"litefile:///{tmp_path}/", autoload=True):
@@ -154,7 +156,7 @@ def test_installed_third_party_dialect_and_after_create_hook_take_effect(
             id: int
             text: str
 
-        tdb = get_or_create_tenant_db("plugin-demo", server="lf")
+        tdb = make_bare_tenant_db("lf", "plugin-demo")
         try:
             assert tdb.dialect.name == "litefile"
             assert (tmp_path / "tstest_plugin_demo.lite").exists()
@@ -168,7 +170,7 @@ def test_installed_third_party_dialect_and_after_create_hook_take_effect(
 
             drop_tenant_db("plugin-demo", server="lf")
         # The hook is conditioned on its dialect: SQLite tenants get no audit table.
-        sqlite_db = get_or_create_tenant_db("plugin-demo-sqlite", server="sqlite")
+        sqlite_db = make_bare_tenant_db("sqlite", "plugin-demo-sqlite")
         try:
             register_table(sqlite_db, Memo, "memos")
             assert list_tables(sqlite_db) == ["memos"]

@@ -126,14 +126,14 @@ def test_ready_tenants_are_cached_and_changes_in_this_process_apply_at_once(two_
 
 @pytest.mark.django_db
 def test_changes_from_other_processes_are_seen_within_the_ttl(two_tenants, settings, monkeypatch):
-    from tenant_schema import middleware
+    from tenant_schema import registry
     from tenant_schema.models import Tenant
 
     a, _ = two_tenants
-    middleware.ready_tenants.forget()
+    registry.ready_tenants.forget()
     settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "ROUTING_CACHE_SECONDS": 5}
     now = [1000.0]
-    monkeypatch.setattr(middleware.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(registry.time, "monotonic", lambda: now[0])
     client = Client(HTTP_HOST=f"{a.slug}.example.com")
     assert client.get("/notes/").status_code == 200
     # Another process archives it: a queryset update sends no signal here.

@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from tenant_schema import (
+    TenantSchemaError,
     create_index,
     drop_tenant_db,
     get_or_create_tenant_db,
@@ -22,7 +23,8 @@ from tenant_schema.databases import database_name, register_alias
 from tenant_schema.plugins import get_plugins
 from tenant_schema.servers import get_server, parse_server
 
-from .conftest import new_tenant_id, require_server
+from . import children
+from .conftest import make_bare_tenant_db, new_tenant_id, require_server
 
 
 # -- URL parsing ----------------------------------------------------------------
@@ -139,22 +141,11 @@ def test_a_tenant_is_bound_to_one_location_per_process(db_access):
     tenant_id = new_tenant_id()
     tdb = get_or_create_tenant_db(tenant_id, server="sqlite")
     try:
-        with pytest.raises(ValueError, match="already bound to server 'sqlite'"):
-            get_or_create_tenant_db(tenant_id, server="default", database_name_="somewhere_else")
+        with pytest.raises(TenantSchemaError, match="registered on server 'sqlite', not 'default'"):
+            get_or_create_tenant_db(tenant_id, server="default")
         assert bind_tenant_db(tenant_id, "sqlite", tdb.name) is tdb
     finally:
         drop_tenant_db(tenant_id, server="sqlite")
-
-
-def _create_in_child(args):
-    tenant_id, server_key, barrier = args
-    import django
-
-    django.setup()
-    from tenant_schema import get_or_create_tenant_db
-
-    barrier.wait()
-    return get_or_create_tenant_db(tenant_id, server=server_key).name
 
 
 @pytest.mark.parametrize("workers", [4])
@@ -165,7 +156,8 @@ def test_two_processes_creating_one_tenant_end_with_one_database(server_key, wor
     with ctx.Manager() as manager:
         barrier = manager.Barrier(workers)
         with ctx.Pool(workers) as pool:
-            names = pool.map(_create_in_child, [(tenant_id, server_key, barrier)] * workers)
+            registry = connections["default"].settings_dict["NAME"]
+            names = pool.map(children.create_tenant_db, [(tenant_id, server_key, barrier, registry)] * workers)
     try:
         assert len(set(names)) == 1
         assert get_tenant_db(tenant_id, server=server_key).name == names[0]
@@ -190,8 +182,8 @@ def test_schema_isolation_gives_each_tenant_its_own_schema(pg_schema_server):
         id: int
         label: str
 
-    a = get_or_create_tenant_db(new_tenant_id(), server=pg_schema_server)
-    b = get_or_create_tenant_db(new_tenant_id(), server=pg_schema_server)
+    a = make_bare_tenant_db(pg_schema_server)
+    b = make_bare_tenant_db(pg_schema_server)
     try:
         table_a = register_table(a, Item, "items")
         register_table(b, Item, "items")

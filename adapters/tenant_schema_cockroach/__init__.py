@@ -24,6 +24,9 @@ class CockroachDialect(PostgresDialect):
     can_clone_databases = False
     supports_hash_sharded_indexes = True
     ddl_one_statement_per_transaction = True
+    reserved_database_names = PostgresDialect.reserved_database_names | {
+        "system", "defaultdb", "crdb_internal", "pg_extension",
+    }
 
     exists_database_sql = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
     hash_index_template = "CREATE INDEX %(name)s ON %(table)s (%(columns)s) USING HASH%(extra)s%(condition)s"
@@ -60,6 +63,23 @@ class CockroachDialect(PostgresDialect):
             table=schema_editor.quote_name(model._meta.db_table),
             name=schema_editor.quote_name(name),
         )
+
+    # -- per-tenant roles (tenant_roles=true) ------------------------------
+    # PostgreSQL's statements, with CockroachDB's role options. Untested
+    # against a live cluster here (the suite checks the generated SQL).
+    #: CockroachDB has no SUPERUSER/REPLICATION/BYPASSRLS role options.
+    role_options = "LOGIN NOCREATEDB NOCREATEROLE"
+
+    def role_name(self, server, database_name):
+        # Role names are case-insensitive and stored in lower case.
+        return super().role_name(server, database_name).lower()
+
+    def role_password(self, role, password):
+        # Sent as a bound parameter; CockroachDB hashes it (and redacts it in its logs).
+        return password
+
+    def end_role_sessions_sql(self, role):
+        return None  # a dropped role cannot log in again; open sessions end with the database
 
 
 def _field_name(model, column):

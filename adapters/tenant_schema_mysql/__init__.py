@@ -8,10 +8,26 @@ length (error 1170 otherwise); ``DROP INDEX`` needs the table.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from django.db import DatabaseError, OperationalError
 
 from tenant_schema import hookimpl
 from tenant_schema.dialects import Dialect
+
+
+logger = logging.getLogger("tenant_schema.mysql")
+
+# Server error numbers (``exc.args[0]``) the drop path tells apart.
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_NO_SUCH_THREAD = 1094
+ER_KILL_DENIED = 1095
+
+
+def _errno(exc: BaseException) -> int | None:
+    code = exc.args[0] if exc.args else None
+    return code if isinstance(code, int) else None
 
 
 class MySQLDialect(Dialect):
@@ -21,6 +37,7 @@ class MySQLDialect(Dialect):
 
     can_rollback_ddl = False
     max_identifier_length = 64
+    reserved_database_names = frozenset({"mysql", "sys", "information_schema", "performance_schema"})
     text_index_prefix_length = 191
 
     exists_database_sql = "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s"
@@ -45,12 +62,123 @@ class MySQLDialect(Dialect):
             )
         return not existed
 
+    #: Longest wait (seconds) of ``DROP DATABASE`` for a table lock, instead
+    #: of the server's ``lock_wait_timeout`` (a day by default).
+    drop_lock_wait_timeout = 10
+
     def drop_database(self, server, name: str) -> bool:
+        """Drop ``name``, ending its other sessions first (as PostgreSQL's ``WITH (FORCE)``).
+
+        ``DROP DATABASE`` waits for every session holding a lock on one of the
+        database's tables, and a session idle in a transaction holds one until
+        it ends. Sessions connected to the database are killed first; one that
+        reached its tables from another database cannot be told apart from
+        the rest, so the drop waits at most ``drop_lock_wait_timeout`` seconds
+        for it and then fails saying so. Nothing is dropped then.
+        """
         connection = server.connection()
         existed = self.database_exists(server, name)
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {connection.ops.quote_name(name)}")
+            ended = self.end_sessions(cursor, name)
+            if ended:
+                logger.warning("ended %d session(s) on database %s before dropping it: %s",
+                               len(ended), name, ", ".join(map(str, ended)))
+            cursor.execute("SELECT @@SESSION.lock_wait_timeout")
+            (previous,) = cursor.fetchone()
+            cursor.execute("SET SESSION lock_wait_timeout = %s", [int(self.drop_lock_wait_timeout)])
+            try:
+                cursor.execute(f"DROP DATABASE IF EXISTS {connection.ops.quote_name(name)}")
+            except OperationalError as exc:
+                if _errno(exc) != ER_LOCK_WAIT_TIMEOUT:
+                    raise
+                raise OperationalError(self._still_locked(cursor, name)) from None
+            finally:
+                try:
+                    cursor.execute("SET SESSION lock_wait_timeout = %s", [int(previous)])
+                except DatabaseError:  # the connection is gone; so is the setting
+                    pass
         return existed
+
+    def end_sessions(self, cursor, name: str) -> list[int]:
+        """Kill the other sessions whose current database is ``name``; their ids."""
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", [name]
+        )
+        ended = []
+        for (session,) in cursor.fetchall():
+            try:
+                cursor.execute(f"KILL CONNECTION {int(session)}")
+            except DatabaseError as exc:
+                if _errno(exc) not in (ER_NO_SUCH_THREAD, ER_KILL_DENIED):  # already gone / not ours
+                    raise
+            else:
+                ended.append(int(session))
+        return ended
+
+    def _still_locked(self, cursor, name: str) -> str:
+        message = (
+            f"could not drop database {name!r}: another session still holds a lock on one of its tables "
+            f"after {self.drop_lock_wait_timeout}s (a transaction that reached them from a connection "
+            "to another database); nothing was dropped"
+        )
+        try:
+            cursor.execute(
+                "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx "
+                "WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_mysql_thread_id"
+            )
+            sessions = [str(row[0]) for row in cursor.fetchall()]
+        except DatabaseError:
+            sessions = []
+        if sessions:
+            message += f"; sessions with an open transaction: {', '.join(sessions)}"
+        return message + ". End that session (KILL <id>) or its transaction, then drop again"
+
+    # -- per-tenant roles (tenant_roles=true) ------------------------------
+    # Accounts are 'role'@'%', written as bound string literals (MySQL's
+    # account syntax takes them; no identifier quoting involved).
+    supports_tenant_roles = True
+    #: MySQL 8 takes 32 characters, MariaDB 80: 32 fits both, so a name
+    #: never depends on which of the two answers.
+    max_role_name_length = 32
+    #: Host part of every tenant account.
+    role_host = "%"
+
+    def role_exists(self, server, role: str) -> bool:
+        with server.connection().cursor() as cursor:
+            cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", [role, self.role_host])
+            return cursor.fetchone() is not None
+
+    def create_role_sql(self, server, role, password):
+        return [("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (role, self.role_host, password))]
+
+    def set_role_password_sql(self, server, role, password):
+        return [("ALTER USER %s@%s IDENTIFIED BY %s", (role, self.role_host, password))]
+
+    def grant_role_sql(self, server, role, database_name):
+        # In GRANT ... ON db.*, '_' and '%' are wildcards: unescaped, the
+        # grant on tenant_a_b would also cover tenant_aXb.
+        pattern = database_name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+        quoted = server.connection().ops.quote_name(pattern)
+        return [(f"GRANT ALL PRIVILEGES ON {quoted}.* TO %s@%s", (role, self.role_host))]
+
+    def drop_role_sql(self, server, role, database_name):
+        return [("DROP USER IF EXISTS %s@%s", (role, self.role_host))]
+
+    def drop_role(self, server, role, database_name):
+        # DROP USER does not end the user's open sessions, which keep their
+        # privileges until they disconnect: end them first.
+        if self.role_exists(server, role):
+            with server.connection().cursor() as cursor:
+                cursor.execute(
+                    "SELECT id FROM information_schema.processlist WHERE user = %s AND id <> CONNECTION_ID()", [role]
+                )
+                for (session,) in cursor.fetchall():
+                    try:
+                        cursor.execute(f"KILL CONNECTION {int(session)}")
+                    except DatabaseError as exc:
+                        if _errno(exc) != ER_NO_SUCH_THREAD:
+                            raise
+        return super().drop_role(server, role, database_name)
 
 
 @hookimpl

@@ -4,16 +4,20 @@ A server is a directory; a tenant database is a file in it. Creation is an
 exclusive file create (``open(path, "x")``), so two processes racing end
 with one file; cloning copies a template file. Tenant connections open the
 file as a ``mode=rw`` URI, so they never create one: only
-``create_database`` does.
+``create_database`` does. Every tenant connection has ``ATTACH`` disabled, so
+SQL on one tenant's connection cannot open another tenant's file.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from django.db.backends.signals import connection_created
 
 from tenant_schema import hookimpl
 from tenant_schema.dialects import Dialect
@@ -74,6 +78,23 @@ class SQLiteDialect(Dialect):
         finally:
             os.unlink(tmp)
         return True
+
+
+def forbid_attach(sender, connection, **kwargs) -> None:
+    """No ``ATTACH DATABASE`` on a tenant connection: it fails with "too many attached databases".
+
+    A tenant's file is its whole world; without this, ``ATTACH`` on its
+    connection reads or writes any file the process can, another tenant's
+    included. Server and site connections are left alone.
+    """
+    from tenant_schema.databases import ALIAS_PREFIX
+
+    raw = getattr(connection, "connection", None)
+    if connection.alias.startswith(ALIAS_PREFIX) and isinstance(raw, sqlite3.Connection):
+        raw.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+
+
+connection_created.connect(forbid_attach, dispatch_uid="tenant_schema_sqlite.forbid_attach")
 
 
 @hookimpl

@@ -29,12 +29,14 @@ if crash == "record":  # die while recording migrations: tables made, nothing re
     from django.db.migrations.recorder import MigrationRecorder
     MigrationRecorder.migration_qs = property(lambda self: os._exit(3))
 elif crash:  # die right after (or before) one provisioning step
-    original = getattr(provisioning, crash)
+    import importlib
+    target = importlib.import_module("tenant_schema." + cfg.get("module", "provisioning"))
+    original = getattr(target, crash)
     def step(*args, **kwargs):
         if cfg.get("after"):
             original(*args, **kwargs)
         os._exit(3)
-    setattr(provisioning, crash, step)
+    setattr(target, crash, step)
 if cfg.get("slow"):  # widen the race window between two registrants
     original_provision = provisioning.provision
     def slow(tenant):

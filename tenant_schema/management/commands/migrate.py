@@ -19,14 +19,23 @@ class Command(DjangoMigrate):
                 action.help += ', or "tenant:<slug>" for one tenant'
 
     def execute(self, *args, **options):
+        from django.db import DEFAULT_DB_ALIAS, connections
+
         from ...databases import ALIAS_PREFIX
         from ...exceptions import TenantNotFound
         from ...provisioning import get_tenant
 
-        database = options.get("database") or ""
+        database = options.get("database")
+        if database is None:
+            database = DEFAULT_DB_ALIAS
         if database.startswith(ALIAS_PREFIX):
             try:
                 get_tenant(database[len(ALIAS_PREFIX):]).database.ensure_alias()
             except TenantNotFound as exc:
                 raise CommandError(str(exc)) from None
+        elif database not in connections.settings:  # Django's own check went with the choices
+            aliases = ", ".join(a for a in connections.settings if not a.startswith(("tenant:", "tenant_schema:")))
+            raise CommandError(
+                f"unknown database {database!r}: use one of {aliases}, or {ALIAS_PREFIX}<slug> for one tenant"
+            )
         return super().execute(*args, **options)

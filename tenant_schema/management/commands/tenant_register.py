@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from ...names import validate_tenant_id
 from ...servers import get_server
@@ -22,8 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="Human-readable name shown in the admin.")
 
     def handle(self, *args, slug, server, name, **options):
+        from ...models import Tenant
         from ...provisioning import register_tenant
 
+        name = name.strip()
+        longest = Tenant._meta.get_field("name").max_length
+        if len(name) > longest:
+            raise CommandError(f"--name must be at most {longest} characters, not {len(name)}")
         with command_errors():
             validate_tenant_id(slug)
             get_server(server)  # an unknown server fails here, before any SQL

@@ -1,0 +1,93 @@
+"""The ownership marker: proof that a database is the one this registry made for a tenant.
+
+When tenant-schema creates a tenant's database (or schema) it writes one row
+into a small table in it, ``tenant_schema_owner``, holding the tenant row's
+``uid`` and slug. Registration, resumption, re-creation, purge and fleet
+migration act on a database only when that row matches the registry's:
+
+- a database that already exists under the derived name but was made by
+  someone else (another site sharing the server and ``DATABASE_PREFIX``,
+  another application, a registry restored from an older backup whose row
+  has a different uid) is refused with ``NotOurDatabase`` and never modified;
+- a marker that matches lets an interrupted registration resume.
+
+The marker is read and written through ``TenantDatabase.admin_connection``
+(the server URL's own user), so it works before a per-tenant role has any
+privilege, and a tenant's role cannot forge one for another tenant.
+"""
+
+from __future__ import annotations
+
+from django.apps.registry import Apps
+from django.db import DatabaseError, models
+from django.utils import timezone
+
+from .exceptions import NotOurDatabase
+
+MARKER_TABLE = "tenant_schema_owner"
+
+_model: type[models.Model] | None = None
+
+
+def marker_model() -> type[models.Model]:
+    """The marker table's model, built on first use (like Django's ``MigrationRecorder.Migration``)."""
+    global _model
+    if _model is None:
+        class OwnerMarker(models.Model):
+            tenant_uid = models.CharField(max_length=32)
+            slug = models.CharField(max_length=40)
+            created_at = models.DateTimeField()
+
+            class Meta:
+                apps = Apps()
+                app_label = "tenant_schema_owner"
+                db_table = MARKER_TABLE
+
+        _model = OwnerMarker
+    return _model
+
+
+def _has_table(connection) -> bool:
+    with connection.cursor() as cursor:
+        return MARKER_TABLE in connection.introspection.table_names(cursor)
+
+
+def read_marker(tenant_db):
+    """The database's marker row, or ``None`` when it has none."""
+    connection = tenant_db.admin_connection
+    if not _has_table(connection):
+        return None
+    try:
+        return marker_model().objects.using(connection.alias).order_by("pk").first()
+    except DatabaseError:
+        return None
+
+
+def write_marker(tenant_db, tenant) -> None:
+    """Mark a database this call just created as ``tenant``'s (table and row in one step where DDL rolls back)."""
+    connection = tenant_db.admin_connection
+    with connection.schema_editor(atomic=connection.features.can_rollback_ddl) as editor:
+        if not _has_table(connection):
+            editor.create_model(marker_model())
+        marker_model().objects.using(connection.alias).create(
+            tenant_uid=tenant.uid.hex, slug=tenant.slug, created_at=timezone.now()
+        )
+
+
+def check_owner(tenant_db, tenant) -> None:
+    """Raise ``NotOurDatabase`` unless the database's marker is ``tenant``'s."""
+    marker = read_marker(tenant_db)
+    if marker is not None and marker.tenant_uid == tenant.uid.hex:
+        return
+    where = f"{tenant_db.dialect.name} server {tenant_db.server.key!r}"
+    kind = "schema" if tenant_db.server.isolation == "schema" else "database"
+    if marker is None:
+        why = "it has no tenant-schema ownership marker, so this registry did not create it"
+    else:
+        why = f"its ownership marker belongs to another registry's tenant {marker.slug!r}"
+    raise NotOurDatabase(
+        f"{kind} {tenant_db.name!r} on {where} exists but is not tenant {tenant.slug!r}'s: {why}. "
+        "tenant-schema will not use, change or drop it. Register the tenant under another slug "
+        "or DATABASE_PREFIX; if it is a leftover of this tenant that you have checked, run "
+        f"`manage.py tenant_claim {tenant.slug}`, or remove it yourself."
+    )

@@ -1,0 +1,173 @@
+"""The registry: a slug resolves to its one tenant row, and so to its one database.
+
+Every public entry point that takes a slug (``get_or_create_tenant_db``,
+``get_tenant_db``, ``register_tenant``, ``tenant_context``, the middleware,
+the commands, the admin) goes through ``get_tenant`` here, in every process:
+no code derives a tenant's database from a slug without the registry row.
+
+``ready_tenants`` keeps ready rows for ``ROUTING_CACHE_SECONDS`` so routing
+a request costs no registry query; any change to a tenant in this process
+forgets it at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+import time
+
+from django.db import router
+from django.db.models.signals import post_delete, post_save
+
+from . import conf
+from .databases import TenantDatabase
+from .exceptions import TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
+from .models import Tenant
+from .names import normalize_tenant_id
+from .signals import tenant_archived, tenant_dropped
+
+__all__ = ["ReadyTenants", "accepts_tenant", "as_tenant_db", "get_tenant", "get_tenant_db", "normalize_slug", "ready_tenants", "registry_db"]
+
+
+def registry_db() -> str:
+    """The alias holding the ``Tenant`` table (``default`` unless a router says otherwise)."""
+    return router.db_for_write(Tenant)
+
+
+def normalize_slug(slug: object) -> str:
+    """The canonical slug: ``Tenant_123`` -> ``tenant-123``; ``ValueError`` if it cannot be one."""
+    return normalize_tenant_id(slug)
+
+
+def get_tenant(slug: str) -> Tenant:
+    """The registered tenant ``slug`` (normalised), whatever its status; ``TenantNotFound`` otherwise."""
+    try:
+        slug = normalize_slug(slug)
+    except ValueError as exc:
+        raise TenantNotFound(f"no tenant {slug!r}: {exc}") from None
+    try:
+        return Tenant.objects.get(slug=slug)
+    except Tenant.DoesNotExist:
+        raise TenantNotFound(f"no tenant {slug!r} is registered") from None
+
+
+def check_server(tenant: Tenant, server: str | None) -> None:
+    """A ``server`` that is given must be the one the registry records."""
+    if server is not None and server != tenant.server:
+        raise TenantSchemaError(
+            f"tenant {tenant.slug!r} is registered on server {tenant.server!r}, not {server!r} "
+            "(a tenant has exactly one database; moving it is a separate operation)"
+        )
+
+
+def get_tenant_db(slug: str, server: str | None = None):
+    """The ready tenant's ``TenantDatabase``, from the registry; nothing is created.
+
+    ``TenantNotFound`` for a slug nobody registered; ``TenantDatabaseDoesNotExist``
+    for a tenant whose registration has not finished (``register_tenant``
+    completes it) or that is archived; an error naming both servers when
+    ``server`` is not the registered one.
+    """
+    tenant = get_tenant(slug)
+    check_server(tenant, server)
+    if tenant.status != Tenant.Status.READY:
+        raise TenantDatabaseDoesNotExist(
+            f"tenant {tenant.slug!r} is {tenant.status}, not ready: "
+            + ("its data is kept; restore or purge it" if tenant.status == Tenant.Status.ARCHIVED
+               else f"register_tenant({tenant.slug!r}) completes it")
+        )
+    return tenant.database
+
+
+class ReadyTenants:
+    """Ready tenants by slug, trusted for ``TENANT_SCHEMA["ROUTING_CACHE_SECONDS"]``.
+
+    Without it every request pays a registry query (and, with
+    ``CONN_MAX_AGE=0``, a connection to ``default``): about half the cost of
+    a small request. Only ready tenants are kept, so a new tenant is served
+    at once; any save or delete of a tenant in this process forgets it at
+    once; other processes notice within the TTL. Callers get a copy, so a
+    view changing ``request.tenant`` changes no other request's.
+
+    The registry query runs outside the lock. A ``forget`` that lands
+    between that query and the insert bumps ``_generation``, and the
+    (possibly stale) row is then not cached. One counter for all slugs:
+    forgets are rare (a tenant saved or deleted), and the price of a
+    spurious bump is one more registry query, never a stale entry.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Tenant, float]] = {}
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def get(self, slug: str) -> Tenant | None:
+        cached = self.peek(slug)
+        if cached is not None:
+            return cached
+        ttl = float(conf.get("ROUTING_CACHE_SECONDS"))
+        now = time.monotonic()
+        generation = self._generation
+        tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
+        with self._lock:
+            if tenant is None or ttl <= 0:
+                self._entries.pop(slug, None)
+            elif generation != self._generation:
+                pass  # forgotten while we queried: the row may predate the change
+            else:
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[slug] = (tenant, now + ttl)
+        return copy.copy(tenant) if tenant is not None else None
+
+    def peek(self, slug: str) -> Tenant | None:
+        """The cached tenant, without a query (async code skips a thread hop)."""
+        hit = self._entries.get(slug)
+        if hit is not None and hit[1] > time.monotonic():
+            return copy.copy(hit[0])
+        return None
+
+    def forget(self, slug: str | None = None) -> None:
+        with self._lock:
+            self._generation += 1
+            if slug is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(slug, None)
+
+
+ready_tenants = ReadyTenants()
+
+
+def _forget(sender, instance=None, tenant=None, **kwargs) -> None:
+    row = instance if instance is not None else tenant
+    ready_tenants.forget(getattr(row, "slug", None))
+
+
+post_save.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.save")
+post_delete.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.delete")
+tenant_archived.connect(_forget, dispatch_uid="tenant_schema.routing_cache.archived")
+tenant_dropped.connect(_forget, dispatch_uid="tenant_schema.routing_cache.dropped")
+
+
+def as_tenant_db(target):
+    """A ``TenantDatabase`` from a ``TenantDatabase``, a ``Tenant`` or a slug (through the registry)."""
+    if isinstance(target, TenantDatabase):
+        return target
+    if isinstance(target, Tenant):
+        return get_tenant_db(target.slug) if target.status != Tenant.Status.READY else target.database
+    if isinstance(target, str):
+        return get_tenant_db(target)
+    raise TypeError(f"expected a TenantDatabase, a Tenant or a tenant slug, not {type(target).__name__}")
+
+
+def accepts_tenant(func):
+    """Let ``func``'s first argument be a ``TenantDatabase``, a ``Tenant`` or a slug."""
+    @functools.wraps(func)
+    def wrapper(tenant, *args, **kwargs):
+        return func(as_tenant_db(tenant), *args, **kwargs)
+
+    return wrapper
