@@ -8,6 +8,7 @@ class TenantSchemaConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import tables  # noqa: F401  (installs TenantDatabase.table's opener)
         from . import object_isolation
 
         object_isolation.install()  # objects of one tenant are never used on another's database

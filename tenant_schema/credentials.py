@@ -26,11 +26,13 @@ from django.db import connections
 from django.utils.crypto import salted_hmac
 
 from .exceptions import TenantSchemaError
+from .aliases import ALIAS_PREFIX, close_alias_connections, unregister_alias
 from .plugins import get_plugins
 from .servers import Server, get_server
 
 __all__ = [
     "MissingTenantRole",
+    "tenant_login",
     "drop_tenant_role",
     "ensure_tenant_role",
     "rekey_tenant_role",
@@ -87,6 +89,12 @@ def tenant_password(role: str, *, secret_key: str | None = None) -> str:
     Deterministic, so every process derives the same one; never stored.
     """
     return salted_hmac(PASSWORD_KEY_SALT, role, secret=secret_key, algorithm="sha256").hexdigest()
+
+
+def tenant_login(server: Server | str, database_name: str) -> tuple[str, str]:
+    """``(USER, PASSWORD)`` a tenant's alias connects with on a ``tenant_roles`` server."""
+    role = role_name(server, database_name)
+    return role, tenant_password(role)
 
 
 def ensure_tenant_role(server: Server | str, database_name: str) -> None:
@@ -153,8 +161,6 @@ def forget_role_connections(role: str) -> None:
 
     The next use registers the alias again, with the password derived now.
     """
-    from .databases import ALIAS_PREFIX, close_alias_connections, unregister_alias
-
     for alias, settings in list(connections.settings.items()):
         if alias.startswith(ALIAS_PREFIX) and settings.get("USER") == role:
             close_alias_connections(alias)

@@ -74,6 +74,10 @@ class Dialect:
     #: Longest role (user) name the engine takes, counted in UTF-8 bytes.
     max_role_name_length: ClassVar[int] = 63
 
+    #: A whole migration plan can run in one transaction (DDL rolls back, and
+    #: the schema editor works inside a transaction: not SQLite, whose editor
+    #: must switch foreign-key checks off outside one).
+    can_migrate_in_one_transaction: ClassVar[bool] = False
     #: Database (or schema) names the engine keeps for itself: no tenant gets one.
     reserved_database_names: ClassVar[frozenset[str]] = frozenset()
     #: Name prefixes the engine keeps for itself (``pg_`` on PostgreSQL).
@@ -117,21 +121,7 @@ class Dialect:
             self.apply_search_path(settings, database_name)
         else:
             settings["NAME"] = database_name
-        if getattr(server, "tenant_roles", False):
-            self.apply_tenant_role(settings, server, database_name)
         return settings
-
-    def apply_tenant_role(self, settings: dict[str, Any], server: Server, database_name: str) -> None:
-        """Connect as the tenant's own role instead of the server URL's user.
-
-        The password is derived from ``SECRET_KEY`` when the alias is
-        registered (``tenant_schema.credentials``); it is stored nowhere.
-        """
-        from .credentials import role_name, tenant_password
-
-        role = role_name(server, database_name)
-        settings["USER"] = role
-        settings["PASSWORD"] = tenant_password(role)
 
     def apply_search_path(self, settings: dict[str, Any], schema: str) -> None:
         """Point a connection at ``schema`` (schema isolation only)."""

@@ -1,8 +1,9 @@
-"""Entry points of ``migrate_tenants(jobs>1)`` worker processes.
+"""The initializer of ``migrate_tenants(jobs>1)`` worker processes.
 
-Kept apart from ``provisioning`` because a spawned worker unpickles these
-functions by importing their module, before Django is set up: this module
-imports nothing from Django at import time.
+Kept apart from ``provisioning`` because a spawned worker unpickles its
+initializer by importing its module, before Django is set up: this module
+imports nothing from Django at import time. The tasks themselves
+(``provisioning._migrate_one``) are unpickled after the initializer ran.
 """
 
 from __future__ import annotations
@@ -20,9 +21,3 @@ def init(settings_module: str, overrides: dict[str, Any]) -> None:
     for key, value in overrides.items():
         setattr(settings, key, value)
     django.setup()
-
-
-def migrate_one(slug: str, server: str, database_name: str):
-    from .provisioning import _migrate_one
-
-    return _migrate_one(slug, server, database_name)

@@ -322,7 +322,8 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         # records a migration with deferred SQL only after its own block
         # commits, so a connection lost in between would leave it applied
         # but unrecorded. Non-atomic migrations keep Django's own handling.
-        whole = tenant_db.can_rollback_ddl and all(migration.atomic for migration, _ in plan)
+        whole = (tenant_db.dialect.can_migrate_in_one_transaction and tenant_db.can_rollback_ddl
+                 and all(migration.atomic for migration, _ in plan))
         try:
             with transaction.atomic(using=tenant_db.alias) if whole else contextlib.nullcontext():
                 executor.migrate(targets, plan=plan)
@@ -331,14 +332,14 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
             # connection marked "in a transaction" on a dead socket: drop it,
             # so the next use of the tenant connects afresh.
             databases.discard_connection(tenant_db.alias)
-            if not tenant_db.can_rollback_ddl and applied != [f"{m.app_label}.{m.name}" for m, _ in plan]:
+            if not tenant_db.can_rollback_ddl:
                 failed = next((f"{m.app_label}.{m.name}" for m, _ in plan
                                if f"{m.app_label}.{m.name}" not in applied), "a migration")
-                raise TenantSchemaError(
-                    f"{_describe(exc)}; {tenant_db.dialect.name} cannot roll DDL back, so {failed} may be "
-                    "partly applied: compare the database with `manage.py sqlmigrate`, finish or undo it by "
-                    "hand, then record it with `migrate --fake`"
-                ) from exc
+                exc.partly_applied = (  # type: ignore[attr-defined] - read by the fleet report
+                    f"{tenant_db.dialect.name} cannot roll DDL back, so {failed} may be partly applied: "
+                    "compare the database with `manage.py sqlmigrate`, finish or undo it by hand, then "
+                    "record it with `migrate --fake`"
+                )
             raise
     return applied
 
@@ -446,7 +447,8 @@ def _migrate_one(slug: str, server: str, database_name_: str) -> TenantMigration
             return TenantMigration(slug, applied=migrate_tenant(tenant))
     except Exception as exc:  # noqa: BLE001 - reported per tenant
         logger.exception("migrating tenant %s failed", slug)
-        return TenantMigration(slug, error=_describe(exc))
+        hint = getattr(exc, "partly_applied", None)
+        return TenantMigration(slug, error=_describe(exc) + (f"; {hint}" if hint else ""))
 
 
 def _progress(progress, total: int):
@@ -496,7 +498,7 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
         max_tasks_per_child=TASKS_PER_WORKER,
     ) as pool:
         futures = {
-            pool.submit(fleet_worker.migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo
+            pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo
         }
         for future in as_completed(futures):
             try:

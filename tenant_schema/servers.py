@@ -31,6 +31,7 @@ from django.core.signals import setting_changed
 from django.db import connections
 
 from . import conf
+from .aliases import register_alias, server_alias
 from .dialects import ISOLATION_DATABASE, ISOLATION_SCHEMA, Dialect
 from .exceptions import UnknownDialect, UnknownServer
 from .plugins import get_plugins
@@ -53,12 +54,10 @@ class Server:
     @property
     def alias(self) -> str:
         """The connection alias used for server-level work (CREATE DATABASE)."""
-        return f"tenant_schema:server:{self.key}"
+        return server_alias(self.key)
 
     def connection(self):
         """The server-level connection, registered on first use."""
-        from .databases import register_alias
-
         register_alias(self.alias, self.settings)
         return connections[self.alias]
 

@@ -27,10 +27,10 @@ from django.db.models.constants import OnConflict
 from django.db.models.deletion import Collector
 
 from . import bulk
+from .databases import TenantDatabase, set_table_opener
+from .mapping import introspect_model
+from .names import validate_identifier
 from .rows import RowCodec, foreign_to_tenant
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .databases import TenantDatabase
 
 #: Rows per ``IN (...)`` when reading back upserted rows (under SQLite's 999 parameters).
 READ_BACK_CHUNK = 500
@@ -498,3 +498,12 @@ class _TenantCollector(Collector):
         if foreign_to_tenant(related_model, self.tenant_db):
             return related_model._base_manager.using(self.using).none()
         return super().related_objects(related_model, related_fields, objs)
+
+
+def open_table(tenant_db: TenantDatabase, name: str) -> Table:
+    """A ``Table`` for an existing table not registered in this process: introspected, rows as dicts."""
+    validate_identifier(name, "table name", tenant_db.dialect.max_identifier_length)
+    return Table(tenant_db, introspect_model(tenant_db, name), name, row_type=dict)
+
+
+set_table_opener(open_table)

@@ -45,6 +45,35 @@ def new_tenant_id() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--reliability-report", metavar="FILE", default=None,
+                     help="write the attack-class counts of this run to FILE (see tests/reliability.py)")
+
+
+_report = None  # the --reliability-report collector of this run, if asked for
+
+
+def pytest_configure(config):
+    global _report
+    config.addinivalue_line("markers", "attack(name): the test runs an attack class of docs/reliability.md")
+    if config.getoption("--reliability-report"):
+        from .reliability import Report
+
+        _report = Report()
+
+
+def pytest_runtest_logreport(report):
+    if _report is not None and (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
+        _report.add(report.nodeid, report.outcome)
+
+
+def pytest_sessionfinish(session):
+    if _report is not None:
+        from pathlib import Path
+
+        _report.write(Path(session.config.getoption("--reliability-report")))
+
+
 def pytest_collection_modifyitems(items):
     """Tests that use tenants use the registry: they are ``django_db(transaction=True)`` tests.
 
@@ -52,9 +81,13 @@ def pytest_collection_modifyitems(items):
     (worker processes and threads must see it) and purged by the fixture
     that made it; the registry is flushed after each test.
     """
+    from .reliability import classes_for
+
     for item in items:
         if "db_access" in getattr(item, "fixturenames", ()) and item.get_closest_marker("django_db") is None:
             item.add_marker(pytest.mark.django_db(transaction=True))
+        for attack in classes_for(item.nodeid):
+            item.add_marker(pytest.mark.attack(attack))
 
 
 @pytest.fixture

@@ -214,13 +214,18 @@ def test_passwords_are_derived_from_the_secret_key_and_never_stored(settings):
 
 
 def test_tenant_aliases_connect_as_the_role_and_servers_as_the_url_user():
+    from tenant_schema.databases import TenantDatabase
+
     server = parse_server("p", "postgres://admin:adminpw@127.0.0.1:5432/?tenant_roles=true")
-    settings = hook().tenant_schema_tenant_settings(dialect=server.dialect, server=server, database_name="tenant_acme")
+    tenant_db = TenantDatabase("acme", server, "tenant_acme")
+    settings = tenant_db.connection_settings()
     assert settings["USER"] == "tenant_acme_owner"
     assert settings["PASSWORD"] == credentials.tenant_password("tenant_acme_owner")
     assert server.settings["USER"] == "admin" and server.settings["PASSWORD"] == "adminpw"
+    admin = tenant_db.connection_settings(as_server_user=True)
+    assert (admin["USER"], admin["PASSWORD"]) == ("admin", "adminpw")
     plain = parse_server("p", "postgres://admin:adminpw@127.0.0.1:5432/")
-    settings = hook().tenant_schema_tenant_settings(dialect=plain.dialect, server=plain, database_name="tenant_acme")
+    settings = TenantDatabase("acme", plain, "tenant_acme").connection_settings()
     assert (settings["USER"], settings["PASSWORD"]) == ("admin", "adminpw")
 
 

@@ -29,6 +29,7 @@ class PostgresDialect(Dialect):
     schemes = ("postgres", "postgresql", "pgsql")
 
     can_rollback_ddl = True
+    can_migrate_in_one_transaction = True
     supports_schema_isolation = True
     can_clone_databases = True
     max_identifier_length = 63

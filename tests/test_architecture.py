@@ -1,0 +1,73 @@
+"""The package is a one-way stack: no module imports one of a layer above it, not even inside a function.
+
+``docs/architecture.md`` describes the layers; this test holds the code to
+them. Imports under ``if TYPE_CHECKING:`` are annotations only and are not
+counted.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tenant_schema"
+
+#: Bottom to top. A module may import modules of its own layer or below.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("utilities", {"conf", "names", "exceptions", "signals", "lazy"}),
+    ("plugin contract", {"hookspecs", "dialects", "plugins"}),
+    ("connections", {"aliases", "servers", "credentials", "databases"}),
+    ("registry", {"models", "registry", "ownership", "migration_plan"}),
+    ("schema and rows", {"mapping", "ddl", "tables", "rows", "bulk"}),
+    ("life cycle", {"provisioning", "fleet_worker"}),
+    ("run-time selection", {"context", "routers", "middleware", "object_isolation"}),
+    ("interfaces", {"admin", "apps", "checks", "testing", "standalone", "management", "migrations", "__init__"}),
+]
+LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}
+
+
+def top_module(dotted: str) -> str:
+    """``tenant_schema.management.commands.x`` -> ``management``; ``tenant_schema`` -> ``__init__``."""
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> set[str]:
+    module = "tenant_schema." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    package = package.removesuffix(".__init__")
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+            else:
+                names = [node.module or ""]
+            found.update(n for n in names if n.startswith("tenant_schema"))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("tenant_schema"))
+    return found
+
+
+def test_every_module_has_a_layer():
+    modules = {top_module("tenant_schema." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts))
+               for p in PACKAGE.rglob("*.py")}
+    assert modules - set(LEVEL) == set()
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = top_module("tenant_schema." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
+        for target in imports_of(path):
+            there = top_module(target)
+            if there in LEVEL and LEVEL[there] > LEVEL[here]:
+                upward.append(f"{path.relative_to(PACKAGE)} ({LAYERS[LEVEL[here]][0]}) imports "
+                              f"{target} ({LAYERS[LEVEL[there]][0]})")
+    assert upward == []
