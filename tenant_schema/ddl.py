@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from django.db import DatabaseError, models
 
+from .batch import DDLBatch, run_hook_statements
 from .databases import TenantDatabase
 from .dialects import IndexSpec, column_field
 from .exceptions import SchemaMismatch
@@ -399,90 +400,10 @@ def _adopt_existing(tenant_db: TenantDatabase, model: type[models.Model]) -> Non
         editor.deferred_sql.clear()
 
 
-def flush_deferred_sql(editor) -> None:
-    """Run the editor's deferred SQL (foreign keys, indexes) inside the ``with`` block.
-
-    Django runs it in ``__exit__`` and, if it fails there, never closes the
-    editor's atomic block; run here, a failure rolls the whole batch back.
-    """
-    while editor.deferred_sql:
-        editor.execute(editor.deferred_sql.pop(0))
-
-
-def _run_hook_statements(editor, statements_lists) -> None:
-    for statements in statements_lists:
-        for statement in statements or ():
-            editor.execute(statement)
-
-
-class _CreatedTables:
-    """``execute_wrapper`` noting which of our ``CREATE TABLE`` statements succeeded.
-
-    Undo must drop exactly what this call created: not a table a concurrent
-    caller created meanwhile, and not one whose ``CREATE`` failed.
-    """
-
-    def __init__(self, models_: list[type[models.Model]], quote) -> None:
-        self.prefixes = {f"CREATE TABLE {quote(m._meta.db_table)} ": m for m in models_}
-        self.created: list[type[models.Model]] = []
-
-    def __call__(self, execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if sql.startswith("CREATE TABLE "):
-            model = self.prefixes.get(sql[: sql.find("(")] if "(" in sql else sql)
-            if model is not None:
-                self.created.append(model)
-        return result
-
-
 def _create_tables(tenant_db: TenantDatabase, to_create: list[type[models.Model]]) -> None:
-    plugins = get_plugins()
-    dialect = tenant_db.dialect
-    connection = tenant_db.connection
-
-    def create_all(editor) -> None:
+    with DDLBatch(tenant_db) as batch:
         for model in to_create:
-            editor.create_model(model)
-            _run_hook_statements(editor, plugins.hook.tenant_schema_after_create_table(
-                dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
-        flush_deferred_sql(editor)
-
-    if tenant_db.can_rollback_ddl:
-        with connection.schema_editor(atomic=True) as editor:
-            create_all(editor)
-        return
-    record = _CreatedTables(to_create, connection.ops.quote_name)
-    try:
-        with connection.execute_wrapper(record), connection.schema_editor(atomic=False) as editor:
-            create_all(editor)
-    except BaseException:
-        _undo_tables(tenant_db, record.created)
-        raise
-
-
-def _undo_tables(tenant_db: TenantDatabase, created: list[type[models.Model]]) -> None:
-    """Drop the tables this call created, newest first (``before_drop`` hooks included)."""
-    if not created:
-        return
-    plugins = get_plugins()
-    dialect = tenant_db.dialect
-    connection = tenant_db.connection
-    new = list(reversed(created))
-    with connection.cursor() as cursor:
-        fks = {
-            m: [name for name, info in connection.introspection.get_constraints(cursor, m._meta.db_table).items()
-                if info["foreign_key"]]
-            for m in new
-        }
-    with connection.schema_editor(atomic=False) as editor:
-        # Foreign keys first, so a cycle between new tables cannot block a drop.
-        for model in new:
-            for name in fks[model]:
-                editor.execute(editor._delete_fk_sql(model, name))
-        for model in new:
-            _run_hook_statements(editor, plugins.hook.tenant_schema_before_drop_table(
-                dialect=dialect, schema_editor=editor, model=model, table_name=model._meta.db_table))
-            editor.execute(editor.sql_delete_table % {"table": editor.quote_name(model._meta.db_table)})
+            batch.create_table(model)
 
 
 @accepts_tenant
@@ -514,13 +435,10 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     if not table_exists(tenant_db, table_name):
         return False
     model = tenant_db.table(table_name).model
-    plugins = get_plugins()
-    dialect = tenant_db.dialect
-    connection = tenant_db.connection
-    with connection.schema_editor(atomic=tenant_db.can_rollback_ddl) as editor:
-        _run_hook_statements(editor, plugins.hook.tenant_schema_before_drop_table(
-            dialect=dialect, schema_editor=editor, model=model, table_name=table_name))
-        editor.execute(editor.sql_delete_table % {"table": editor.quote_name(table_name)})
+    with DDLBatch(tenant_db) as batch:
+        run_hook_statements(batch.editor, get_plugins().hook.tenant_schema_before_drop_table(
+            dialect=tenant_db.dialect, schema_editor=batch.editor, model=model, table_name=table_name))
+        batch.execute(batch.editor.sql_delete_table % {"table": batch.editor.quote_name(table_name)})
     with tenant_db._tables_lock:
         tenant_db._tables.pop(table_name, None)
     return True
@@ -559,7 +477,6 @@ def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]
     error, raised before any SQL.
     """
     normalized = _normalize_index_specs(tenant_db, specs)
-    connection = tenant_db.connection
     current: dict[str, dict[str, IndexInfo]] = {}
     todo: list[tuple[type[models.Model], IndexSpec]] = []
     for spec in normalized:
@@ -581,30 +498,9 @@ def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]
     if not todo:
         return [s.name for s in normalized]
 
-    plugins = get_plugins()
-    dialect = tenant_db.dialect
-
-    def statement(editor, model, spec):
-        return plugins.hook.tenant_schema_index_sql(dialect=dialect, schema_editor=editor, model=model, index=spec)
-
-    if tenant_db.can_rollback_ddl:
-        with connection.schema_editor(atomic=True) as editor:
-            for model, spec in todo:
-                editor.execute(statement(editor, model, spec))
-        return [s.name for s in normalized]
-
-    created: list[tuple[type[models.Model], IndexSpec]] = []
-    try:
-        with connection.schema_editor(atomic=False) as editor:
-            for model, spec in todo:
-                editor.execute(statement(editor, model, spec))
-                created.append((model, spec))
-    except BaseException:
-        with connection.schema_editor(atomic=False) as editor:
-            for model, spec in reversed(created):
-                editor.execute(plugins.hook.tenant_schema_drop_index_sql(
-                    dialect=dialect, schema_editor=editor, model=model, name=spec.name, constraint=False))
-        raise
+    with DDLBatch(tenant_db) as batch:
+        for model, spec in todo:
+            batch.create_index(model, spec)
     return [s.name for s in normalized]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
@@ -35,7 +35,7 @@ from django.utils.module_loading import import_string
 
 from . import conf, credentials, databases, ownership
 from .databases import TenantDatabase, database_name
-from .ddl import flush_deferred_sql
+from .batch import DDLBatch
 from .exceptions import TenantNotFound, TenantSchemaError
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
@@ -236,9 +236,9 @@ def tenant_models() -> list:
 def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh: bool = False) -> None:
     """Create the tenant apps' tables from the current models and record every migration.
 
-    All in one transaction where DDL rolls back. Elsewhere the database is
-    empty (``provision`` recreates one an interrupted attempt left), and the
-    migrations are recorded last, so "recorded" means "complete".
+    One ``DDLBatch``: a single transaction where DDL rolls back; elsewhere
+    a failure undoes the tables this call created, and the migrations are
+    recorded last, so "recorded" means "complete".
     """
     connection = tenant_db.connection
     models = tenant_models()
@@ -246,17 +246,15 @@ def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh:
     rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
     if not models:
         return  # no tenant apps: no tables to create, nothing to record yet
-    atomic = tenant_db.can_rollback_ddl
-    with connection.schema_editor(atomic=atomic) as editor:
+    with DDLBatch(tenant_db, hooks=False) as batch:
         if fresh or not recorder.has_table():
-            editor.create_model(recorder.Migration)
+            batch.create_table(recorder.Migration)
         for model in models:
-            editor.create_model(model)
-        flush_deferred_sql(editor)  # inside the block, so a failure rolls back
-        if atomic:
+            batch.create_table(model)
+        if batch.atomic:
             recorder.migration_qs.bulk_create(rows)
-    if not atomic:
-        recorder.migration_qs.bulk_create(rows)
+    if not batch.atomic:
+        recorder.migration_qs.bulk_create(rows)  # last: "recorded" means "complete"
 
 
 def applied_migrations(tenant_db: TenantDatabase) -> set[Key] | None:
