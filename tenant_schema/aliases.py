@@ -27,7 +27,7 @@ from django.core.signals import request_finished
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.signals import connection_created
 
-from . import conf
+from . import conf, django_private
 
 #: Prefix of tenant aliases: ``tenant:<slug>``.
 ALIAS_PREFIX = "tenant:"
@@ -66,7 +66,7 @@ def _publish(new_settings: dict[str, Any]) -> None:
 
 def _initialized(alias: str) -> bool:
     """Whether this thread (or async context) has a connection object for ``alias``."""
-    return hasattr(connections._connections, alias)
+    return django_private.has_connection(alias)
 
 
 def discard_connection(alias: str) -> None:

@@ -7,8 +7,10 @@ class TenantSchemaConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
-        from . import tables  # noqa: F401  (installs TenantDatabase.table's opener)
-        from . import object_isolation
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            object_isolation,
+            tables,  # noqa: F401  (installs TenantDatabase.table's opener)
+        )
 
         object_isolation.install()  # objects of one tenant are never used on another's database

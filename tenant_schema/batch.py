@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
+from . import django_private
 from .plugins import get_plugins
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +43,7 @@ def run_hook_statements(editor, statements_lists) -> None:
     """Execute the statements a list of hook results holds (each a list, or ``None``)."""
     for statements in statements_lists:
         for statement in statements or ():
-            editor.execute(statement)
+            editor.execute(statement, params=None)  # no interpolation: a literal % is a %
 
 
 def flush_deferred_sql(editor) -> None:
@@ -162,7 +163,7 @@ class DDLBatch:
             # Foreign keys of new tables first, so a cycle between them cannot block a drop.
             for model in tables:
                 for name in fks[model]:
-                    editor.execute(editor._delete_fk_sql(model, name))
+                    editor.execute(django_private.drop_foreign_key_statement(editor, model, name))
             for kind, item in reversed(undo):
                 if kind == "call":
                     item(editor)

@@ -29,9 +29,9 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.backends.base.operations import BaseDatabaseOperations
-from django.db.models import sql
 from django.db.models.constants import OnConflict
 
+from . import django_private
 from .rows import RowCodec
 
 _INTEGER = (
@@ -272,13 +272,7 @@ class _Statement:
 
 def _compile_insert(model, connection, fields, rows, sample, conflict) -> _Statement | None:
     """Django's INSERT for ``rows`` rows of ``fields``; None if its shape is not one we can fill."""
-    query = sql.InsertQuery(model, on_conflict=conflict.get("on_conflict"),
-                            update_fields=conflict.get("update_fields", ()),
-                            unique_fields=conflict.get("unique_fields", ()))
-    query.insert_values(fields, [sample] * rows)
-    compiler = query.get_compiler(connection=connection)
-    compiler.returning_fields = conflict.get("returning")
-    statements = compiler.as_sql()
+    statements = django_private.compile_insert(model, connection, fields, rows, sample, conflict)
     if len(statements) != 1:
         return None
     text, params = statements[0]
@@ -428,8 +422,7 @@ def _compile_update(manager, connection, key, fields, sample) -> str | None:
     """Django's ``UPDATE ... SET <fields> WHERE <key> = %s``; None unless its parameters are exactly those."""
     if any(hasattr(f, "get_placeholder") for f in (*fields, key)):
         return None
-    query = manager.filter(**{key.name: sample[key]}).query.chain(sql.UpdateQuery)
-    query.add_update_values({f.name: sample[f] for f in fields})
-    query.clear_ordering(force=True)
-    text, params = query.get_compiler(connection=connection).as_sql()
+    text, params = django_private.compile_update(
+        manager.filter(**{key.name: sample[key]}), connection, {f.name: sample[f] for f in fields}
+    )
     return text if len(params) == len(fields) + 1 else None

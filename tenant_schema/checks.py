@@ -34,8 +34,7 @@ def check_servers(app_configs=None, **kwargs):
             parse_server(key, url)
         except UnknownDialect as exc:
             errors.append(Error(_server_message(key, mask_secrets(str(exc), url)),
-                                hint="install the dialect plugin for that scheme, or fix the URL's scheme",
-                                id="tenant_schema.E002"))
+                                hint=_unknown_scheme_hint(), id="tenant_schema.E002"))
         except Exception as exc:  # noqa: BLE001 - a plugin's parse error is reported, not a crash
             errors.append(Error(_server_message(key, mask_secrets(str(exc), url)),
                                 hint="use a URL like postgres://user@host:5432/, mysql://user@host/ "
@@ -46,6 +45,16 @@ def check_servers(app_configs=None, **kwargs):
         errors.append(Error(f'TENANT_SCHEMA["DEFAULT_SERVER"] is {default!r}, which is not a key of SERVERS',
                             hint=f"use one of: {', '.join(sorted(map(str, servers)))}", id="tenant_schema.E004"))
     return errors
+
+
+def _unknown_scheme_hint() -> str:
+    """E002's hint: whether installing the plugin is enough depends on autoloading."""
+    if conf.plugins_autoload():
+        return ("fix the URL's scheme, or install the dialect plugin for it (plugins are autoloaded "
+                'from the tenant_schema entry points) or list its module in TENANT_SCHEMA["PLUGINS"]')
+    return ("fix the URL's scheme, or list the dialect plugin's module in TENANT_SCHEMA[\"PLUGINS\"]: "
+            'installed plugins are not autoloaded here (TENANT_SCHEMA["PLUGINS_AUTOLOAD"] is false or '
+            f"{conf.AUTOLOAD_ENV} is set)")
 
 
 def _server_message(key: object, message: str) -> str:

@@ -31,34 +31,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
-from .exceptions import NoTenantSelected, TenantNotReady
+from .exceptions import TenantNotReady
+from .registry import activate, current_tenant, current_tenant_db, deactivate  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .databases import TenantDatabase
     from .models import Tenant
 
-_current: contextvars.ContextVar[tuple[Tenant, TenantDatabase] | None] = contextvars.ContextVar(
-    "tenant_schema_current_tenant", default=None
-)
-
 T = TypeVar("T")
-
-
-def current_tenant() -> Tenant | None:
-    """The ``Tenant`` selected in this thread / async context, or ``None``."""
-    active = _current.get()
-    return active[0] if active is not None else None
-
-
-def current_tenant_db() -> TenantDatabase:
-    """The current tenant's ``TenantDatabase``; ``NoTenantSelected`` if there is none."""
-    active = _current.get()
-    if active is None:
-        raise NoTenantSelected(
-            "no tenant selected: query tenant models inside `with tenant_context(tenant):` "
-            "(TenantMiddleware sets it per request)"
-        )
-    return active[1]
 
 
 def _resolve(tenant_or_slug: Tenant | str, maintenance: bool = False) -> Tenant:
@@ -83,7 +62,7 @@ def _resolve(tenant_or_slug: Tenant | str, maintenance: bool = False) -> Tenant:
 
 
 def _select(tenant: Tenant) -> contextvars.Token:
-    return _current.set((tenant, tenant.database))
+    return activate(tenant)
 
 
 class tenant_context:  # noqa: N801 - used like contextlib's lower-case helpers
@@ -109,7 +88,7 @@ class tenant_context:  # noqa: N801 - used like contextlib's lower-case helpers
         return tenant
 
     def __exit__(self, *exc_info: Any) -> None:
-        _current.reset(self._tokens.pop())
+        deactivate(self._tokens.pop())
 
     async def __aenter__(self) -> Tenant:
         if isinstance(self.target, str):  # the registry lookup is a sync ORM query

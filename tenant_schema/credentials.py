@@ -25,8 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils.crypto import salted_hmac
 
-from .exceptions import TenantSchemaError
 from .aliases import ALIAS_PREFIX, close_alias_connections, unregister_alias
+from .exceptions import TenantSchemaError
 from .plugins import get_plugins
 from .servers import Server, get_server
 

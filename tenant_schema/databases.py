@@ -20,8 +20,8 @@ from .aliases import (  # noqa: F401 - re-exported: the connection API of this l
     ALIAS_PREFIX,
     INTERNAL_ALIAS_PREFIX,
     _forget_open,
-    admin_alias,
     _initialized,
+    admin_alias,
     close_alias_connections,
     close_tenant_connections,
     discard_connection,
@@ -122,6 +122,16 @@ class TenantDatabase:
         """Tables registered in this process, by name."""
         with self._tables_lock:
             return dict(self._tables)
+
+    def forget_tables(self) -> None:
+        """Forget the tables registered in this process, as a restart would.
+
+        The next ``table(name)`` introspects the table again, and the next
+        ``register_table`` compares its class with what the database holds:
+        use it after another process changed this tenant's tables.
+        """
+        with self._tables_lock:
+            self._tables.clear()
 
     def table(self, name: str) -> Table:
         """A ``Table`` for an existing table: the registered one, else introspected."""

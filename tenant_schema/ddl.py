@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from django.db import DatabaseError, models
 
+from . import django_private
 from .batch import DDLBatch, run_hook_statements
 from .databases import TenantDatabase
 from .dialects import IndexSpec, column_field
@@ -33,8 +34,8 @@ from .mapping import (
 )
 from .names import shorten, validate_identifier
 from .ownership import MARKER_TABLE
-from .registry import accepts_tenant
 from .plugins import get_plugins
+from .registry import accepts_tenant
 from .tables import Table
 
 __all__ = [
@@ -386,10 +387,10 @@ def _adopt_existing(tenant_db: TenantDatabase, model: type[models.Model]) -> Non
     with connection.cursor() as cursor:
         present = set(connection.introspection.get_constraints(cursor, table))
     with connection.schema_editor(atomic=False, collect_sql=False) as editor:
-        wanted = list(editor._model_indexes_sql(model))
+        wanted = django_private.model_index_statements(editor, model)
         if editor.sql_create_fk and connection.features.supports_foreign_keys:
             wanted += [
-                editor._create_fk_sql(model, f, "_fk_%(to_table)s_%(to_column)s")
+                django_private.foreign_key_statement(editor, model, f, "_fk_%(to_table)s_%(to_column)s")
                 for f in model._meta.local_fields
                 if f.remote_field and f.db_constraint
             ]
@@ -526,7 +527,10 @@ def _normalize_index_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> l
         if name in names:
             raise ValueError(f"index name {name!r} appears twice in one create_indexes call")
         names.add(name)
-        out.append(IndexSpec(table=table, columns=columns, unique=bool(unique), name=name, options=dict(options or {})))
+        options = dict(options or {})
+        if options.get("hash_sharded") and not tenant_db.dialect.supports_hash_sharded_indexes:
+            options.pop("hash_sharded")  # a performance hint: a plain index where the engine has none
+        out.append(IndexSpec(table=table, columns=columns, unique=bool(unique), name=name, options=options))
     return out
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, models
 
+from . import django_private
+
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.backends.base.schema import BaseDatabaseSchemaEditor
     from django.db.backends.ddl_references import Statement
@@ -128,13 +130,16 @@ class Dialect:
         raise ImproperlyConfigured(f"the {self.name} dialect cannot isolate tenants by schema")
 
     def database_exists(self, server: Server, name: str) -> bool:
-        raise NotImplementedError
+        """Whether the tenant database (or schema) ``name`` exists. A new dialect must override it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement database_exists(server, name)")
 
     def create_database(self, server: Server, name: str) -> bool:
-        raise NotImplementedError
+        """Create ``name``; ``True`` if this call created it, ``False`` if it existed. Must be overridden."""
+        raise NotImplementedError(f"{type(self).__name__} must implement create_database(server, name)")
 
     def drop_database(self, server: Server, name: str) -> bool:
-        raise NotImplementedError
+        """Drop ``name``; ``True`` if it existed. A new dialect must override it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement drop_database(server, name)")
 
     def clone_database(self, server: Server, template: str, name: str) -> bool:
         """Copy ``template`` to ``name``; ``False`` where the dialect cannot."""
@@ -163,6 +168,7 @@ class Dialect:
         return ImproperlyConfigured(f"the {self.name} dialect cannot give tenants their own roles (tenant_roles)")
 
     def role_exists(self, server: Server, role: str) -> bool:
+        """Whether the role ``role`` exists on ``server``."""
         raise self._no_roles()
 
     def create_role_sql(self, server: Server, role: str, password: str) -> list[RoleStatement]:
@@ -219,6 +225,7 @@ class Dialect:
         return True
 
     def grant_role(self, server: Server, role: str, database_name: str) -> None:
+        """Run ``grant_role_sql()`` on the server connection."""
         self.execute_role_sql(server, self.grant_role_sql(server, role, database_name))
 
     def drop_role(self, server: Server, role: str, database_name: str) -> bool:
@@ -229,18 +236,41 @@ class Dialect:
         return True
 
     # -- DDL ---------------------------------------------------------------
-    def create_index_sql(
-        self, schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model], index: IndexSpec
+    def index_statement(
+        self,
+        schema_editor: BaseDatabaseSchemaEditor,
+        model: type[models.Model],
+        index: IndexSpec,
+        *,
+        template: str | None = None,
     ) -> Statement:
-        """``CREATE [UNIQUE] INDEX`` through the schema editor, quoted by it."""
+        """A ``CREATE INDEX`` ``Statement`` for ``index``, built and quoted by ``schema_editor``.
+
+        The public way for a dialect or a ``tenant_schema_index_sql`` hook to
+        build an index statement: neither needs the schema editor's private
+        API (``tenant_schema.django_private`` wraps it). ``template`` is the
+        SQL with ``%(name)s``, ``%(table)s``, ``%(columns)s``, ``%(using)s``,
+        ``%(include)s``, ``%(nulls_distinct)s``, ``%(extra)s`` and
+        ``%(condition)s`` placeholders, which the editor fills in, quoted; by
+        default the editor's ``sql_create_unique_index`` for a unique index,
+        else its ``sql_create_index``. Each column gets
+        ``index_column_suffix()`` (MySQL's prefix length on TEXT columns).
+        """
         fields = [model._meta.get_field(column_field(model, c)) for c in index.columns]
         col_suffixes = tuple(self.index_column_suffix(schema_editor, f) for f in fields)
-        sql = schema_editor.sql_create_unique_index if index.unique else None
-        statement = schema_editor._create_index_sql(
-            model, fields=fields, name=index.name, sql=sql, col_suffixes=col_suffixes
+        if template is None and index.unique:
+            template = schema_editor.sql_create_unique_index
+        statement = django_private.create_index_statement(
+            schema_editor, model, fields=fields, name=index.name, sql_template=template, col_suffixes=col_suffixes
         )
         statement.parts.setdefault("nulls_distinct", "")  # part of the UNIQUE template only
         return statement
+
+    def create_index_sql(
+        self, schema_editor: BaseDatabaseSchemaEditor, model: type[models.Model], index: IndexSpec
+    ) -> Statement:
+        """``CREATE [UNIQUE] INDEX`` for ``index``: ``index_statement()`` with the editor's own template."""
+        return self.index_statement(schema_editor, model, index)
 
     def index_column_suffix(self, schema_editor: BaseDatabaseSchemaEditor, field: models.Field) -> str:
         """Text after a column in an index definition (a prefix length on MySQL)."""
@@ -259,12 +289,20 @@ class Dialect:
         name: str,
         constraint: bool,
     ) -> Statement:
-        if constraint:
-            return schema_editor._delete_constraint_sql(schema_editor.sql_delete_unique, model, name)
-        return schema_editor._delete_index_sql(model, name)
+        """The statement dropping index ``name`` of ``model``'s table, quoted by ``schema_editor``.
+
+        ``constraint`` is true when the index backs a UNIQUE constraint. A
+        hook that wants the default statement calls this
+        (``dialect.drop_index_sql(...)``), not the schema editor's private API.
+        """
+        return django_private.drop_index_statement(schema_editor, model, name, unique_constraint=constraint)
 
     def field_for_annotation(self, annotation: Any, name: str, metadata: dict[str, Any]) -> models.Field | None:
-        """Dialect-specific override of the annotation -> field mapping."""
+        """Dialect-specific override of the annotation -> field mapping; ``None`` keeps the built-in one.
+
+        The field must accept values of ``annotation``: see the
+        ``tenant_schema_field_for_annotation`` hook for what it receives.
+        """
         return None
 
 

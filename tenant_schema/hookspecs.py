@@ -16,6 +16,13 @@ that it runs last, which delegates to the matching method of the
 ``Dialect`` subclass (a new dialect) or implements a hook for a dialect it
 recognises by ``dialect.name`` and returns ``None`` for all others (extending
 an existing one).
+
+Every docstring says whether the hook is ``firstresult`` (pluggy stops at the
+first implementation returning something other than ``None``, so ``None``
+means "not mine, ask the next one") or collects a result from every
+implementation (``None`` then contributes nothing), and gives a ``:param:``
+line per argument. The specs are grouped by phase: dialects, servers and
+databases; DDL (tables and indexes); field mapping; per-tenant roles.
 """
 
 from __future__ import annotations
@@ -40,14 +47,28 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
+# -- dialects, servers and databases --------------------------------------------
+# Called while the plugin manager is built (register_dialects), when a server
+# URL is parsed, and when a tenant's database is created, cloned or dropped.
+# ``server`` is a ``tenant_schema.servers.Server``: ``server.key``,
+# ``server.settings`` (its Django connection settings), ``server.isolation``,
+# ``server.connection()`` (the server's own connection, not a tenant's).
+
+
 @hookspec
 def tenant_schema_register_dialects(register: Callable[[type[Dialect]], None]) -> None:
     """Declare dialects by calling ``register(DialectSubclass)``.
 
-    The class carries the dialect's ``name``, its Django ``engine``, the URL
+    Not firstresult: every plugin's implementation is called, once, while the
+    plugin manager is built (``tenant_schema.plugins.register_plugin`` calls
+    it for a plugin registered later). The return value is ignored. The class
+    carries the dialect's ``name``, its Django ``engine``, the URL
     ``schemes`` that select it in ``TENANT_SCHEMA["SERVERS"]`` and its
-    capability flags. Registering a name that is already taken raises
-    ``ImproperlyConfigured``, so two plugins never silently shadow each other.
+    capability flags. Registering a name or scheme that is already taken
+    raises ``ImproperlyConfigured``, so two plugins never silently shadow
+    each other.
+
+    :param register: call it with each ``Dialect`` subclass the plugin adds.
     """
 
 
@@ -55,9 +76,13 @@ def tenant_schema_register_dialects(register: Callable[[type[Dialect]], None]) -
 def tenant_schema_server_settings(dialect: Dialect, url: str) -> dict[str, Any] | None:
     """Turn a server URL into Django connection settings for the server.
 
-    Return a ``DATABASES``-style dict (``ENGINE``, ``NAME``, ``HOST``, ...) or
-    ``None`` to leave it to the next implementation. The default parses the
-    URL with ``dj-database-url`` and calls ``dialect.server_settings()``.
+    Firstresult. Return a ``DATABASES``-style dict (``ENGINE``, ``NAME``,
+    ``HOST``, ...); ``None`` leaves it to the next implementation. The
+    default parses the URL with ``dj-database-url`` and calls
+    ``dialect.server_settings()``.
+
+    :param dialect: the dialect the URL's scheme selects.
+    :param url: the server URL from ``TENANT_SCHEMA["SERVERS"]``, secrets included.
     """
 
 
@@ -67,29 +92,57 @@ def tenant_schema_tenant_settings(
 ) -> dict[str, Any] | None:
     """Connection settings of one tenant's alias on ``server``.
 
-    ``database_name`` is the tenant's database (or schema, when the server
-    isolates tenants by schema). The default is ``dialect.tenant_settings()``.
+    Firstresult; ``None`` leaves it to the next implementation. The default
+    is ``dialect.tenant_settings()``: the server's settings with ``NAME`` set
+    to the tenant's database (on SQLite a ``file:...?mode=rw`` URI), or the
+    ``search_path`` under schema isolation.
+
+    :param dialect: the server's dialect.
+    :param server: the server the tenant lives on.
+    :param database_name: the tenant's database (or schema, when the server
+        isolates tenants by schema).
     """
 
 
 @hookspec(firstresult=True)
 def tenant_schema_database_exists(dialect: Dialect, server: Server, name: str) -> bool | None:
-    """Whether the tenant database (or schema) ``name`` exists on ``server``."""
+    """Whether the tenant database (or schema) ``name`` exists on ``server``.
+
+    Firstresult; ``None`` leaves it to the next implementation. The default is
+    ``dialect.database_exists()``.
+
+    :param dialect: the server's dialect.
+    :param server: the server to look on.
+    :param name: the database (or schema) name.
+    """
 
 
 @hookspec(firstresult=True)
 def tenant_schema_create_database(dialect: Dialect, server: Server, name: str) -> bool | None:
     """Create the tenant database (or schema) ``name`` on ``server``.
 
-    Runs outside any transaction, in autocommit. Must be idempotent and safe
-    against a concurrent creator: return ``True`` when this call created it,
-    ``False`` when it already existed.
+    Firstresult; ``None`` leaves it to the next implementation. Runs outside
+    any transaction, in autocommit. Must be idempotent and safe against a
+    concurrent creator: return ``True`` when this call created it, ``False``
+    when it already existed. The default is ``dialect.create_database()``.
+
+    :param dialect: the server's dialect.
+    :param server: the server to create it on.
+    :param name: the database (or schema) name, already validated.
     """
 
 
 @hookspec(firstresult=True)
 def tenant_schema_drop_database(dialect: Dialect, server: Server, name: str) -> bool | None:
-    """Drop the tenant database (or schema) ``name``; ``True`` if it existed."""
+    """Drop the tenant database (or schema) ``name``; ``True`` if it existed.
+
+    Firstresult; ``None`` leaves it to the next implementation. The default is
+    ``dialect.drop_database()``.
+
+    :param dialect: the server's dialect.
+    :param server: the server it lives on.
+    :param name: the database (or schema) name.
+    """
 
 
 @hookspec(firstresult=True)
@@ -98,9 +151,24 @@ def tenant_schema_clone_database(
 ) -> bool | None:
     """Create ``name`` as a copy of the database ``template`` (fast onboarding).
 
-    Return ``True`` when cloned, ``False`` when the dialect cannot clone (the
-    caller then creates an empty database and runs the DDL).
+    Firstresult; ``None`` leaves it to the next implementation. Return
+    ``True`` when cloned, ``False`` when the dialect cannot clone (the caller
+    then creates an empty database and runs the DDL). The default is
+    ``dialect.clone_database()``.
+
+    :param dialect: the server's dialect.
+    :param server: the server both databases live on.
+    :param template: the database to copy, which exists.
+    :param name: the database to create, which does not.
     """
+
+
+# -- DDL: tables and indexes ----------------------------------------------------
+# Called inside a ``tenant_schema.batch.DDLBatch`` on a tenant's connection.
+# ``model`` is the Django model class tenant-schema generated for the table
+# (from the dataclass, or read from an existing table), not the dataclass:
+# ``model._meta.db_table`` is the table, ``model._meta.concrete_fields`` its
+# columns (each field's ``.column``, ``.get_internal_type()``, ``.null``).
 
 
 @hookspec(firstresult=True)
@@ -109,8 +177,52 @@ def tenant_schema_can_rollback_ddl(
 ) -> bool | None:
     """Whether DDL on ``connection`` is transactional.
 
-    ``True`` lets table and index creation run in one atomic schema editor;
-    ``False`` makes tenant-schema undo what a failed call created instead.
+    Firstresult; ``None`` leaves it to the next implementation. ``True`` lets
+    table and index creation run in one atomic schema editor; ``False`` makes
+    tenant-schema undo what a failed call created instead. The default is
+    ``dialect.can_rollback_ddl and connection.features.can_rollback_ddl``.
+
+    :param dialect: the tenant's dialect.
+    :param connection: the tenant's Django connection.
+    """
+
+
+@hookspec
+def tenant_schema_after_create_table(
+    dialect: Dialect, schema_editor: BaseDatabaseSchemaEditor, model: type[Model], table_name: str
+) -> Iterable[str | Statement] | None:
+    """Extra DDL to run right after ``table_name`` is created.
+
+    Not firstresult: every implementation is called and all their statements
+    run, most recently registered plugin first; ``None`` (or an empty list)
+    adds none. They run in the same schema editor, so they are rolled back or
+    undone together with the table. Each is executed as written, with no
+    parameters: a literal ``%`` needs no escaping. Quote names with
+    ``schema_editor.quote_name()``. Check ``dialect.name`` to make them
+    conditional on the dialect.
+
+    :param dialect: the tenant's dialect.
+    :param schema_editor: the Django schema editor the table was created with.
+    :param model: the generated Django model class of the table (not the
+        dataclass): ``model._meta.db_table``, ``model._meta.concrete_fields``.
+    :param table_name: the table's name, ``model._meta.db_table``.
+    """
+
+
+@hookspec
+def tenant_schema_before_drop_table(
+    dialect: Dialect, schema_editor: BaseDatabaseSchemaEditor, model: type[Model], table_name: str
+) -> Iterable[str | Statement] | None:
+    """Extra DDL to run right before ``table_name`` is dropped.
+
+    Not firstresult: every implementation's statements run, in the same
+    schema editor as the ``DROP TABLE``; ``None`` adds none. Each is executed
+    as written, with no parameters: a literal ``%`` needs no escaping.
+
+    :param dialect: the tenant's dialect.
+    :param schema_editor: the Django schema editor that drops the table.
+    :param model: the generated Django model class of the table (not the dataclass).
+    :param table_name: the table's name, ``model._meta.db_table``.
     """
 
 
@@ -123,10 +235,18 @@ def tenant_schema_index_sql(
 ) -> Statement | str | None:
     """The ``CREATE INDEX`` statement for ``index`` on ``model``'s table.
 
-    Build it with the schema editor (``_create_index_sql``) so names are
-    quoted by the backend. The default is ``dialect.create_index_sql()``, which
-    adds MySQL's prefix length for TEXT columns and CockroachDB's
-    ``USING HASH`` when ``index.options["hash_sharded"]`` is set.
+    Firstresult; ``None`` leaves it to the next implementation. Build it with
+    ``dialect.index_statement(schema_editor, model, index, template=...)`` so
+    names are quoted by the backend. The default is
+    ``dialect.create_index_sql()``, which adds MySQL's prefix length for TEXT
+    columns and CockroachDB's ``USING HASH`` when
+    ``index.options["hash_sharded"]`` is set.
+
+    :param dialect: the tenant's dialect.
+    :param schema_editor: the Django schema editor the index is created with.
+    :param model: the generated Django model class of the table.
+    :param index: an ``IndexSpec``: ``table``, ``columns`` (column names),
+        ``unique``, ``name`` (already chosen) and ``options``.
     """
 
 
@@ -140,9 +260,21 @@ def tenant_schema_drop_index_sql(
 ) -> Statement | str | None:
     """The statement dropping index ``name`` of ``model``'s table.
 
-    ``constraint`` is true when the index backs a UNIQUE constraint rather
-    than being a plain index. The default is ``dialect.drop_index_sql()``.
+    Firstresult; ``None`` leaves it to the next implementation. The default is
+    ``dialect.drop_index_sql()``, which a hook can call for the default
+    statement.
+
+    :param dialect: the tenant's dialect.
+    :param schema_editor: the Django schema editor the index is dropped with.
+    :param model: the generated Django model class of the table.
+    :param name: the index's name.
+    :param constraint: true when the index backs a UNIQUE constraint rather
+        than being a plain index.
     """
+
+
+# -- field mapping ----------------------------------------------------------------
+# Called by ``register_table`` for each dataclass field, before any SQL.
 
 
 @hookspec(firstresult=True)
@@ -151,30 +283,25 @@ def tenant_schema_field_for_annotation(
 ) -> Field | None:
     """Map a dataclass field's (non-``Optional``) annotation to a Django field.
 
-    Return an unbound ``django.db.models.Field`` or ``None`` to fall through
-    to the default mapping. ``metadata`` is the ``dataclasses.field``
-    metadata (``max_length``, ``unique``, ``db_column``, ...); nullability,
-    defaults and the primary key are applied by the caller afterwards.
+    Firstresult: return an unbound ``django.db.models.Field``, or ``None`` to
+    fall through to the next implementation and then to the built-in mapping.
+    Nullability, defaults and the primary key are applied by the caller
+    afterwards.
+
+    The field must accept values of ``annotation``: rows are written with the
+    value the row holds (an ``Enum`` member as its ``.value``), passed to
+    ``field.get_db_prep_save()``, and ``where`` values to the lookups'
+    ``field.get_prep_value()``; nothing converts them first. Rows read back
+    hold what ``field.from_db_value()`` returns, or the driver's value when
+    the field has none. So a field for a type Django does not know converts
+    both ways (see "Field mapping" in ``docs/plugins.md``).
+
+    :param dialect: the dialect of the tenant the table is registered on.
+    :param annotation: the field's type, ``Optional[...]`` unwrapped.
+    :param name: the dataclass field's name.
+    :param metadata: the ``dataclasses.field`` metadata (``max_length``,
+        ``unique``, ``db_column``, ...).
     """
-
-
-@hookspec
-def tenant_schema_after_create_table(
-    dialect: Dialect, schema_editor: BaseDatabaseSchemaEditor, model: type[Model], table_name: str
-) -> Iterable[str | Statement] | None:
-    """Extra DDL to run right after ``table_name`` is created.
-
-    Return statements (or ``None``); they run in the same schema editor, so
-    they are rolled back or undone together with the table. Check
-    ``dialect.name`` to make them conditional on the dialect.
-    """
-
-
-@hookspec
-def tenant_schema_before_drop_table(
-    dialect: Dialect, schema_editor: BaseDatabaseSchemaEditor, model: type[Model], table_name: str
-) -> Iterable[str | Statement] | None:
-    """Extra DDL to run right before ``table_name`` is dropped."""
 
 
 # -- per-tenant roles (servers with ``?tenant_roles=true``) ---------------------
@@ -189,7 +316,7 @@ def tenant_schema_before_drop_table(
 def tenant_schema_role_name(dialect: Dialect, server: Server, database_name: str) -> str | None:
     """The name of the role a tenant connects as.
 
-    Must be stable (it is derived again in every process, never stored),
+    Firstresult; ``None`` leaves it to the next implementation. Must be stable (it is derived again in every process, never stored),
     unique on the server, and fit the engine's user-name limit. The default
     is ``dialect.role_name()``: ``<database>_owner``, shortened with a hash
     when too long.
@@ -204,7 +331,7 @@ def tenant_schema_role_name(dialect: Dialect, server: Server, database_name: str
 def tenant_schema_create_role(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
     """Create the login role ``role`` with ``password``; if it exists, set its password.
 
-    Idempotent and safe against a concurrent creator. Return ``True`` when
+    Firstresult; ``None`` leaves it to the next implementation. Idempotent and safe against a concurrent creator. Return ``True`` when
     this call created the role, ``False`` when it existed. Pass the password
     as a bound parameter (or, on PostgreSQL, as a verifier hashed on the
     client), never in the SQL text, and never log it.
@@ -220,7 +347,7 @@ def tenant_schema_create_role(dialect: Dialect, server: Server, role: str, passw
 def tenant_schema_grant_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
     """Give ``role`` the tenant's database (or schema) and nothing else.
 
-    The role must be able to create and alter tables there (all tenant DDL
+    Firstresult; ``None`` leaves it to the next implementation. The role must be able to create and alter tables there (all tenant DDL
     runs as the role): the default makes it the owner, and revokes the
     privileges the engine gives every role by default (PostgreSQL's
     ``PUBLIC`` ``CONNECT``). Idempotent. Return ``True`` when done.
@@ -236,7 +363,8 @@ def tenant_schema_grant_role(dialect: Dialect, server: Server, role: str, databa
 def tenant_schema_set_role_password(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
     """Set the password of the existing role ``role`` (after ``SECRET_KEY`` changed).
 
-    Return ``True`` when set, ``False`` when there is no such role.
+    Firstresult; ``None`` leaves it to the next implementation. Return
+    ``True`` when set, ``False`` when there is no such role.
 
     :param dialect: the server's dialect.
     :param server: a server with ``tenant_roles`` on.
@@ -249,7 +377,7 @@ def tenant_schema_set_role_password(dialect: Dialect, server: Server, role: str,
 def tenant_schema_drop_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
     """Drop ``role`` after the tenant's database (or schema) was dropped.
 
-    Revoke what still refers to the role (the shared database's ``CONNECT``
+    Firstresult; ``None`` leaves it to the next implementation. Revoke what still refers to the role (the shared database's ``CONNECT``
     under schema isolation), end its sessions, drop it. Idempotent: return
     ``True`` if the role existed, ``False`` if not.
 

@@ -35,6 +35,7 @@ from django.apps.registry import Apps
 from django.db import models
 from django.db.migrations.state import AppConfigStub
 
+from . import django_private
 from .names import validate_identifier
 from .plugins import get_plugins
 
@@ -346,7 +347,7 @@ def _apply_common(field: models.Field, f: dataclasses.Field, metadata: dict[str,
     if metadata.get("db_column"):
         field.db_column = metadata["db_column"]
     if metadata.get("unique"):
-        field._unique = True
+        django_private.set_unique(field)
     if metadata.get("index"):
         field.db_index = True
     if f.default is not dataclasses.MISSING:

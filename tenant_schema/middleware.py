@@ -36,9 +36,8 @@ from django.urls import get_script_prefix, set_script_prefix
 from django.utils.module_loading import import_string
 
 from . import conf
-from .context import _current
 from .models import Tenant
-from .registry import normalize_slug, ready_tenants
+from .registry import activate, deactivate, normalize_slug, ready_tenants
 
 RESOLVERS = ("subdomain", "header", "path")
 
@@ -137,7 +136,7 @@ def _lookup(slug: str | None) -> Tenant | None:
 
 
 def _select(tenant: Tenant):
-    return _current.set((tenant, tenant.database))
+    return activate(tenant)
 
 
 def _in_tenant(iterator: Iterator[bytes], tenant: Tenant) -> Iterator[bytes]:
@@ -150,7 +149,7 @@ def _in_tenant(iterator: Iterator[bytes], tenant: Tenant) -> Iterator[bytes]:
         except StopIteration:
             return
         finally:
-            _current.reset(token)
+            deactivate(token)
         yield chunk
 
 
@@ -163,7 +162,7 @@ async def _ain_tenant(iterator: AsyncIterator[bytes], tenant: Tenant) -> AsyncIt
         except StopAsyncIteration:
             return
         finally:
-            _current.reset(token)
+            deactivate(token)
         yield chunk
 
 
@@ -200,7 +199,7 @@ class TenantMiddleware:
         try:
             yield
         finally:
-            _current.reset(token)
+            deactivate(token)
             if old_prefix is not None:
                 set_script_prefix(old_prefix)
 

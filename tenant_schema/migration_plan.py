@@ -26,7 +26,7 @@ from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
 from django.db.migrations.state import ProjectState
 
 from .lazy import Lazy
-from .routers import tenant_app_labels
+from .registry import tenant_app_labels
 
 Key = tuple[str, str]
 

@@ -66,10 +66,6 @@ class Tenant(models.Model):
         return self.slug
 
     @property
-    def is_ready(self) -> bool:
-        return self.status == self.Status.READY
-
-    @property
     def database(self):
         """The tenant's ``TenantDatabase``: where the registry says it lives.
 

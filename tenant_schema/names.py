@@ -7,8 +7,9 @@ half-way through a batch.
 
 from __future__ import annotations
 
-import hashlib
 import re
+
+from django.db.backends.utils import names_digest
 
 # Used with ``fullmatch``: ``$`` alone would accept a trailing newline.
 TENANT_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
@@ -68,8 +69,7 @@ def validate_identifier(value: object, kind: str, max_length: int) -> str:
 
 
 def shorten(name: str, max_length: int) -> str:
-    """``name`` if it fits, else a prefix plus a stable 8-character hash of it."""
+    """``name`` if it fits, else a prefix plus a stable 8-character hash of it (Django's ``names_digest``)."""
     if len(name) <= max_length:
         return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    return f"{name[: max_length - 9]}_{digest}"
+    return f"{name[: max_length - 9]}_{names_digest(name, length=8)}"

@@ -46,12 +46,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.db import router
 from django.db.models import Model, QuerySet
 from django.db.models.fields import related_descriptors
 from django.db.models.sql.query import Query
 from django.db.models.sql.subqueries import UpdateQuery
 
+from . import django_private
 from .exceptions import CrossTenantAccess
 from .routers import is_tenant_alias, is_tenant_model
 
@@ -91,7 +91,7 @@ def check_objects(objs, target: str, action: str) -> None:
 
 
 def _write_db(queryset: QuerySet) -> str:
-    return queryset._db or router.db_for_write(queryset.model, **queryset._hints)
+    return django_private.queryset_db_for_write(queryset)
 
 
 def _listed(objs):
@@ -130,7 +130,7 @@ def _checked_manager(manager_cls):
     """A subclass of a related manager class whose ``remove``/``set`` check their objects."""
 
     def target(manager) -> str:
-        return manager._db or router.db_for_write(manager.model, instance=manager.instance)
+        return django_private.manager_db_for_write(manager)
 
     def check(manager, objs, method: str) -> None:
         if any(_origin(obj) for obj in objs) and is_tenant_model(manager.model):
@@ -245,7 +245,7 @@ def _wrap_refresh_from_db(original):
     def refresh_from_db(self, using=None, fields=None, from_queryset=None):
         # Without either argument the router checks the instance hint.
         if (using is not None or from_queryset is not None) and _origin(self) is not None:
-            target = using or from_queryset._db or router.db_for_read(from_queryset.model, **from_queryset._hints)
+            target = using or django_private.queryset_db_for_read(from_queryset)
             check_objects((self,), target, "refresh_from_db()")
         return original(self, using=using, fields=fields, from_queryset=from_queryset)
 

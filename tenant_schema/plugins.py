@@ -6,6 +6,12 @@ built on first use. Built-in dialects come from this distribution's own
 third-party entry points load too unless autoload is turned off
 (``TENANT_SCHEMA["PLUGINS_AUTOLOAD"] = False`` or the environment variable
 ``TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD=1``), which test suites want.
+Modules listed in ``TENANT_SCHEMA["PLUGINS"]`` load in any case; listing one
+that is also an entry point (or a built-in dialect) registers it once.
+
+``tenant_schema_register_dialects`` is called while the manager is built;
+``register_plugin`` registers a plugin on the built manager, dialects
+included, and ``reset_plugins`` forgets the manager (tests).
 """
 
 from __future__ import annotations
@@ -158,8 +164,41 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def reset_plugins() -> None:
-    """Forget the manager; the next use rebuilds it (tests, settings changes)."""
+    """Forget the manager and every plugin registered on it since it was built.
+
+    The next use rebuilds it from the built-in dialects, the entry points
+    (when autoload is on) and ``TENANT_SCHEMA["PLUGINS"]``, as read then.
+    """
     _state.reset()
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register ``plugin`` on the live manager, the dialects it declares included; its name.
+
+    ``get_plugin_manager().register(plugin)`` adds hook implementations only:
+    ``tenant_schema_register_dialects`` runs while the manager is built, so a
+    dialect declared by a plugin registered later would stay unknown. This
+    calls the plugin's ``tenant_schema_register_dialects`` too. A dialect
+    name or URL scheme already taken raises ``ImproperlyConfigured`` and
+    leaves the plugin unregistered. ``reset_plugins()`` forgets it again.
+    """
+    state = get_plugins()
+    pm = state.manager
+    registered = pm.register(plugin, name=name)
+    if registered is None:
+        raise ImproperlyConfigured(f"plugin {name or plugin!r} is blocked on the tenant_schema plugin manager")
+    registered_name = pm.get_name(plugin)
+    before = (dict(state.dialects), dict(state.schemes), dict(state.dialect_plugins))
+    try:
+        for impl in pm.hook.tenant_schema_register_dialects.get_hookimpls():
+            if impl.plugin is plugin:
+                _declare_dialects(state, impl)
+    except BaseException:
+        pm.unregister(plugin)
+        state.dialects, state.schemes, state.dialect_plugins = before
+        raise
+    state.distributions.setdefault(registered_name, ("(registered)", ""))
+    return registered_name
 
 
 def _dist_name(dist: Any) -> str:
@@ -190,14 +229,30 @@ def _build() -> PluginState:
             if name not in state.distributions:
                 state.distributions[name] = (dist.project_name, dist.version)
     for dotted in conf.get("PLUGINS"):
-        if pm.get_plugin(dotted) is None:
-            pm.register(importlib.import_module(dotted), name=dotted)
-            state.distributions[dotted] = ("(settings)", "")
+        if pm.get_plugin(dotted) is not None:
+            continue
+        try:
+            module = importlib.import_module(dotted)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f'TENANT_SCHEMA["PLUGINS"] lists {dotted!r}, which does not import: {exc}'
+            ) from exc
+        if pm.is_registered(module):
+            # Loaded already, as a built-in dialect or through its entry point:
+            # listing it too (so it loads with autoload off) is not an error.
+            continue
+        pm.register(module, name=dotted)
+        state.distributions[dotted] = ("(settings)", "")
 
     # Call each implementation on its own, so we know which plugin declared what.
     for impl in pm.hook.tenant_schema_register_dialects.get_hookimpls():
-        impl.function(register=lambda cls, _name=impl.plugin_name: _register_dialect(state, cls, _name))
+        _declare_dialects(state, impl)
     return state
+
+
+def _declare_dialects(state: PluginState, impl: Any) -> None:
+    """Run one ``tenant_schema_register_dialects`` implementation, noting its plugin."""
+    impl.function(register=lambda cls, _name=impl.plugin_name: _register_dialect(state, cls, _name))
 
 
 _state: Lazy[PluginState] = Lazy(_build)

@@ -33,14 +33,14 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import conf, credentials, databases, ownership
-from .databases import TenantDatabase, database_name
+from . import conf, credentials, databases, ownership, registry
 from .batch import DDLBatch
+from .databases import TenantDatabase, database_name
 from .exceptions import TenantNotFound, TenantSchemaError
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
 from .plugins import get_plugins
-from .registry import check_server, get_tenant, normalize_slug, ready_tenants, registry_db
+from .registry import check_server, get_tenant, normalize_slug, ready_tenants, registry_db, tenant_app_labels
 from .servers import get_server
 from .signals import tenant_archived, tenant_dropped, tenant_provisioned
 
@@ -223,8 +223,6 @@ def tenant_models() -> list:
     """Concrete, managed models of the tenant apps (auto-created M2M tables come with them)."""
     from django.apps import apps
 
-    from .routers import tenant_app_labels
-
     out = []
     for label in sorted(tenant_app_labels()):
         for model in apps.get_app_config(label).get_models():
@@ -303,8 +301,6 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
     Runs inside the tenant's context, so ``RunPython`` code that uses the
     default manager reaches the tenant's database.
     """
-    from .context import tenant_context
-
     tenant_db = tenant.database
     applied: list[str] = []
 
@@ -312,7 +308,8 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         if action == "apply_success":
             applied.append(f"{migration.app_label}.{migration.name}")
 
-    with tenant_context(tenant, maintenance=True):  # archived and half-registered tenants too
+    token = registry.activate(tenant)  # archived and half-registered tenants too: no status check
+    try:
         executor = MigrationExecutor(tenant_db.connection, progress_callback=progress)
         targets = executor.loader.graph.leaf_nodes()
         plan = executor.migration_plan(targets)
@@ -339,6 +336,8 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
                     "record it with `migrate --fake`"
                 )
             raise
+    finally:
+        registry.deactivate(token)
     return applied
 
 

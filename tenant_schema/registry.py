@@ -12,22 +12,27 @@ forgets it at once.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import threading
 import time
 
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import router
 from django.db.models.signals import post_delete, post_save
 
 from . import conf
 from .databases import TenantDatabase
-from .exceptions import TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
+from .exceptions import NoTenantSelected, TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
 from .models import Tenant
 from .names import normalize_tenant_id
 from .signals import tenant_archived, tenant_dropped
 
-__all__ = ["ReadyTenants", "accepts_tenant", "as_tenant_db", "get_tenant", "get_tenant_db", "normalize_slug", "ready_tenants", "registry_db"]
+__all__ = ["ReadyTenants", "accepts_tenant", "activate", "as_tenant_db", "current_tenant", "current_tenant_db",
+           "deactivate", "get_tenant", "tenant_app_labels", "get_tenant_db", "normalize_slug", "ready_tenants", "registry_db"]
 
 
 def registry_db() -> str:
@@ -171,3 +176,76 @@ def accepts_tenant(func):
         return func(as_tenant_db(tenant), *args, **kwargs)
 
     return wrapper
+
+
+# -- the current tenant ----------------------------------------------------------
+# One ContextVar, so it is right in threads and async code. ``tenant_context``
+# (tenant_schema.context) is the API people use; ``activate``/``deactivate``
+# are the primitive under it, for code below the run-time layer (the fleet
+# migration selects each tenant while its RunPython code runs).
+
+_current: contextvars.ContextVar[tuple[Tenant, TenantDatabase] | None] = contextvars.ContextVar(
+    "tenant_schema_current_tenant", default=None
+)
+
+
+def activate(tenant: Tenant) -> contextvars.Token:
+    """Make ``tenant`` the current tenant (no status check); ``deactivate(token)`` undoes it."""
+    return _current.set((tenant, tenant.database))
+
+
+def deactivate(token: contextvars.Token) -> None:
+    """Restore the tenant that was current before ``activate`` returned ``token``."""
+    _current.reset(token)
+
+
+def current_tenant() -> Tenant | None:
+    """The ``Tenant`` selected in this thread / async context, or ``None``."""
+    active = _current.get()
+    return active[0] if active is not None else None
+
+
+def current_tenant_db() -> TenantDatabase:
+    """The current tenant's ``TenantDatabase``; ``NoTenantSelected`` if there is none."""
+    active = _current.get()
+    if active is None:
+        raise NoTenantSelected(
+            "no tenant selected: query tenant models inside `with tenant_context(tenant):` "
+            "(TenantMiddleware sets it per request)"
+        )
+    return active[1]
+
+
+# -- tenant apps --------------------------------------------------------------------
+
+_labels: frozenset[str] | None = None
+_labels_lock = threading.Lock()
+
+
+def tenant_app_labels() -> frozenset[str]:
+    """App labels of ``TENANT_SCHEMA["TENANT_APPS"]`` (which may list names or labels)."""
+    global _labels
+    labels = _labels
+    if labels is None:
+        with _labels_lock:
+            found = set()
+            for entry in conf.get("TENANT_APPS"):
+                config = next(
+                    (c for c in apps.get_app_configs() if entry in (c.name, c.label)), None
+                )
+                if config is None:
+                    raise ImproperlyConfigured(
+                        f'TENANT_SCHEMA["TENANT_APPS"] lists {entry!r}, which is not in INSTALLED_APPS'
+                    )
+                found.add(config.label)
+            labels = _labels = frozenset(found)
+    return labels
+
+
+def _clear_labels(*, setting: str, **kwargs) -> None:
+    global _labels
+    if setting in ("TENANT_SCHEMA", "INSTALLED_APPS"):
+        _labels = None
+
+
+setting_changed.connect(_clear_labels)

@@ -16,40 +16,10 @@ Add it to ``DATABASE_ROUTERS``::
 
 from __future__ import annotations
 
-import threading
-
-from django.apps import apps
-from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-
-from . import conf
-from .context import current_tenant_db
 from .databases import ALIAS_PREFIX, touch
 from .exceptions import CrossTenantAccess
 from .mapping import APP_LABEL as TABLES_APP_LABEL
-
-_labels: frozenset[str] | None = None
-_labels_lock = threading.Lock()
-
-
-def tenant_app_labels() -> frozenset[str]:
-    """App labels of ``TENANT_SCHEMA["TENANT_APPS"]`` (which may list names or labels)."""
-    global _labels
-    labels = _labels
-    if labels is None:
-        with _labels_lock:
-            found = set()
-            for entry in conf.get("TENANT_APPS"):
-                config = next(
-                    (c for c in apps.get_app_configs() if entry in (c.name, c.label)), None
-                )
-                if config is None:
-                    raise ImproperlyConfigured(
-                        f'TENANT_SCHEMA["TENANT_APPS"] lists {entry!r}, which is not in INSTALLED_APPS'
-                    )
-                found.add(config.label)
-            labels = _labels = frozenset(found)
-    return labels
+from .registry import current_tenant_db, tenant_app_labels
 
 
 def is_tenant_model(model) -> bool:
@@ -60,15 +30,6 @@ def is_tenant_model(model) -> bool:
 
 def is_tenant_alias(alias: str | None) -> bool:
     return bool(alias) and alias.startswith(ALIAS_PREFIX)
-
-
-def _clear(*, setting: str, **kwargs) -> None:
-    global _labels
-    if setting in ("TENANT_SCHEMA", "INSTALLED_APPS"):
-        _labels = None
-
-
-setting_changed.connect(_clear)
 
 
 class TenantRouter:

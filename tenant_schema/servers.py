@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connections
@@ -221,8 +220,6 @@ def parse_server(key: str, url: str) -> Server:
     if health not in (True, False, 0, 1):
         raise ImproperlyConfigured(f"tenant server {key!r}: conn_health_checks must be true or false, not {health!r}")
     parsed["CONN_HEALTH_CHECKS"] = bool(health)
-    if parsed.get("ENGINE", "").endswith("sqlite3"):
-        parsed["NAME"] = str(_resolve_dir(parsed.get("NAME", "")))
     tenant_roles = _tenant_roles(key, dialect, options.pop("tenant_roles", False))
     return Server(key=key, url=url, dialect=dialect, settings=parsed, isolation=isolation, tenant_roles=tenant_roles)
 
@@ -264,19 +261,6 @@ def _conn_max_age(key: str, value: object) -> int | None:
     raise ImproperlyConfigured(
         f"tenant server {key!r}: conn_max_age must be a whole number of seconds or 'none', not {value!r}"
     )
-
-
-def _resolve_dir(name: str) -> Path:
-    """A relative SQLite directory is relative to ``BASE_DIR`` (else the cwd)."""
-    path = Path(name or "var/tenants")
-    if not path.is_absolute():
-        base = getattr(django_settings, "BASE_DIR", None)
-        path = (Path(base) if base else Path.cwd()) / path
-    return path
-
-
-def all_servers() -> list[Server]:
-    return [get_server(key) for key in server_urls()]
 
 
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:

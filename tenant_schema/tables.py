@@ -32,7 +32,8 @@ from .mapping import introspect_model
 from .names import validate_identifier
 from .rows import RowCodec, foreign_to_tenant
 
-#: Rows per ``IN (...)`` when reading back upserted rows (under SQLite's 999 parameters).
+#: Most rows per ``IN (...)`` when reading back upserted rows; fewer where the
+#: backend takes fewer parameters (Django's ``features.max_query_params``).
 READ_BACK_CHUNK = 500
 
 
@@ -405,8 +406,10 @@ class Table:
         """Rows whose ``fields`` hold one of ``keys``, by their stored values of ``fields``."""
         unique = list(dict.fromkeys(keys))
         found: dict[tuple, Any] = {}
-        for start in range(0, len(unique), READ_BACK_CHUNK):
-            chunk = unique[start:start + READ_BACK_CHUNK]
+        limit = self.tenant_db.connection.features.max_query_params
+        step = max(1, min(READ_BACK_CHUNK, (limit or READ_BACK_CHUNK * len(fields)) // len(fields)))
+        for start in range(0, len(unique), step):
+            chunk = unique[start:start + step]
             if len(fields) == 1:
                 q = Q(**{f"{fields[0].name}__in": [k[0] for k in chunk]})
             else:

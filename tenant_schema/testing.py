@@ -118,3 +118,20 @@ def _tenant_schema_aliases(request):
 
         for alias in [a for a in connections.settings if a.startswith(OUR_ALIAS_PREFIXES)]:
             unregister_alias(alias)
+
+
+@pytest.fixture
+def tenant_schema_plugin():
+    """Register dialect plugins for one test: ``tenant_schema_plugin(plugin, name=None)``.
+
+    For plugin authors. Calls ``tenant_schema.plugins.register_plugin``, so a
+    plugin declaring a dialect (``tenant_schema_register_dialects``) adds it
+    too, and returns the plugin's name. The plugin manager is rebuilt before
+    the test and again after it: neither the plugin, nor its dialects, nor
+    anything else the test registered on the manager reaches another test.
+    """
+    from tenant_schema import plugins
+
+    plugins.reset_plugins()
+    yield plugins.register_plugin
+    plugins.reset_plugins()

@@ -14,11 +14,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tenant_schema"
 
 #: Bottom to top. A module may import modules of its own layer or below.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("utilities", {"conf", "names", "exceptions", "signals", "lazy"}),
+    ("utilities", {"conf", "names", "exceptions", "signals", "lazy", "django_private"}),
     ("plugin contract", {"hookspecs", "dialects", "plugins"}),
     ("connections", {"aliases", "servers", "credentials", "databases"}),
     ("registry", {"models", "registry", "ownership", "migration_plan"}),
-    ("schema and rows", {"mapping", "ddl", "tables", "rows", "bulk"}),
+    ("schema and rows", {"mapping", "batch", "ddl", "tables", "rows", "bulk"}),
     ("life cycle", {"provisioning", "fleet_worker"}),
     ("run-time selection", {"context", "routers", "middleware", "object_isolation"}),
     ("interfaces", {"admin", "apps", "checks", "testing", "standalone", "management", "migrations", "__init__"}),

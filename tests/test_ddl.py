@@ -254,7 +254,7 @@ def test_drop_table(tenant_db):
 
 def test_create_index_works_on_tables_not_registered_in_this_process(tenant_db):
     register_table(tenant_db, Account, "accounts")
-    tenant_db._tables.clear()  # as after a restart
+    tenant_db.forget_tables()  # as after a restart
     assert create_index(tenant_db, "accounts", ["opened"]) == "idx_accounts_opened"
 
 
@@ -396,7 +396,7 @@ def test_a_concurrent_creator_of_the_same_table_is_not_undone(tenant_db, monkeyp
         return names
 
     monkeypatch.setattr(introspection, "table_names", table_names)
-    tenant_db._tables.clear()
+    tenant_db.forget_tables()
     mine = register_tables(tenant_db, [(Item, "items")])["items"]
     monkeypatch.setattr(introspection, "table_names", real)
     assert raced and list_tables(tenant_db) == ["items"]
@@ -418,7 +418,7 @@ def test_an_interrupted_creation_is_completed_when_registered_again(tenant_db):
         editor.create_model(model)
         editor.deferred_sql.clear()
     assert ("note",) not in {i.columns for i in list_indexes(tenant_db, "budgets")}
-    tenant_db._tables.clear()
+    tenant_db.forget_tables()
     register_tables(tenant_db, [(Account, "accounts"), (Budget, "budgets")])
     assert {i.columns for i in list_indexes(tenant_db, "budgets")} == complete
     with connection.cursor() as cursor:
@@ -446,6 +446,6 @@ def test_every_mapped_type_is_accepted_again_on_an_existing_table(tenant_db):
     """The type comparison must not reject what tenant-schema itself created."""
     register_table(tenant_db, Everything, "everything")
     register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
-    tenant_db._tables.clear()
+    tenant_db.forget_tables()
     register_table(tenant_db, Everything, "everything")
     register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])

@@ -87,3 +87,31 @@ def test_the_reliability_report_is_generated_and_covers_every_attack_class():
         assert row is not None, f"docs/reliability.md has no row for {attack!r}: run ./run reliability"
         passed, failed = (int(cell) for cell in row.split("|")[3:5])
         assert passed > 0 and failed == 0, row
+
+
+def test_each_hook_is_documented_with_its_signature():
+    """docs/plugins.md shows every hook's arguments, in order, and says which are firstresult."""
+    import inspect
+
+    from tenant_schema import hookspecs
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    problems = []
+    for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
+        if not name.startswith("tenant_schema_"):
+            continue
+        section = re.search(rf"^### `{name}`\n(.*?)(?=^#|\Z)", text, re.S | re.M)
+        if section is None:
+            problems.append(f"{name}: no section")
+            continue
+        body = section.group(1)
+        params = ", ".join(inspect.signature(spec).parameters)
+        if f"`({params})" not in body:
+            problems.append(f"{name}: the section does not show `({params})`")
+        firstresult = bool(getattr(spec, "tenant_schema_spec", {}).get("firstresult"))
+        if firstresult != ("(firstresult)" in body):
+            problems.append(f"{name}: firstresult is {firstresult} in the spec")
+        for param in inspect.signature(spec).parameters:
+            if f":param {param}:" not in (spec.__doc__ or ""):
+                problems.append(f"{name}: the spec's docstring has no ':param {param}:'")
+    assert problems == []

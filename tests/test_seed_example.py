@@ -253,7 +253,7 @@ def test_a_none_default_makes_a_nullable_column(tenant_db):
     # The live table agrees: opened by name, the columns are nullable.
     with tenant_db._tables_lock:
         registered = dict(tenant_db._tables)
-        tenant_db._tables.clear()
+        tenant_db.forget_tables()
     try:
         opened = tenant_db.table("bills")
         nullable = {f.column for f in opened.model._meta.concrete_fields if f.null}
@@ -360,7 +360,7 @@ def test_none_for_a_not_null_column_of_a_table_opened_by_name(entries, tenant_db
     Entry, _, account = entries
     with tenant_db._tables_lock:
         registered = dict(tenant_db._tables)
-        tenant_db._tables.clear()
+        tenant_db.forget_tables()
     try:
         opened = tenant_db.table("entries")
         with no_sql(tenant_db), pytest.raises(

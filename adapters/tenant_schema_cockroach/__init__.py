@@ -10,9 +10,9 @@ hash-sharded indexes (``USING HASH``) against hot ranges on sequential keys.
 from __future__ import annotations
 
 from django.db.backends.ddl_references import Statement
+from tenant_schema_postgres import PostgresDialect
 
 from tenant_schema import hookimpl
-from tenant_schema_postgres import PostgresDialect
 
 
 class CockroachDialect(PostgresDialect):

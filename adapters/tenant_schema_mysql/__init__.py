@@ -16,7 +16,6 @@ from django.db import DatabaseError, OperationalError
 from tenant_schema import hookimpl
 from tenant_schema.dialects import Dialect
 
-
 logger = logging.getLogger("tenant_schema.mysql")
 
 # Server error numbers (``exc.args[0]``) the drop path tells apart.

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db.backends.signals import connection_created
 
 from tenant_schema import hookimpl
@@ -33,10 +34,25 @@ class SQLiteDialect(Dialect):
     max_identifier_length = 63  # SQLite has no limit; keep names portable
     file_suffix = ".sqlite3"
 
+    def server_settings(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        """A server is a directory; a relative one is relative to ``BASE_DIR`` (else the working directory)."""
+        path = Path(parsed.get("NAME") or "var/tenants")
+        if not path.is_absolute():
+            base = getattr(settings, "BASE_DIR", None)
+            path = (Path(base) if base else Path.cwd()) / path
+        parsed["NAME"] = str(path)
+        return parsed
+
     def file(self, server, name: str) -> Path:
+        """The file of database ``name`` on ``server``: ``<server.path>/<name><file_suffix>``.
+
+        Every other method finds the file through this one, so a subclass
+        moves or renames tenant files by overriding it (or ``file_suffix``).
+        """
         return server.path / f"{name}{self.file_suffix}"
 
     def tenant_settings(self, server, database_name: str) -> dict[str, Any]:
+        """The server's settings with ``NAME`` the URI ``file:///.../<file>?mode=rw`` (not a path)."""
         settings = dict(server.settings)
         settings["OPTIONS"] = dict(settings.get("OPTIONS", {}))
         # A URI opened read-write but never create: a request routed to a

@@ -1,0 +1,96 @@
+"""Every use of Django's private API, in one place.
+
+tenant-schema builds on Django's schema editor, query compiler and
+connection handler. Where Django offers no public way to do something, the
+private call is wrapped here and nowhere else, so a Django upgrade has one
+module to look at. Tested on Django 5.2 LTS (``pyproject.toml`` pins
+``Django>=5.2,<6.0``); each wrapper names the private API it uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import sql
+
+# -- connections -------------------------------------------------------------------
+
+def has_connection(alias: str) -> bool:
+    """Whether this thread (or async context) has built a connection object for ``alias``.
+
+    ``ConnectionHandler._connections`` (an ``asgiref.local.Local``).
+    """
+    return hasattr(connections._connections, alias)
+
+
+# -- schema editor -----------------------------------------------------------------
+
+def create_index_statement(editor, model, *, fields, name: str, sql_template: str | None, col_suffixes):
+    """``BaseDatabaseSchemaEditor._create_index_sql``: a quoted ``CREATE [UNIQUE] INDEX`` Statement."""
+    return editor._create_index_sql(model, fields=fields, name=name, sql=sql_template, col_suffixes=col_suffixes)
+
+
+def drop_index_statement(editor, model, name: str, *, unique_constraint: bool = False):
+    """``_delete_constraint_sql`` (a unique constraint) or ``_delete_index_sql`` (an index)."""
+    if unique_constraint:
+        return editor._delete_constraint_sql(editor.sql_delete_unique, model, name)
+    return editor._delete_index_sql(model, name)
+
+
+def model_index_statements(editor, model) -> list:
+    """``_model_indexes_sql``: the indexes Django would create with ``model``'s table."""
+    return list(editor._model_indexes_sql(model))
+
+
+def foreign_key_statement(editor, model, field, suffix: str):
+    """``_create_fk_sql``: ``ALTER TABLE ... ADD CONSTRAINT ... FOREIGN KEY`` for ``field``."""
+    return editor._create_fk_sql(model, field, suffix)
+
+
+def drop_foreign_key_statement(editor, model, name: str):
+    """``_delete_fk_sql``: drop the foreign-key constraint ``name``."""
+    return editor._delete_fk_sql(model, name)
+
+
+# -- fields ------------------------------------------------------------------------
+
+def set_unique(field) -> None:
+    """Make an unbound field unique (``Field._unique``, what ``unique=True`` sets in ``__init__``)."""
+    field._unique = True
+
+
+# -- queries -----------------------------------------------------------------------
+
+def compile_insert(model, connection, fields, rows: int, sample, conflict: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``sql.InsertQuery`` compiled for ``rows`` rows shaped like ``sample`` (``returning_fields`` set)."""
+    query = sql.InsertQuery(model, on_conflict=conflict.get("on_conflict"),
+                            update_fields=conflict.get("update_fields", ()),
+                            unique_fields=conflict.get("unique_fields", ()))
+    query.insert_values(fields, [sample] * rows)
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = conflict.get("returning")
+    return compiler.as_sql()
+
+
+def compile_update(queryset, connection, values: dict[str, Any]) -> tuple[str, list]:
+    """``sql.UpdateQuery`` chained from ``queryset``, compiled: ``UPDATE ... SET values WHERE ...``."""
+    query = queryset.query.chain(sql.UpdateQuery)
+    query.add_update_values(values)
+    query.clear_ordering(force=True)
+    return query.get_compiler(connection=connection).as_sql()
+
+
+def queryset_db_for_write(queryset) -> str:
+    """The alias a queryset writes to: ``QuerySet._db``, else the router with ``QuerySet._hints``."""
+    return queryset._db or router.db_for_write(queryset.model, **queryset._hints)
+
+
+def queryset_db_for_read(queryset) -> str:
+    """The alias a queryset reads from: ``QuerySet._db``, else the router with ``QuerySet._hints``."""
+    return queryset._db or router.db_for_read(queryset.model, **queryset._hints)
+
+
+def manager_db_for_write(manager) -> str:
+    """The alias a related manager writes to: ``Manager._db``, else the router with its instance."""
+    return manager._db or router.db_for_write(manager.model, instance=manager.instance)
