@@ -31,7 +31,7 @@ from .aliases import (  # noqa: F401 - re-exported: the connection API of this l
     touch,
     unregister_alias,
 )
-from .names import validate_identifier, validate_tenant_id
+from .names import validate_identifier, validate_slug
 from .plugins import get_plugins
 from .servers import Server, get_server
 
@@ -51,16 +51,16 @@ def set_table_opener(opener: Callable[[TenantDatabase, str], Table]) -> None:
 class TenantDatabase:
     """A tenant's database (or schema) on a server, bound to its own alias."""
 
-    def __init__(self, tenant_id: str, server: Server, name: str) -> None:
-        self.tenant_id = tenant_id
+    def __init__(self, slug: str, server: Server, name: str) -> None:
+        self.slug = slug
         self.server = server
         self.name = name
-        self.alias = tenant_alias(tenant_id)
+        self.alias = tenant_alias(slug)
         self._tables: dict[str, Table] = {}
         self._tables_lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"<TenantDatabase {self.tenant_id!r} on {self.server.key!r} ({self.dialect.name})>"
+        return f"<TenantDatabase {self.slug!r} on {self.server.key!r} ({self.dialect.name})>"
 
     @property
     def dialect(self):
@@ -95,7 +95,7 @@ class TenantDatabase:
     @property
     def admin_alias(self) -> str:
         """The alias reaching this database with the server URL's own credentials."""
-        return admin_alias(self.tenant_id)
+        return admin_alias(self.slug)
 
     @property
     def admin_connection(self):
@@ -185,8 +185,8 @@ def _valid_name(name: object, server: Server) -> str:
     return validate_identifier(name, "tenant database name", server.dialect.max_identifier_length)
 
 
-def _bind(tenant_id: str, server: Server, name: str, *, follow: bool = False) -> TenantDatabase:
-    """Bind ``tenant_id`` to ``name`` on ``server`` in this process.
+def _bind(slug: str, server: Server, name: str, *, follow: bool = False) -> TenantDatabase:
+    """Bind ``slug`` to ``name`` on ``server`` in this process.
 
     A tenant bound elsewhere is a ``ValueError``, unless ``follow``: then the
     registry says it moved (another process purged it and registered the
@@ -194,20 +194,20 @@ def _bind(tenant_id: str, server: Server, name: str, *, follow: bool = False) ->
     """
     _valid_name(name, server)
     with _tenants_lock:
-        bound = _tenants.get(tenant_id)
+        bound = _tenants.get(slug)
         if bound is not None:
             if bound.server.key == server.key and bound.name == name:
                 return bound
             if not follow:
                 raise _bound_elsewhere(bound)
             _unbind(bound)
-        tenant_db = _tenants[tenant_id] = TenantDatabase(tenant_id, server, name)
+        tenant_db = _tenants[slug] = TenantDatabase(slug, server, name)
         return tenant_db
 
 
 def _bound_elsewhere(bound: TenantDatabase) -> ValueError:
     return ValueError(
-        f"tenant {bound.tenant_id!r} is already bound to server {bound.server.key!r} "
+        f"tenant {bound.slug!r} is already bound to server {bound.server.key!r} "
         f"(database {bound.name!r}) in this process"
     )
 
@@ -230,7 +230,7 @@ def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
     truth, so a tenant bound to another location in this process (it moved)
     is rebound here.
     """
-    validate_tenant_id(slug)
+    validate_slug(slug)
     bound = _tenants.get(slug)
     if bound is not None and bound.server.key == server and bound.name == name:
         return bound
@@ -240,8 +240,8 @@ def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
 def forget_binding(tenant_db: TenantDatabase) -> None:
     """Close and forget the tenant's aliases in this process (its database is gone or moved)."""
     with _tenants_lock:
-        if _tenants.get(tenant_db.tenant_id) is tenant_db:
-            del _tenants[tenant_db.tenant_id]
+        if _tenants.get(tenant_db.slug) is tenant_db:
+            del _tenants[tenant_db.slug]
     _unbind(tenant_db)
     close_alias_connections(tenant_db.admin_alias)
     unregister_alias(tenant_db.admin_alias)

@@ -369,7 +369,7 @@ def _check_columns(tenant_db: TenantDatabase, model: type[models.Model], table: 
             problems.append(f"column {column!r} holds {have} values, the model wants {want}")
     if problems:
         raise SchemaMismatch(
-            f"table {table!r} of tenant {tenant_db.tenant_id!r} exists with different columns: " + "; ".join(problems)
+            f"table {table!r} of tenant {tenant_db.slug!r} exists with different columns: " + "; ".join(problems)
         )
 
 

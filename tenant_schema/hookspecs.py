@@ -164,7 +164,8 @@ def tenant_schema_clone_database(
 
 
 # -- DDL: tables and indexes ----------------------------------------------------
-# Called inside a ``tenant_schema.batch.DDLBatch`` on a tenant's connection.
+# Called when tables and indexes are created or dropped on a tenant's
+# connection; all but can_rollback_ddl inside the schema editor doing it.
 # ``model`` is the Django model class tenant-schema generated for the table
 # (from the dataclass, or read from an existing table), not the dataclass:
 # ``model._meta.db_table`` is the table, ``model._meta.concrete_fields`` its
@@ -316,10 +317,11 @@ def tenant_schema_field_for_annotation(
 def tenant_schema_role_name(dialect: Dialect, server: Server, database_name: str) -> str | None:
     """The name of the role a tenant connects as.
 
-    Firstresult; ``None`` leaves it to the next implementation. Must be stable (it is derived again in every process, never stored),
-    unique on the server, and fit the engine's user-name limit. The default
-    is ``dialect.role_name()``: ``<database>_owner``, shortened with a hash
-    when too long.
+    Firstresult; ``None`` leaves it to the next implementation. Must be stable
+    (it is derived again in every process, never stored), unique on the
+    server, and fit the engine's user-name limit. The default is
+    ``dialect.role_name()``: ``<database>_owner``, shortened with a hash when
+    too long.
 
     :param dialect: the server's dialect.
     :param server: a server with ``tenant_roles`` on.
@@ -328,13 +330,16 @@ def tenant_schema_role_name(dialect: Dialect, server: Server, database_name: str
 
 
 @hookspec(firstresult=True)
-def tenant_schema_create_role(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
+def tenant_schema_create_role(
+    dialect: Dialect, server: Server, role: str, password: str
+) -> bool | None:
     """Create the login role ``role`` with ``password``; if it exists, set its password.
 
-    Firstresult; ``None`` leaves it to the next implementation. Idempotent and safe against a concurrent creator. Return ``True`` when
-    this call created the role, ``False`` when it existed. Pass the password
-    as a bound parameter (or, on PostgreSQL, as a verifier hashed on the
-    client), never in the SQL text, and never log it.
+    Firstresult; ``None`` leaves it to the next implementation. Idempotent and
+    safe against a concurrent creator. Return ``True`` when this call created
+    the role, ``False`` when it existed. Pass the password as a bound
+    parameter (or, on PostgreSQL, as a verifier hashed on the client), never
+    in the SQL text, and never log it.
 
     :param dialect: the server's dialect.
     :param server: a server with ``tenant_roles`` on.
@@ -344,13 +349,16 @@ def tenant_schema_create_role(dialect: Dialect, server: Server, role: str, passw
 
 
 @hookspec(firstresult=True)
-def tenant_schema_grant_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
+def tenant_schema_grant_role(
+    dialect: Dialect, server: Server, role: str, database_name: str
+) -> bool | None:
     """Give ``role`` the tenant's database (or schema) and nothing else.
 
-    Firstresult; ``None`` leaves it to the next implementation. The role must be able to create and alter tables there (all tenant DDL
-    runs as the role): the default makes it the owner, and revokes the
-    privileges the engine gives every role by default (PostgreSQL's
-    ``PUBLIC`` ``CONNECT``). Idempotent. Return ``True`` when done.
+    Firstresult; ``None`` leaves it to the next implementation. The role must
+    be able to create and alter tables there (all tenant DDL runs as the
+    role): the default makes it the owner, and revokes the privileges the
+    engine gives every role by default (PostgreSQL's ``PUBLIC`` ``CONNECT``).
+    Idempotent. Return ``True`` when done.
 
     :param dialect: the server's dialect.
     :param server: a server with ``tenant_roles`` on.
@@ -360,7 +368,9 @@ def tenant_schema_grant_role(dialect: Dialect, server: Server, role: str, databa
 
 
 @hookspec(firstresult=True)
-def tenant_schema_set_role_password(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
+def tenant_schema_set_role_password(
+    dialect: Dialect, server: Server, role: str, password: str
+) -> bool | None:
     """Set the password of the existing role ``role`` (after ``SECRET_KEY`` changed).
 
     Firstresult; ``None`` leaves it to the next implementation. Return
@@ -374,12 +384,15 @@ def tenant_schema_set_role_password(dialect: Dialect, server: Server, role: str,
 
 
 @hookspec(firstresult=True)
-def tenant_schema_drop_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
+def tenant_schema_drop_role(
+    dialect: Dialect, server: Server, role: str, database_name: str
+) -> bool | None:
     """Drop ``role`` after the tenant's database (or schema) was dropped.
 
-    Firstresult; ``None`` leaves it to the next implementation. Revoke what still refers to the role (the shared database's ``CONNECT``
-    under schema isolation), end its sessions, drop it. Idempotent: return
-    ``True`` if the role existed, ``False`` if not.
+    Firstresult; ``None`` leaves it to the next implementation. Revoke what
+    still refers to the role (the shared database's ``CONNECT`` under schema
+    isolation), end its sessions, drop it. Idempotent: return ``True`` if the
+    role existed, ``False`` if not.
 
     :param dialect: the server's dialect.
     :param server: a server with ``tenant_roles`` on.

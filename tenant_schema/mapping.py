@@ -412,7 +412,7 @@ def introspect_model(tenant_db: TenantDatabase, table_name: str) -> type[models.
     with connection.cursor() as cursor:
         introspection = connection.introspection
         if table_name not in introspection.table_names(cursor):
-            raise TenantSchemaError(f"tenant {tenant_db.tenant_id!r} has no table {table_name!r}")
+            raise TenantSchemaError(f"tenant {tenant_db.slug!r} has no table {table_name!r}")
         description = introspection.get_table_description(cursor, table_name)
         pk_column = introspection.get_primary_key_column(cursor, table_name)
     fields: dict[str, models.Field] = {}

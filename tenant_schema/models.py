@@ -13,14 +13,15 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .names import validate_identifier, validate_tenant_id
+from . import names
+from .names import validate_identifier
 
 DATABASE_NAME_MAX_LENGTH = 64  # the longest any dialect allows; each dialect checks its own limit on use
 
 
 def validate_slug(value: str) -> None:
     try:
-        validate_tenant_id(value)
+        names.validate_slug(value)
     except ValueError as exc:
         raise ValidationError(str(exc), code="invalid_tenant_slug") from None
 

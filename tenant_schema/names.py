@@ -12,12 +12,12 @@ import re
 from django.db.backends.utils import names_digest
 
 # Used with ``fullmatch``: ``$`` alone would accept a trailing newline.
-TENANT_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-TENANT_ID_MAX_LENGTH = 40
+SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+SLUG_MAX_LENGTH = 40
 IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def validate_tenant_id(value: object) -> str:
+def validate_slug(value: object) -> str:
     """Return ``value`` if it is a valid tenant id, else raise ``ValueError``.
 
     Tenant ids are DNS labels (so they work as subdomains): lower-case ASCII
@@ -27,15 +27,15 @@ def validate_tenant_id(value: object) -> str:
     """
     if not isinstance(value, str):
         raise ValueError(f"tenant id must be a string, got {type(value).__name__}")
-    if not value or len(value) > TENANT_ID_MAX_LENGTH or not TENANT_ID_RE.fullmatch(value):
+    if not value or len(value) > SLUG_MAX_LENGTH or not SLUG_RE.fullmatch(value):
         raise ValueError(
-            f"invalid tenant id {value!r}: use 1-{TENANT_ID_MAX_LENGTH} lower-case letters, "
+            f"invalid tenant id {value!r}: use 1-{SLUG_MAX_LENGTH} lower-case letters, "
             "digits and hyphens, starting and ending with a letter or digit"
         )
     return value
 
 
-def normalize_tenant_id(value: object) -> str:
+def normalize_slug(value: object) -> str:
     """The canonical form of a tenant id a person typed, validated.
 
     Tenant ids are DNS labels, which are case-insensitive, and the database
@@ -46,7 +46,7 @@ def normalize_tenant_id(value: object) -> str:
     """
     if isinstance(value, str) and value.isascii():
         value = value.lower().replace("_", "-")
-    return validate_tenant_id(value)
+    return validate_slug(value)
 
 
 def validate_identifier(value: object, kind: str, max_length: int) -> str:

@@ -195,7 +195,7 @@ def recreate_database(tenant_db: TenantDatabase) -> None:
     server = tenant_db.server
     hook = get_plugins().hook
     logger.warning("tenant %s: recreating database %s left by an interrupted provisioning",
-                   tenant_db.tenant_id, tenant_db.name)
+                   tenant_db.slug, tenant_db.name)
     databases.close_alias_connections(tenant_db.alias)
     databases.close_alias_connections(tenant_db.admin_alias)
     hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)

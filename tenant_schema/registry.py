@@ -28,7 +28,7 @@ from . import conf
 from .databases import TenantDatabase
 from .exceptions import NoTenantSelected, TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
 from .models import Tenant
-from .names import normalize_tenant_id
+from .names import normalize_slug
 from .signals import tenant_archived, tenant_dropped
 
 __all__ = ["ReadyTenants", "accepts_tenant", "activate", "as_tenant_db", "current_tenant", "current_tenant_db",
@@ -38,11 +38,6 @@ __all__ = ["ReadyTenants", "accepts_tenant", "activate", "as_tenant_db", "curren
 def registry_db() -> str:
     """The alias holding the ``Tenant`` table (``default`` unless a router says otherwise)."""
     return router.db_for_write(Tenant)
-
-
-def normalize_slug(slug: object) -> str:
-    """The canonical slug: ``Tenant_123`` -> ``tenant-123``; ``ValueError`` if it cannot be one."""
-    return normalize_tenant_id(slug)
 
 
 def get_tenant(slug: str) -> Tenant:

@@ -45,7 +45,7 @@ class TenantRouter:
         if state is not None and is_tenant_alias(state.db) and state.db != alias:
             raise CrossTenantAccess(
                 f"{type(instance).__name__} {instance.pk!r} was loaded from {state.db!r}, "
-                f"but the current tenant is {tenant_db.tenant_id!r}"
+                f"but the current tenant is {tenant_db.slug!r}"
             )
         tenant_db.ensure_alias()
         touch(alias)

@@ -64,7 +64,7 @@ class Table:
         self._local = threading.local()
 
     def __repr__(self) -> str:
-        return f"<Table {self.name!r} of tenant {self.tenant_db.tenant_id!r}>"
+        return f"<Table {self.name!r} of tenant {self.tenant_db.slug!r}>"
 
     @property
     def columns(self) -> list[str]:

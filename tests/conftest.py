@@ -128,7 +128,7 @@ def tenant_db(server_key):
     tdb = make_bare_tenant_db(server_key)
     yield tdb
     tdb.close()
-    drop_tenant_db(tdb.tenant_id)
+    drop_tenant_db(tdb.slug)
 
 
 @pytest.fixture
@@ -147,4 +147,4 @@ def make_tenant_db(db_access):
     yield make
     for tdb in made:
         tdb.close()
-        drop_tenant_db(tdb.tenant_id)
+        drop_tenant_db(tdb.slug)

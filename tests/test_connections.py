@@ -315,7 +315,7 @@ def test_a_registered_database_name_is_validated_before_anything_runs(bad, serve
         for call in calls:
             with pytest.raises(ValueError, match="invalid tenant database name"):
                 call()
-        assert tenant_id not in {tdb.tenant_id for tdb in databases.bound_tenants()}
+        assert tenant_id not in {tdb.slug for tdb in databases.bound_tenants()}
     finally:
         type(tenant).objects.filter(pk=tenant.pk).delete()
 

@@ -124,7 +124,7 @@ def connect_elsewhere(tdb: TenantDatabase, other_database: str):
     """Open a connection with ``tdb``'s own credentials to another database; return a cursor's result."""
     settings = dict(tdb.connection.settings_dict)
     settings["NAME"] = other_database
-    wrapper = type(tdb.connection)(settings, alias=f"probe:{tdb.tenant_id}")
+    wrapper = type(tdb.connection)(settings, alias=f"probe:{tdb.slug}")
     try:
         with wrapper.cursor() as cursor:
             cursor.execute("SELECT current_user")
@@ -425,7 +425,7 @@ def can_log_in(tdb: TenantDatabase, password: str) -> bool:
     """Whether the server accepts ``password`` for the tenant's role (MariaDB checks it)."""
     settings = dict(tdb.connection.settings_dict)
     settings["PASSWORD"] = password
-    wrapper = type(tdb.connection)(settings, alias=f"probe:{tdb.tenant_id}")
+    wrapper = type(tdb.connection)(settings, alias=f"probe:{tdb.slug}")
     try:
         wrapper.ensure_connection()
         return True

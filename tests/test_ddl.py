@@ -313,13 +313,13 @@ def test_register_tables_leaves_nothing_when_any_statement_fails(tenant_db):
 
     from .conftest import make_bare_tenant_db
 
-    probe = make_bare_tenant_db(tenant_db.server.key, f"{tenant_db.tenant_id}-p")
+    probe = make_bare_tenant_db(tenant_db.server.key, f"{tenant_db.slug}-p")
     try:
         with probe.connection.execute_wrapper(counter):
             register_tables(probe, batch)
     finally:
         probe.close()
-        drop_tenant_db(probe.tenant_id)
+        drop_tenant_db(probe.slug)
     total = counter.seen
     assert total >= 5, counter.statements
 

@@ -16,7 +16,7 @@ from tenant_schema import (
     register_table,
 )
 from tenant_schema.exceptions import TenantNotFound
-from tenant_schema.names import validate_identifier, validate_tenant_id
+from tenant_schema.names import validate_identifier, validate_slug
 
 HOSTILE = [
     "robert'); DROP TABLE students;--",
@@ -75,7 +75,7 @@ def test_bad_tenant_ids_are_rejected_before_any_sql(bad, server_key):
 
 def test_tenant_id_error_says_what_is_allowed():
     with pytest.raises(ValueError) as excinfo:
-        validate_tenant_id("Acme Corp")
+        validate_slug("Acme Corp")
     assert "lower-case letters, digits and hyphens" in str(excinfo.value)
     assert "'Acme Corp'" in str(excinfo.value)
 
@@ -160,8 +160,8 @@ def test_ids_in_other_spellings_name_the_same_tenant(server_key):
     with bare_tenants():
         first = get_or_create_tenant_db(typed, server=server_key)
     try:
-        assert first.tenant_id == "t-" + slug[1:]
-        assert get_tenant_db(first.tenant_id) is first
+        assert first.slug == "t-" + slug[1:]
+        assert get_tenant_db(first.slug) is first
         assert get_tenant_db(typed) is first
         assert get_or_create_tenant_db(typed.lower()) is first
     finally:
@@ -169,12 +169,12 @@ def test_ids_in_other_spellings_name_the_same_tenant(server_key):
 
 
 def test_normalising_tells_exactly_what_is_allowed():
-    from tenant_schema.names import normalize_tenant_id
+    from tenant_schema.names import normalize_slug
 
-    assert normalize_tenant_id("tenant_123") == "tenant-123"
-    assert normalize_tenant_id("ACME") == "acme"
+    assert normalize_slug("tenant_123") == "tenant-123"
+    assert normalize_slug("ACME") == "acme"
     with pytest.raises(ValueError, match="invalid tenant id 'acme corp': use 1-40 lower-case letters"):
-        normalize_tenant_id("Acme Corp")
+        normalize_slug("Acme Corp")
 
 
 IDENTIFIER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -208,7 +208,7 @@ def test_identifier_validation_accepts_exactly_safe_names(text):
 @given(st.one_of(NAMEISH, st.text(max_size=60)))
 def test_tenant_id_validation_accepts_exactly_dns_labels(text):
     try:
-        validate_tenant_id(text)
+        validate_slug(text)
     except ValueError:
         assert not is_dns_label(text)
     else:
@@ -218,11 +218,11 @@ def test_tenant_id_validation_accepts_exactly_dns_labels(text):
 @hsettings(max_examples=300)
 @given(st.one_of(NAMEISH, st.text(max_size=60)))
 def test_normalising_accepts_exactly_case_and_underscore_variants_of_dns_labels(text):
-    from tenant_schema.names import normalize_tenant_id
+    from tenant_schema.names import normalize_slug
 
     folded = text.lower().replace("_", "-") if text.isascii() else text
     try:
-        result = normalize_tenant_id(text)
+        result = normalize_slug(text)
     except ValueError:
         assert not is_dns_label(folded)
     else:

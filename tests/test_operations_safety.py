@@ -706,14 +706,14 @@ def test_register_tables_dropped_at_any_statement_errors_and_a_retry_completes(m
     live_server(server_key)
     clean = make_tenant_db(server_key)
     clean.close()
-    statements, _ = counted(clean.tenant_id, lambda: register_tables(clean, BATCH))
+    statements, _ = counted(clean.slug, lambda: register_tables(clean, BATCH))
     expected = shape(clean)
     assert {"customers", "invoices"} <= set(expected)
 
     for at in range(1, len(statements) + 1):
         tenant_db = make_tenant_db(server_key)
         tenant_db.close()
-        killer = Killer(tenant_db.tenant_id, at)
+        killer = Killer(tenant_db.slug, at)
         with watching(killer):
             first, tables = attempt_then_retry(lambda: register_tables(tenant_db, BATCH))
         where = f"killed before statement {at} {' '.join(statements[at - 1].split())[:60]!r}"
@@ -915,11 +915,11 @@ def test_batch_create_dropped_at_any_statement_stores_all_rows_or_none(make_tena
         table.model._default_manager.db_manager(tenant_db.alias).all().delete()
         tenant_db.close()
 
-    statements, _ = counted(tenant_db.tenant_id, lambda: table.batch_create(rows, batch_size=5))
+    statements, _ = counted(tenant_db.slug, lambda: table.batch_create(rows, batch_size=5))
     assert sum(s.lstrip().startswith("INSERT") for s in statements) >= 2, statements
     for at in range(1, len(statements) + 1):
         empty()
-        killer = Killer(tenant_db.tenant_id, at)
+        killer = Killer(tenant_db.slug, at)
         seen: dict[str, Any] = {}
 
         def look_then_retry():

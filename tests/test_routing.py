@@ -37,7 +37,8 @@ def test_no_tenant_fails_closed_and_never_falls_back_to_default():
 
 @pytest.mark.django_db
 def test_shared_models_stay_on_default(in_tenant):
-    assert router.db_for_read(User) is None  # not a tenant model: Django's default routing
+    assert TenantRouter().db_for_read(User) is None  # not a tenant model: no opinion
+    assert router.db_for_read(User) == "default"  # so Django routes it to default
     User.objects.create(username="shared-user")
     assert User.objects.using("default").filter(username="shared-user").exists()
     assert Tenant.objects.filter(slug=in_tenant.slug).exists()

@@ -26,7 +26,7 @@ class Transaction:
 tenant_db = get_or_create_tenant_db("tenant_123")
 transactions = register_table(tenant_db, Transaction, "transactions")
 transactions.insert(Transaction(id="t1", amount=100.0, date="2024-01-01"))
-print(tenant_db.tenant_id, transactions.read("t1").category)
+print(tenant_db.slug, transactions.read("t1").category)
 '''
 
 

@@ -106,7 +106,7 @@ def test_tenant_aliases_carry_every_django_setting(db_access):
         assert settings["CONN_MAX_AGE"] == 0
     finally:
         tdb.close()
-        drop_tenant_db(tdb.tenant_id, server="sqlite")
+        drop_tenant_db(tdb.slug, server="sqlite")
 
 
 def test_register_alias_is_idempotent():
@@ -197,7 +197,7 @@ def test_schema_isolation_gives_each_tenant_its_own_schema(pg_schema_server):
     finally:
         for tdb in (a, b):
             tdb.close()
-            drop_tenant_db(tdb.tenant_id, server=pg_schema_server)
+            drop_tenant_db(tdb.slug, server=pg_schema_server)
     assert not get_plugins().hook.tenant_schema_database_exists(
         dialect=a.dialect, server=a.server, name=a.name
     )

@@ -540,7 +540,7 @@ def test_tables_are_usable_from_a_fresh_process(finance, tenant_db):
     script = (
         "import django, json, sys; django.setup()\n"
         "from tenant_schema import get_tenant_db\n"
-        f"tdb = get_tenant_db({tenant_db.tenant_id!r}, server={tenant_db.server.key!r})\n"
+        f"tdb = get_tenant_db({tenant_db.slug!r}, server={tenant_db.server.key!r})\n"
         "print(json.dumps({'registered': sorted(tdb.tables), 'rows': tdb.table('accounts').list(order_by='name')},"
         " default=str))\n"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...names import validate_tenant_id
+from ...names import normalize_slug
 from ..inspection import command_errors, one_line
 
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         from ...provisioning import archive_tenant, get_tenant, purge_tenant
 
         with command_errors():
-            validate_tenant_id(slug)
+            slug = normalize_slug(slug)
             tenant = get_tenant(slug)
             if not purge:
                 tenant = archive_tenant(tenant)

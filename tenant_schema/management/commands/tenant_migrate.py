@@ -11,7 +11,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...names import validate_tenant_id
+from ...names import normalize_slug
 from ..inspection import command_errors
 
 
@@ -40,8 +40,7 @@ class Command(BaseCommand):
         # A bar on a terminal; otherwise one line per tenant as it finishes.
         on_result = True if progress else (lambda result: self.report(result, verbosity))
         with command_errors():
-            for slug in slugs:
-                validate_tenant_id(slug)
+            slugs = [normalize_slug(slug) for slug in slugs]
             report = migrate_tenants(slugs or None, jobs=jobs, progress=on_result)
         if progress:
             for result in report.results:

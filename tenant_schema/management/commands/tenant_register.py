@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...names import validate_tenant_id
+from ...names import normalize_slug
 from ...servers import get_server
 from ..inspection import command_errors
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
         if len(name) > longest:
             raise CommandError(f"--name must be at most {longest} characters, not {len(name)}")
         with command_errors():
-            validate_tenant_id(slug)
+            slug = normalize_slug(slug)
             get_server(server)  # an unknown server fails here, before any SQL
             tenant = register_tenant(slug, server=server, name=name)
         if options["verbosity"] >= 1:

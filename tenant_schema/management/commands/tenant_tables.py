@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...names import validate_tenant_id
+from ...names import normalize_slug
 from ..inspection import command_errors, tables_and_indexes
 
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         from ...provisioning import get_tenant
 
         with command_errors():
-            validate_tenant_id(slug)
+            slug = normalize_slug(slug)
             tenant = get_tenant(slug)
             tables = tables_and_indexes(tenant)
             tenant.database.close()
