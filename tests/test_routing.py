@@ -23,6 +23,7 @@ from tenant_schema import (
 )
 from tenant_schema.mapping import APP_LABEL
 from tenant_schema.models import Tenant
+from tenant_schema.routers import TenantRouter
 from tests.tenantapp.models import Category, Note, Tag
 
 
