@@ -94,8 +94,10 @@ def raw_insert(tdb, model, rows: list[dict]) -> float:
     keys = [f.name for f in fields]
     quote = connection.ops.quote_name
     mark = "?" if connection.vendor == "sqlite" else "%s"
-    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"VALUES ({', '.join([mark] * len(fields))})")
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join([mark] * len(fields))})"
+    )
     driver = driver_connection(tdb)
     try:
         cursor = driver.cursor()
@@ -158,21 +160,32 @@ def bench_server(key: str, count: int, repeat: int, orm: bool) -> list[object]:
         raw_insert(tdb, txns.model, rows[:1000])
         via_raw = txns.list(limit=3)
         empty(txns)
-        assert [(r.amount, r.booked_on, r.note) for r in via_table] == [(r.amount, r.booked_on, r.note) for r in via_raw]
+        assert [(r.amount, r.booked_on, r.note) for r in via_table] == [
+            (r.amount, r.booked_on, r.note) for r in via_raw
+        ]
         raw_times, table_times, orm_times = [], [], []
         for i in range(repeat):
-            order = [(raw_times, lambda: raw_insert(tdb, txns.model, rows)),
-                     (table_times, lambda: table_insert(txns, rows))]
+            order = [
+                (raw_times, lambda: raw_insert(tdb, txns.model, rows)),
+                (table_times, lambda: table_insert(txns, rows)),
+            ]
             if orm and i < 3:  # slow, and only for reference: median of 3
                 order.append((orm_times, lambda: orm_insert(txns, rows)))
-            for samples, fn in (order if i % 2 == 0 else order[::-1]):
+            for samples, fn in order if i % 2 == 0 else order[::-1]:
                 samples.append(fn())
                 assert txns.count() == count
                 empty(txns)
         raw, api = statistics.median(raw_times), statistics.median(table_times)
         orm_cell = f"{statistics.median(orm_times):.3f}" if orm else "-"
-        return [key, server_version(tdb), f"{raw:.3f}", f"{api:.3f}", orm_cell, f"{count / api:,.0f}",
-                f"{raw / api:.2f}"]
+        return [
+            key,
+            server_version(tdb),
+            f"{raw:.3f}",
+            f"{api:.3f}",
+            orm_cell,
+            f"{count / api:,.0f}",
+            f"{raw / api:.2f}",
+        ]
     finally:
         tdb.close()
         drop_tenant_db(tenant_id, server=key)
@@ -193,8 +206,20 @@ def run(argv: list[str]) -> None:
         else:
             skipped.append(key)
     print(f"## Bulk insert: {args.rows:,} rows, median of {args.repeat} (seconds)\n")
-    print(table(["server", "version", "executemany", "batch_create", "bulk_create (ORM, 3 runs)", "batch_create rows/s",
-                 "ratio"], results))
+    print(
+        table(
+            [
+                "server",
+                "version",
+                "executemany",
+                "batch_create",
+                "bulk_create (ORM, 3 runs)",
+                "batch_create rows/s",
+                "ratio",
+            ],
+            results,
+        )
+    )
     print("\nratio = executemany time / batch_create time (throughput of batch_create relative to the driver)")
     if skipped:
         print(f"\nskipped (no answer): {', '.join(skipped)}")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenant_setup import reachable, setup_django, slug, table  # noqa: E402
+from _tenant_setup import reachable, setup_django, slug, table
 
 
 def run(argv: list[str]) -> None:
@@ -58,11 +58,25 @@ def run(argv: list[str]) -> None:
                 pass
     ours_each = ours / args.tenants
     print(f"Fleet migration, nothing to apply: {args.tenants} tenants on {args.server!r}, jobs={args.jobs}")
-    print(table(["method", "per tenant (ms)", f"{args.tenants} tenants (s)", "ratio"], [
-        [f"migrate_tenants(jobs={args.jobs}) (one query per tenant)", f"{ours_each * 1000:.1f}", f"{ours:.2f}", "1.00x"],
-        [f"migrate per tenant (MigrationExecutor; sample of {len(sample)})", f"{naive_each * 1000:.1f}",
-         f"{naive_each * args.tenants:.2f} (extrapolated)", f"{naive_each / ours_each:.1f}x"],
-    ]))
+    print(
+        table(
+            ["method", "per tenant (ms)", f"{args.tenants} tenants (s)", "ratio"],
+            [
+                [
+                    f"migrate_tenants(jobs={args.jobs}) (one query per tenant)",
+                    f"{ours_each * 1000:.1f}",
+                    f"{ours:.2f}",
+                    "1.00x",
+                ],
+                [
+                    f"migrate per tenant (MigrationExecutor; sample of {len(sample)})",
+                    f"{naive_each * 1000:.1f}",
+                    f"{naive_each * args.tenants:.2f} (extrapolated)",
+                    f"{naive_each / ours_each:.1f}x",
+                ],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

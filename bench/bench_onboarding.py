@@ -10,7 +10,6 @@ one run, and only their ratio means anything.
 from __future__ import annotations
 
 import argparse
-
 import sys
 from pathlib import Path
 
@@ -78,8 +77,14 @@ def run(argv: list[str]) -> None:
             onboard.append(timed(register_tenant, s, server=key))
             purge_tenant(s)
             floor.append(raw_floor(key, statements_for))
-        rows.append([key, f"{median_ms(onboard):.1f}", f"{median_ms(floor):.1f}",
-                     f"{median_ms(onboard) / median_ms(floor):.2f}x"])
+        rows.append(
+            [
+                key,
+                f"{median_ms(onboard):.1f}",
+                f"{median_ms(floor):.1f}",
+                f"{median_ms(onboard) / median_ms(floor):.2f}x",
+            ]
+        )
     print(f"Onboarding: median of {args.tenants} per dialect (ms)")
     print(table(["dialect", "register_tenant", "raw CREATE DATABASE + DDL", "ratio"], rows))
 

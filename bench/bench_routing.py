@@ -15,7 +15,7 @@ import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenant_setup import setup_django, slug, table  # noqa: E402
+from _tenant_setup import setup_django, slug, table
 
 
 def run(argv: list[str]) -> None:
@@ -69,10 +69,15 @@ def run(argv: list[str]) -> None:
     n = rounds * per_round
     routed_us, plain_us = timings["routed"] / n * 1e6, timings["plain"] / n * 1e6
     print(f"Routing: mean per request over {n} requests each (µs), SQLite tenant, test client")
-    print(table(["variant", "µs/request", "ratio"], [
-        ["middleware + router (header resolver)", f"{routed_us:.0f}", f"{routed_us / plain_us:.2f}x"],
-        ["same view, alias named, no tenant middleware", f"{plain_us:.0f}", "1.00x"],
-    ]))
+    print(
+        table(
+            ["variant", "µs/request", "ratio"],
+            [
+                ["middleware + router (header resolver)", f"{routed_us:.0f}", f"{routed_us / plain_us:.2f}x"],
+                ["same view, alias named, no tenant middleware", f"{plain_us:.0f}", "1.00x"],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ sys.path.insert(0, str(HERE))  # modules import their shared helpers (_tenant_se
 
 
 def available() -> list[str]:
-    return sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+    return sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
 
 
 def main(argv: list[str]) -> int:
-    names, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    names, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     known = available()
     if "--list" in names or "-h" in names or "--help" in names:
         print(__doc__.strip())

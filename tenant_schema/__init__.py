@@ -49,6 +49,7 @@ _EXPORTS = {
     "get_tenant": "registry",
     "Tenant": "models",
     "NotOurDatabase": "exceptions",
+    "TenantNotReady": "exceptions",
     "migrate_tenants": "provisioning",
     "archive_tenant": "provisioning",
     "purge_tenant": "provisioning",

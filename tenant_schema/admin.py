@@ -104,8 +104,16 @@ class TenantAdmin(admin.ModelAdmin):
     change_form_template = "tenant_schema/admin/change_form.html"
     add_fields = ("slug", "name", "server")
     change_fields = (
-        "slug", "name", "status_badge", "server", "dialect", "database_name",
-        "last_error", "created_at", "updated_at", "provisioned_at",
+        "slug",
+        "name",
+        "status_badge",
+        "server",
+        "dialect",
+        "database_name",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "provisioned_at",
     )
     readonly_fields = tuple(f for f in change_fields if f != "name")
 
@@ -115,7 +123,9 @@ class TenantAdmin(admin.ModelAdmin):
         color = STATUS_COLORS.get(obj.status, "#666666")
         return format_html(
             '<strong class="tenant-status tenant-status-{}" style="color:{}">{}</strong>',
-            obj.status, color, obj.get_status_display(),
+            obj.status,
+            color,
+            obj.get_status_display(),
         )
 
     @admin.display(description=_("dialect"))
@@ -148,12 +158,15 @@ class TenantAdmin(admin.ModelAdmin):
 
         try:
             tenant = register_tenant(obj.slug, server=obj.server, name=obj.name)
-        except Exception as exc:  # noqa: BLE001 - shown to the operator; the row says failed
+        except Exception as exc:
             tenant = Tenant.objects.filter(slug=obj.slug).first()
             if tenant is None:
                 raise
-            self.message_user(request, _("Provisioning %(slug)s failed: %(error)s") % {
-                "slug": obj.slug, "error": one_line(exc)}, messages.ERROR)
+            self.message_user(
+                request,
+                _("Provisioning %(slug)s failed: %(error)s") % {"slug": obj.slug, "error": one_line(exc)},
+                messages.ERROR,
+            )
         obj.__dict__.update(tenant.__dict__)  # the admin goes on with the provisioned row
 
     def response_add(self, request, obj, post_url_continue=None):
@@ -176,14 +189,20 @@ class TenantAdmin(admin.ModelAdmin):
 
         for tenant in queryset:
             if tenant.status == Tenant.Status.ARCHIVED:
-                self.message_user(request, _("Tenant %(slug)s is archived; it was not provisioned again.")
-                                  % {"slug": tenant.slug}, messages.WARNING)
+                self.message_user(
+                    request,
+                    _("Tenant %(slug)s is archived; it was not provisioned again.") % {"slug": tenant.slug},
+                    messages.WARNING,
+                )
                 continue
             try:
                 register_tenant(tenant.slug, server=tenant.server, name=tenant.name)
             except Exception as exc:  # noqa: BLE001 - reported; the row records the error
-                self.message_user(request, _("Provisioning %(slug)s failed: %(error)s")
-                                  % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
+                self.message_user(
+                    request,
+                    _("Provisioning %(slug)s failed: %(error)s") % {"slug": tenant.slug, "error": one_line(exc)},
+                    messages.ERROR,
+                )
             else:
                 self.message_user(request, _("Tenant %(slug)s is ready.") % {"slug": tenant.slug}, messages.SUCCESS)
 
@@ -194,12 +213,18 @@ class TenantAdmin(admin.ModelAdmin):
         report = migrate_tenants([t.slug for t in queryset])
         for result in report.results:
             if result.error:
-                self.message_user(request, _("Migrating %(slug)s failed: %(error)s")
-                                  % {"slug": result.slug, "error": str(result.error).strip().splitlines()[0]},
-                                  messages.ERROR)
+                self.message_user(
+                    request,
+                    _("Migrating %(slug)s failed: %(error)s")
+                    % {"slug": result.slug, "error": str(result.error).strip().splitlines()[0]},
+                    messages.ERROR,
+                )
             elif result.applied:
-                self.message_user(request, _("Tenant %(slug)s: applied %(names)s")
-                                  % {"slug": result.slug, "names": ", ".join(result.applied)}, messages.SUCCESS)
+                self.message_user(
+                    request,
+                    _("Tenant %(slug)s: applied %(names)s") % {"slug": result.slug, "names": ", ".join(result.applied)},
+                    messages.SUCCESS,
+                )
             else:
                 self.message_user(request, _("Tenant %(slug)s is up to date.") % {"slug": result.slug}, messages.INFO)
 
@@ -211,11 +236,17 @@ class TenantAdmin(admin.ModelAdmin):
             try:
                 archive_tenant(tenant)
             except Exception as exc:  # noqa: BLE001 - reported to the operator
-                self.message_user(request, _("Archiving %(slug)s failed: %(error)s")
-                                  % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
+                self.message_user(
+                    request,
+                    _("Archiving %(slug)s failed: %(error)s") % {"slug": tenant.slug, "error": one_line(exc)},
+                    messages.ERROR,
+                )
             else:
-                self.message_user(request, _("Tenant %(slug)s archived; its database is kept.")
-                                  % {"slug": tenant.slug}, messages.SUCCESS)
+                self.message_user(
+                    request,
+                    _("Tenant %(slug)s archived; its database is kept.") % {"slug": tenant.slug},
+                    messages.SUCCESS,
+                )
 
     # -- detail page --------------------------------------------------------
     def get_urls(self):
@@ -287,12 +318,22 @@ class TenantAdmin(admin.ModelAdmin):
             try:
                 purge_tenant(tenant)
             except Exception as exc:  # noqa: BLE001 - the row is kept; say so
-                self.message_user(request, _("Purging %(slug)s failed: %(error)s. Its registry row is kept; "
-                                             "try again once the cause is fixed.")
-                                  % {"slug": tenant.slug, "error": one_line(exc)}, messages.ERROR)
+                self.message_user(
+                    request,
+                    _(
+                        "Purging %(slug)s failed: %(error)s. Its registry row is kept; "
+                        "try again once the cause is fixed."
+                    )
+                    % {"slug": tenant.slug, "error": one_line(exc)},
+                    messages.ERROR,
+                )
                 return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_change", args=[tenant.pk]))
-            self.message_user(request, _("Tenant %(slug)s purged: database %(db)s dropped and registry row deleted.")
-                              % {"slug": tenant.slug, "db": tenant.database_name}, messages.SUCCESS)
+            self.message_user(
+                request,
+                _("Tenant %(slug)s purged: database %(db)s dropped and registry row deleted.")
+                % {"slug": tenant.slug, "db": tenant.database_name},
+                messages.SUCCESS,
+            )
             return HttpResponseRedirect(reverse("admin:tenant_schema_tenant_changelist"))
         context = {
             **self.admin_site.each_context(request),

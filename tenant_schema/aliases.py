@@ -100,6 +100,7 @@ def unregister_alias(alias: str) -> None:
 
 # -- open-connection cap ------------------------------------------------------
 
+
 class _OpenConnections:
     """LRU of open tenant connections in this process."""
 
@@ -142,7 +143,7 @@ class _OpenConnections:
         me = threading.get_ident()
         to_close = []
         with self.lock:
-            for key, (ref, owner) in list(self.order.items()):
+            for key, (ref, _owner) in list(self.order.items()):
                 if not _is_open(ref()):
                     del self.order[key]
             excess = len(self.order) - cap
@@ -240,7 +241,6 @@ def _on_request_finished(sender, **kwargs) -> None:
 
 connection_created.connect(_on_connection_created)
 request_finished.connect(_on_request_finished)
-
 
 
 def server_alias(key: str) -> str:

@@ -55,8 +55,7 @@ def flush_deferred_sql(editor) -> None:
 def _with_auto_created(model: type[models.Model]) -> list[type[models.Model]]:
     """``model`` and the many-to-many tables ``create_model`` makes with it."""
     through = [
-        f.remote_field.through for f in model._meta.local_many_to_many
-        if f.remote_field.through._meta.auto_created
+        f.remote_field.through for f in model._meta.local_many_to_many if f.remote_field.through._meta.auto_created
     ]
     return [model, *through]
 
@@ -123,8 +122,12 @@ class DDLBatch:
         self.editor.create_model(model)
         if self.hooks:
             dialect = self.tenant_db.dialect
-            run_hook_statements(self.editor, get_plugins().hook.tenant_schema_after_create_table(
-                dialect=dialect, schema_editor=self.editor, model=model, table_name=model._meta.db_table))
+            run_hook_statements(
+                self.editor,
+                get_plugins().hook.tenant_schema_after_create_table(
+                    dialect=dialect, schema_editor=self.editor, model=model, table_name=model._meta.db_table
+                ),
+            )
 
     def create_index(self, model: type[models.Model], spec: IndexSpec) -> None:
         """The dialect's ``CREATE INDEX`` for ``spec`` (undone by its ``DROP INDEX``)."""
@@ -132,8 +135,11 @@ class DDLBatch:
         dialect = self.tenant_db.dialect
         self.execute(
             hook.tenant_schema_index_sql(dialect=dialect, schema_editor=self.editor, model=model, index=spec),
-            undo=lambda editor: editor.execute(hook.tenant_schema_drop_index_sql(
-                dialect=dialect, schema_editor=editor, model=model, name=spec.name, constraint=False)),
+            undo=lambda editor: editor.execute(
+                hook.tenant_schema_drop_index_sql(
+                    dialect=dialect, schema_editor=editor, model=model, name=spec.name, constraint=False
+                )
+            ),
         )
 
     def execute(self, statement: Any, *, undo: Undo | None = None) -> None:
@@ -153,8 +159,11 @@ class DDLBatch:
         connection = self.connection
         with connection.cursor() as cursor:
             fks = {
-                m: [name for name, info in connection.introspection.get_constraints(cursor, m._meta.db_table).items()
-                    if info["foreign_key"]]
+                m: [
+                    name
+                    for name, info in connection.introspection.get_constraints(cursor, m._meta.db_table).items()
+                    if info["foreign_key"]
+                ]
                 for m in tables
             }
         dialect = self.tenant_db.dialect
@@ -169,7 +178,10 @@ class DDLBatch:
                     item(editor)
                     continue
                 if self.hooks:
-                    run_hook_statements(editor, hook.tenant_schema_before_drop_table(
-                        dialect=dialect, schema_editor=editor, model=item, table_name=item._meta.db_table))
+                    run_hook_statements(
+                        editor,
+                        hook.tenant_schema_before_drop_table(
+                            dialect=dialect, schema_editor=editor, model=item, table_name=item._meta.db_table
+                        ),
+                    )
                 editor.execute(editor.sql_delete_table % {"table": editor.quote_name(item._meta.db_table)})
-

@@ -35,8 +35,12 @@ from . import django_private
 from .rows import RowCodec
 
 _INTEGER = (
-    models.IntegerField, models.BigIntegerField, models.SmallIntegerField,
-    models.PositiveIntegerField, models.PositiveBigIntegerField, models.PositiveSmallIntegerField,
+    models.IntegerField,
+    models.BigIntegerField,
+    models.SmallIntegerField,
+    models.PositiveIntegerField,
+    models.PositiveBigIntegerField,
+    models.PositiveSmallIntegerField,
 )
 _AUTO = (models.AutoField, models.BigAutoField, models.SmallAutoField)
 _IDENTITY = {models.CharField: str, models.TextField: str, models.FloatField: float, models.BooleanField: bool}
@@ -129,15 +133,18 @@ def plain_fields(fields: Sequence[models.Field]) -> bool:
         pre_save = type(f).pre_save
         if pre_save is models.Field.pre_save:
             continue
-        if isinstance(f, (models.DateField, models.TimeField)) and pre_save in (
-            models.DateField.pre_save, models.DateTimeField.pre_save, models.TimeField.pre_save
-        ) and not (f.auto_now or f.auto_now_add):
+        if (
+            isinstance(f, (models.DateField, models.TimeField))
+            and pre_save in (models.DateField.pre_save, models.DateTimeField.pre_save, models.TimeField.pre_save)
+            and not (f.auto_now or f.auto_now_add)
+        ):
             continue
         return False
     return True
 
 
 # -- rows -> columns ------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Batch:
@@ -153,8 +160,12 @@ class Batch:
         return len(self.index)
 
     def take(self, positions: list[int]) -> Batch:
-        return Batch(self.fields, [[c[i] for i in positions] for c in self.columns],
-                     [self.index[i] for i in positions], self.given)
+        return Batch(
+            self.fields,
+            [[c[i] for i in positions] for c in self.columns],
+            [self.index[i] for i in positions],
+            self.given,
+        )
 
 
 def _shape(codec: RowCodec, row: Any) -> tuple[list[models.Field], list[Callable[[Any], Any]], type] | None:
@@ -241,8 +252,12 @@ def split_generated_keys(codec: RowCodec, batch: Batch) -> list[Batch]:
     missing = [j for j, v in enumerate(keys) if v is None]
     if not missing:
         return [batch]
-    without = Batch(batch.fields[:i] + batch.fields[i + 1:], batch.columns[:i] + batch.columns[i + 1:],
-                    batch.index, batch.given - (i < batch.given))
+    without = Batch(
+        batch.fields[:i] + batch.fields[i + 1 :],
+        batch.columns[:i] + batch.columns[i + 1 :],
+        batch.index,
+        batch.given - (i < batch.given),
+    )
     if len(missing) == len(keys):
         return [without]
     given = [j for j, v in enumerate(keys) if v is not None]
@@ -286,7 +301,10 @@ def _compile_insert(model, connection, fields, rows, sample, conflict) -> _State
 
 def _cached_statement(codec: RowCodec, connection, fields, rows: int, sample, conflict) -> _Statement | None:
     key = (
-        connection.vendor, tuple(f.attname for f in fields), rows, conflict.get("on_conflict"),
+        connection.vendor,
+        tuple(f.attname for f in fields),
+        rows,
+        conflict.get("on_conflict"),
         *(tuple(f.attname for f in conflict.get(k) or ()) for k in ("update_fields", "unique_fields", "returning")),
     )
     cache = codec.statements
@@ -307,8 +325,15 @@ def rows_per_statement(connection, fields, total: int, batch_size: int | None, c
     return max(1, min(size, limit, total))
 
 
-def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None = None,
-           returning: bool = False, **conflict: Any) -> list[Any] | None:
+def insert(
+    codec: RowCodec,
+    connection,
+    batch: Batch,
+    *,
+    batch_size: int | None = None,
+    returning: bool = False,
+    **conflict: Any,
+) -> list[Any] | None:
     """INSERT ``batch`` (inside the caller's transaction); with ``returning``, each row's primary key.
 
     That is the key of the row each input row wrote (an upsert may update a
@@ -340,7 +365,7 @@ def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None 
     width = len(columns)
 
     def params(start: int, rows: int) -> Any:
-        chunk = [c[start:start + rows] for c in columns] if rows != n else columns
+        chunk = [c[start : start + rows] for c in columns] if rows != n else columns
         if statements[rows].columnar:
             return chunk
         flat: list[Any] = [None] * (rows * width)  # row-major: every width-th slot is one column
@@ -369,12 +394,17 @@ def insert(codec: RowCodec, connection, batch: Batch, *, batch_size: int | None 
 
 def _insert_orm(codec, connection, batch, batch_size, returning, conflict) -> list[Any] | None:
     """Django's own ``bulk_create``, for fields the compiled path does not cover."""
-    objs = [codec.model(**{f.attname: codec.norm(f, c[i]) for f, c in zip(batch.fields, batch.columns)})
-            for i in range(batch.size)]
+    objs = [
+        codec.model(**{f.attname: codec.norm(f, c[i]) for f, c in zip(batch.fields, batch.columns)})
+        for i in range(batch.size)
+    ]
     kwargs: dict[str, Any] = {}
     if conflict.get("on_conflict") == OnConflict.UPDATE:
-        kwargs = {"update_conflicts": True, "update_fields": [f.name for f in conflict["update_fields"]],
-                  "unique_fields": [f.name for f in conflict.get("unique_fields") or ()] or None}
+        kwargs = {
+            "update_conflicts": True,
+            "update_fields": [f.name for f in conflict["update_fields"]],
+            "unique_fields": [f.name for f in conflict.get("unique_fields") or ()] or None,
+        }
     elif conflict.get("on_conflict") == OnConflict.IGNORE:
         kwargs = {"ignore_conflicts": True}
     codec.model._base_manager.db_manager(connection.alias).bulk_create(objs, batch_size=batch_size, **kwargs)
@@ -387,6 +417,7 @@ def _insert_orm(codec, connection, batch, batch_size, returning, conflict) -> li
 
 
 # -- UPDATE ---------------------------------------------------------------------
+
 
 def update(codec: RowCodec, connection, key: models.Field, rows: list[Mapping[models.Field, Any]]) -> int:
     """UPDATE each row (a ``{field: value}`` holding ``key``) by its key; rows matched.
@@ -408,10 +439,10 @@ def update(codec: RowCodec, connection, key: models.Field, rows: list[Mapping[mo
         if text is None:  # expressions, or a statement shape we cannot fill: the ORM, row by row
             for values in group:
                 matched += manager.filter(**{key.name: values[key]}).update(
-                    **{f.name: v for f, v in values.items() if f is not key})
+                    **{f.name: v for f, v in values.items() if f is not key}
+                )
             continue
-        columns = [column_converter(f, connection, codec.norm)([values[f] for values in group])
-                   for f in (*fields, key)]
+        columns = [column_converter(f, connection, codec.norm)([values[f] for values in group]) for f in (*fields, key)]
         with connection.cursor() as cursor:
             cursor.executemany(text, list(zip(*columns)))
             matched += max(cursor.rowcount, 0)

@@ -65,7 +65,7 @@ def _select(tenant: Tenant) -> contextvars.Token:
     return activate(tenant)
 
 
-class tenant_context:  # noqa: N801 - used like contextlib's lower-case helpers
+class tenant_context:
     """Select a tenant for a ``with`` block, an ``async with`` block or a function.
 
     ``tenant_or_slug`` is a ``Tenant`` row or a slug (looked up once, when the
@@ -105,6 +105,7 @@ class tenant_context:  # noqa: N801 - used like contextlib's lower-case helpers
         if inspect.isgeneratorfunction(func):
             return _generator_in_tenant(func, target, maintenance)
         if iscoroutinefunction(func):
+
             @functools.wraps(func)
             async def async_wrapper(*args, **kwargs):
                 async with tenant_context(target, maintenance=maintenance):

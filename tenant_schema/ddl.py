@@ -75,6 +75,7 @@ class _TableSpec:
 
 # -- tables -------------------------------------------------------------------
 
+
 @accepts_tenant
 def register_table(tenant_db: TenantDatabase, model: type, table_name: str | None = None, pk: str = "id") -> Table:
     """Create ``table_name`` from a dataclass or Django model if missing; return its ``Table``.
@@ -157,8 +158,9 @@ def _undo_dataclasses(specs: list[_TableSpec]) -> None:
             spec.undo = None
 
 
-def _normalize_into(tenant_db: TenantDatabase, specs: Iterable[Any],
-                    undos: list[Callable[[], None]]) -> list[_TableSpec]:
+def _normalize_into(
+    tenant_db: TenantDatabase, specs: Iterable[Any], undos: list[Callable[[], None]]
+) -> list[_TableSpec]:
     limit = tenant_db.dialect.max_identifier_length
     out: list[_TableSpec] = []
     seen: set[str] = set()
@@ -223,8 +225,16 @@ def _make_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[str
             if plan.references is not None:
                 target = plan.references
                 outside = registered.get(target)
-                cols.append((plan.name, "fk", target, plan.null, outside.model._meta.label if outside else None,
-                             tuple(sorted(plan.dc_field.metadata.items()))))
+                cols.append(
+                    (
+                        plan.name,
+                        "fk",
+                        target,
+                        plan.null,
+                        outside.model._meta.label if outside else None,
+                        tuple(sorted(plan.dc_field.metadata.items())),
+                    )
+                )
             else:
                 cols.append((plan.name, describe(plan.field)))
         shape.append((spec.table, spec.pk, tuple(cols)))
@@ -256,12 +266,19 @@ def _make_models(tenant_db: TenantDatabase, specs: list[_TableSpec]) -> dict[str
             from .mapping import ON_DELETE
 
             if on_delete not in ON_DELETE:
-                raise ValueError(f"field {spec.source.__name__}.{plan.name}: on_delete must be one of {sorted(ON_DELETE)}")
+                raise ValueError(
+                    f"field {spec.source.__name__}.{plan.name}: on_delete must be one of {sorted(ON_DELETE)}"
+                )
             column = metadata.get("db_column") or (plan.name if metadata.get("references") else f"{plan.name}_id")
             fields[plan.name] = models.ForeignKey(
-                to, on_delete=ON_DELETE[on_delete], null=plan.null, blank=plan.null,
-                db_column=column, related_name="+",
-                unique=bool(metadata.get("unique")), primary_key=plan.name == spec.pk,
+                to,
+                on_delete=ON_DELETE[on_delete],
+                null=plan.null,
+                blank=plan.null,
+                db_column=column,
+                related_name="+",
+                unique=bool(metadata.get("unique")),
+                primary_key=plan.name == spec.pk,
             )
         planned[spec.table] = fields
     for spec in specs:  # every spec is checked before any model of the batch is built
@@ -317,12 +334,33 @@ def _fk_order(specs: list[_TableSpec], built: dict[str, type[models.Model]]) -> 
 #: model's (MySQL's JSON is LONGTEXT and its LONGBLOB introspects as text, a
 #: UUID is CHAR(32) outside PostgreSQL, a boolean is TINYINT(1) on MySQL).
 TYPE_FAMILIES = {
-    "integer": {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
-                "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
-                "PositiveSmallIntegerField", "BooleanField"},
-    "text": {"CharField", "TextField", "SlugField", "EmailField", "URLField", "UUIDField", "JSONField",
-             "GenericIPAddressField", "IPAddressField", "FilePathField", "FileField", "ImageField",
-             "BinaryField"},
+    "integer": {
+        "AutoField",
+        "BigAutoField",
+        "SmallAutoField",
+        "IntegerField",
+        "BigIntegerField",
+        "SmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveSmallIntegerField",
+        "BooleanField",
+    },
+    "text": {
+        "CharField",
+        "TextField",
+        "SlugField",
+        "EmailField",
+        "URLField",
+        "UUIDField",
+        "JSONField",
+        "GenericIPAddressField",
+        "IPAddressField",
+        "FilePathField",
+        "FileField",
+        "ImageField",
+        "BinaryField",
+    },
     "float": {"FloatField"},
     "decimal": {"DecimalField"},
     "datetime": {"DateTimeField"},
@@ -437,8 +475,12 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
         return False
     model = tenant_db.table(table_name).model
     with DDLBatch(tenant_db) as batch:
-        run_hook_statements(batch.editor, get_plugins().hook.tenant_schema_before_drop_table(
-            dialect=tenant_db.dialect, schema_editor=batch.editor, model=model, table_name=table_name))
+        run_hook_statements(
+            batch.editor,
+            get_plugins().hook.tenant_schema_before_drop_table(
+                dialect=tenant_db.dialect, schema_editor=batch.editor, model=model, table_name=table_name
+            ),
+        )
         batch.execute(batch.editor.sql_delete_table % {"table": batch.editor.quote_name(table_name)})
     with tenant_db._tables_lock:
         tenant_db._tables.pop(table_name, None)
@@ -446,6 +488,7 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
 
 
 # -- indexes --------------------------------------------------------------------
+
 
 def index_name(table: str, columns: Sequence[str], max_length: int) -> str:
     """``idx_{table}_{cols}``, shortened with a stable hash to ``max_length``."""
@@ -573,7 +616,10 @@ def drop_index(tenant_db: TenantDatabase, index_name: str, table_name: str | Non
         plugins = get_plugins()
         dialect = tenant_db.dialect
         with connection.schema_editor(atomic=tenant_db.can_rollback_ddl) as editor:
-            editor.execute(plugins.hook.tenant_schema_drop_index_sql(
-                dialect=dialect, schema_editor=editor, model=model, name=index_name, constraint=constraint))
+            editor.execute(
+                plugins.hook.tenant_schema_drop_index_sql(
+                    dialect=dialect, schema_editor=editor, model=model, name=index_name, constraint=constraint
+                )
+            )
         return True
     return False

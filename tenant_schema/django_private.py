@@ -16,6 +16,7 @@ from django.db.models import sql
 
 # -- connections -------------------------------------------------------------------
 
+
 def has_connection(alias: str) -> bool:
     """Whether this thread (or async context) has built a connection object for ``alias``.
 
@@ -25,6 +26,7 @@ def has_connection(alias: str) -> bool:
 
 
 # -- schema editor -----------------------------------------------------------------
+
 
 def create_index_statement(editor, model, *, fields, name: str, sql_template: str | None, col_suffixes):
     """``BaseDatabaseSchemaEditor._create_index_sql``: a quoted ``CREATE [UNIQUE] INDEX`` Statement."""
@@ -55,6 +57,7 @@ def drop_foreign_key_statement(editor, model, name: str):
 
 # -- fields ------------------------------------------------------------------------
 
+
 def set_unique(field) -> None:
     """Make an unbound field unique (``Field._unique``, what ``unique=True`` sets in ``__init__``)."""
     field._unique = True
@@ -62,11 +65,15 @@ def set_unique(field) -> None:
 
 # -- queries -----------------------------------------------------------------------
 
+
 def compile_insert(model, connection, fields, rows: int, sample, conflict: dict[str, Any]) -> list[tuple[str, Any]]:
     """``sql.InsertQuery`` compiled for ``rows`` rows shaped like ``sample`` (``returning_fields`` set)."""
-    query = sql.InsertQuery(model, on_conflict=conflict.get("on_conflict"),
-                            update_fields=conflict.get("update_fields", ()),
-                            unique_fields=conflict.get("unique_fields", ()))
+    query = sql.InsertQuery(
+        model,
+        on_conflict=conflict.get("on_conflict"),
+        update_fields=conflict.get("update_fields", ()),
+        unique_fields=conflict.get("unique_fields", ()),
+    )
     query.insert_values(fields, [sample] * rows)
     compiler = query.get_compiler(connection=connection)
     compiler.returning_fields = conflict.get("returning")

@@ -87,9 +87,7 @@ def tenant_schema_server_settings(dialect: Dialect, url: str) -> dict[str, Any] 
 
 
 @hookspec(firstresult=True)
-def tenant_schema_tenant_settings(
-    dialect: Dialect, server: Server, database_name: str
-) -> dict[str, Any] | None:
+def tenant_schema_tenant_settings(dialect: Dialect, server: Server, database_name: str) -> dict[str, Any] | None:
     """Connection settings of one tenant's alias on ``server``.
 
     Firstresult; ``None`` leaves it to the next implementation. The default
@@ -146,9 +144,7 @@ def tenant_schema_drop_database(dialect: Dialect, server: Server, name: str) -> 
 
 
 @hookspec(firstresult=True)
-def tenant_schema_clone_database(
-    dialect: Dialect, server: Server, template: str, name: str
-) -> bool | None:
+def tenant_schema_clone_database(dialect: Dialect, server: Server, template: str, name: str) -> bool | None:
     """Create ``name`` as a copy of the database ``template`` (fast onboarding).
 
     Firstresult; ``None`` leaves it to the next implementation. Return
@@ -173,9 +169,7 @@ def tenant_schema_clone_database(
 
 
 @hookspec(firstresult=True)
-def tenant_schema_can_rollback_ddl(
-    dialect: Dialect, connection: BaseDatabaseWrapper
-) -> bool | None:
+def tenant_schema_can_rollback_ddl(dialect: Dialect, connection: BaseDatabaseWrapper) -> bool | None:
     """Whether DDL on ``connection`` is transactional.
 
     Firstresult; ``None`` leaves it to the next implementation. ``True`` lets
@@ -330,9 +324,7 @@ def tenant_schema_role_name(dialect: Dialect, server: Server, database_name: str
 
 
 @hookspec(firstresult=True)
-def tenant_schema_create_role(
-    dialect: Dialect, server: Server, role: str, password: str
-) -> bool | None:
+def tenant_schema_create_role(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
     """Create the login role ``role`` with ``password``; if it exists, set its password.
 
     Firstresult; ``None`` leaves it to the next implementation. Idempotent and
@@ -349,9 +341,7 @@ def tenant_schema_create_role(
 
 
 @hookspec(firstresult=True)
-def tenant_schema_grant_role(
-    dialect: Dialect, server: Server, role: str, database_name: str
-) -> bool | None:
+def tenant_schema_grant_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
     """Give ``role`` the tenant's database (or schema) and nothing else.
 
     Firstresult; ``None`` leaves it to the next implementation. The role must
@@ -368,9 +358,7 @@ def tenant_schema_grant_role(
 
 
 @hookspec(firstresult=True)
-def tenant_schema_set_role_password(
-    dialect: Dialect, server: Server, role: str, password: str
-) -> bool | None:
+def tenant_schema_set_role_password(dialect: Dialect, server: Server, role: str, password: str) -> bool | None:
     """Set the password of the existing role ``role`` (after ``SECRET_KEY`` changed).
 
     Firstresult; ``None`` leaves it to the next implementation. Return
@@ -384,9 +372,7 @@ def tenant_schema_set_role_password(
 
 
 @hookspec(firstresult=True)
-def tenant_schema_drop_role(
-    dialect: Dialect, server: Server, role: str, database_name: str
-) -> bool | None:
+def tenant_schema_drop_role(dialect: Dialect, server: Server, role: str, database_name: str) -> bool | None:
     """Drop ``role`` after the tenant's database (or schema) was dropped.
 
     Firstresult; ``None`` leaves it to the next implementation. Revoke what

@@ -55,7 +55,12 @@ METADATA_KEYS = frozenset(
 )
 #: Length of ``str`` primary keys and unique columns declared without ``max_length``.
 KEY_TEXT_LENGTH = 255
-ON_DELETE = {"cascade": models.CASCADE, "protect": models.PROTECT, "set_null": models.SET_NULL, "restrict": models.RESTRICT}
+ON_DELETE = {
+    "cascade": models.CASCADE,
+    "protect": models.PROTECT,
+    "set_null": models.SET_NULL,
+    "restrict": models.RESTRICT,
+}
 
 
 @dataclasses.dataclass
@@ -104,23 +109,30 @@ def make_dataclass_in_place(cls: Any) -> Callable[[], None] | None:
         name = cls.__qualname__
         for base, kind in ((tuple, "a tuple"), (dict, "a dict"), (enum.Enum, "an Enum")):
             if issubclass(cls, base):
-                raise TypeError(f"{name} is {kind} class (NamedTuple, TypedDict and Enum classes are not row "
-                                f"types); a table is registered from {ROW_TYPES}")
+                raise TypeError(
+                    f"{name} is {kind} class (NamedTuple, TypedDict and Enum classes are not row "
+                    f"types); a table is registered from {ROW_TYPES}"
+                )
         if not own:
-            raise TypeError(f"{name} has no annotated fields: declare each column as a class annotation "
-                            "(id: int, name: str = None)")
+            raise TypeError(
+                f"{name} has no annotated fields: declare each column as a class annotation (id: int, name: str = None)"
+            )
         if "__init__" in vars(cls):
-            raise TypeError(f"{name} defines its own __init__, which making it a dataclass would have to keep; "
-                            "decorate it with @dataclass yourself (your __init__ must then accept every field "
-                            "as a keyword argument)")
+            raise TypeError(
+                f"{name} defines its own __init__, which making it a dataclass would have to keep; "
+                "decorate it with @dataclass yourself (your __init__ must then accept every field "
+                "as a keyword argument)"
+            )
         before = dict(vars(cls))
         try:
             dataclasses.dataclass(cls)
         except (TypeError, ValueError) as exc:
             _restore_class(cls, before)
-            raise TypeError(f"{name} is not a dataclass and cannot be made one: {exc} (decorate it with "
-                            "@dataclass yourself to choose its options, e.g. @dataclass(kw_only=True) for "
-                            "fields with and without defaults in any order)") from None
+            raise TypeError(
+                f"{name} is not a dataclass and cannot be made one: {exc} (decorate it with "
+                "@dataclass yourself to choose its options, e.g. @dataclass(kw_only=True) for "
+                "fields with and without defaults in any order)"
+            ) from None
 
     def undo() -> None:
         with _dataclass_lock:
@@ -139,6 +151,7 @@ def _restore_class(cls: type, before: dict[str, Any]) -> None:
 
 
 # -- field names ----------------------------------------------------------------
+
 
 @functools.cache
 def model_attributes() -> frozenset[str]:
@@ -189,8 +202,10 @@ def check_field_name(owner: str, name: str) -> None:
 
 
 def _name_error(owner: str, name: str, problem: str) -> str:
-    return (f"field {owner}.{name}: {problem}; name the field otherwise (the column can keep the name "
-            f"{name!r}: field(metadata={{'db_column': {name!r}}}))")
+    return (
+        f"field {owner}.{name}: {problem}; name the field otherwise (the column can keep the name "
+        f"{name!r}: field(metadata={{'db_column': {name!r}}}))"
+    )
 
 
 def _added_attributes(name: str, field: models.Field) -> list[str]:
@@ -220,9 +235,11 @@ def check_model_fields(owner: str, fields: dict[str, models.Field]) -> None:
             other = taken.setdefault(attr, name)
             if other != name:
                 fk, plain = (other, name) if attr == f"{other}_id" else (name, other)
-                raise ValueError(f"field {owner}.{plain} clashes with {owner}.{fk}, a foreign key Django keeps "
-                                 f"as {fk}_id (its attribute, and its column unless db_column says otherwise); "
-                                 "rename one of them")
+                raise ValueError(
+                    f"field {owner}.{plain} clashes with {owner}.{fk}, a foreign key Django keeps "
+                    f"as {fk}_id (its attribute, and its column unless db_column says otherwise); "
+                    "rename one of them"
+                )
         column = field.db_column or attname
         other = columns.setdefault(column, name)
         if other != name:
@@ -281,9 +298,7 @@ def default_field(annotation: Any, name: str, metadata: dict[str, Any]) -> model
     return None
 
 
-def plan_dataclass(
-    cls: type, pk: str, dialect: Dialect, known_tables: dict[type, str]
-) -> list[ColumnPlan]:
+def plan_dataclass(cls: type, pk: str, dialect: Dialect, known_tables: dict[type, str]) -> list[ColumnPlan]:
     """Map each field of dataclass ``cls``; ``TypeError`` names a field we cannot map.
 
     ``known_tables`` maps dataclasses to table names, so a field annotated
@@ -295,7 +310,10 @@ def plan_dataclass(
     hook = get_plugins().hook.tenant_schema_field_for_annotation
     names = {f.name for f in dataclasses.fields(cls)}
     if pk not in names:
-        raise ValueError(f"dataclass {cls.__name__} has no field {pk!r} to use as primary key; fields are: {', '.join(sorted(names))}")
+        raise ValueError(
+            f"dataclass {cls.__name__} has no field {pk!r} to use as primary key; "
+            f"fields are: {', '.join(sorted(names))}"
+        )
     plans = []
     for f in dataclasses.fields(cls):
         validate_identifier(f.name, f"column name (field of {cls.__name__})", dialect.max_identifier_length)
@@ -303,10 +321,15 @@ def plan_dataclass(
         metadata = dict(f.metadata)
         unknown = set(metadata) - METADATA_KEYS
         if unknown:
-            raise TypeError(f"field {cls.__name__}.{f.name}: unknown metadata {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}")
+            raise TypeError(
+                f"field {cls.__name__}.{f.name}: unknown metadata {sorted(unknown)}; allowed: {sorted(METADATA_KEYS)}"
+            )
         if "db_column" in metadata:
-            validate_identifier(metadata["db_column"], f"column name (db_column of {cls.__name__}.{f.name})",
-                                dialect.max_identifier_length)
+            validate_identifier(
+                metadata["db_column"],
+                f"column name (db_column of {cls.__name__}.{f.name})",
+                dialect.max_identifier_length,
+            )
         annotation, null = unwrap_optional(hints[f.name])
         null = null or f.default is None  # ``category: str = None`` is a nullable column
         references = metadata.get("references")
@@ -330,7 +353,9 @@ def plan_dataclass(
             # Keys need a bounded type (MySQL cannot key a TEXT column without a prefix).
             field = models.CharField(max_length=KEY_TEXT_LENGTH)
         plan = ColumnPlan(
-            f.name, field, references=references,
+            f.name,
+            field,
+            references=references,
             enum=annotation if isinstance(annotation, type) and issubclass(annotation, enum.Enum) else None,
         )
         if field is not None:
@@ -403,6 +428,7 @@ def describe(field: models.Field) -> tuple:
 
 
 # -- existing tables ----------------------------------------------------------
+
 
 def introspect_model(tenant_db: TenantDatabase, table_name: str) -> type[models.Model]:
     """A model for an existing table, read from the database like ``inspectdb``."""

@@ -114,8 +114,7 @@ def _resolver(setting: str) -> Callable[[HttpRequest], str | None]:
         return import_string(setting)
     except ImportError as exc:
         raise ImproperlyConfigured(
-            f'TENANT_SCHEMA["RESOLVER"] must be one of {", ".join(RESOLVERS)} or a dotted path '
-            f"to a function: {exc}"
+            f'TENANT_SCHEMA["RESOLVER"] must be one of {", ".join(RESOLVERS)} or a dotted path to a function: {exc}'
         ) from None
 
 

@@ -32,10 +32,25 @@ Key = tuple[str, str]
 
 #: Operations whose whole effect on the database is what the models describe.
 SCHEMA_ONLY = (
-    ops.CreateModel, ops.DeleteModel, ops.RenameModel, ops.AlterModelTable, ops.AlterModelTableComment,
-    ops.AlterUniqueTogether, ops.AlterIndexTogether, ops.AlterOrderWithRespectTo, ops.AlterModelOptions,
-    ops.AlterModelManagers, ops.AddIndex, ops.RemoveIndex, ops.RenameIndex, ops.AddConstraint,
-    ops.RemoveConstraint, ops.AddField, ops.RemoveField, ops.AlterField, ops.RenameField,
+    ops.CreateModel,
+    ops.DeleteModel,
+    ops.RenameModel,
+    ops.AlterModelTable,
+    ops.AlterModelTableComment,
+    ops.AlterUniqueTogether,
+    ops.AlterIndexTogether,
+    ops.AlterOrderWithRespectTo,
+    ops.AlterModelOptions,
+    ops.AlterModelManagers,
+    ops.AddIndex,
+    ops.RemoveIndex,
+    ops.RenameIndex,
+    ops.AddConstraint,
+    ops.RemoveConstraint,
+    ops.AddField,
+    ops.RemoveField,
+    ops.AlterField,
+    ops.RenameField,
 )
 
 
@@ -65,7 +80,8 @@ class MigrationPlan:
     def pending(self, applied: set[Key]) -> list[Key]:
         """Nodes not applied yet, given a tenant's ``django_migrations`` rows."""
         return [
-            node for node in self.nodes
+            node
+            for node in self.nodes
             if node not in applied and not (node in self.replaces and all(r in applied for r in self.replaces[node]))
         ]
 
@@ -103,7 +119,9 @@ def _replay_reason(loader: MigrationLoader, nodes: list[Key]) -> str | None:
             continue
         for operation in graph_operations(loader, node):
             if not isinstance(operation, SCHEMA_ONLY) or type(operation).__module__.split(".")[:3] != [
-                "django", "db", "migrations"
+                "django",
+                "db",
+                "migrations",
             ]:
                 return f"migration {node[0]}.{node[1]} has a {type(operation).__name__} operation"
     questioner = NonInteractiveMigrationQuestioner(specified_apps=set(labels), dry_run=True)

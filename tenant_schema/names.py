@@ -44,9 +44,13 @@ def normalize_slug(value: object) -> str:
     ``tenant-123`` (lower case, underscores become hyphens). Anything else
     that is not a valid id is a ``ValueError`` saying what is allowed.
     """
-    if isinstance(value, str) and value.isascii():
-        value = value.lower().replace("_", "-")
-    return validate_slug(value)
+    if not (isinstance(value, str) and value.isascii()):
+        return validate_slug(value)
+    try:
+        return validate_slug(value.lower().replace("_", "-"))
+    except ValueError:
+        validate_slug(value)  # the message names what was typed, not its normalised form
+        raise
 
 
 def validate_identifier(value: object, kind: str, max_length: int) -> str:
@@ -60,8 +64,7 @@ def validate_identifier(value: object, kind: str, max_length: int) -> str:
         raise ValueError(f"{kind} must be a string, got {type(value).__name__}")
     if not IDENTIFIER_RE.fullmatch(value):
         raise ValueError(
-            f"invalid {kind} {value!r}: use ASCII letters, digits and underscores, "
-            "not starting with a digit"
+            f"invalid {kind} {value!r}: use ASCII letters, digits and underscores, not starting with a digit"
         )
     if len(value) > max_length:
         raise ValueError(f"{kind} {value!r} is {len(value)} characters; the limit here is {max_length}")

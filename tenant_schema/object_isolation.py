@@ -100,6 +100,7 @@ def _listed(objs):
 
 # -- bulk_create / bulk_update -----------------------------------------------------
 
+
 def _wrap_bulk_create(original):
     @functools.wraps(original)
     def bulk_create(self, objs, *args, **kwargs):
@@ -126,6 +127,7 @@ def _wrap_bulk_update(original):
 
 # -- relation managers ---------------------------------------------------------------
 
+
 def _checked_manager(manager_cls):
     """A subclass of a related manager class whose ``remove``/``set`` check their objects."""
 
@@ -139,6 +141,7 @@ def _checked_manager(manager_cls):
 
     namespace: dict[str, Any] = {"__module__": manager_cls.__module__, "__qualname__": manager_cls.__qualname__}
     if hasattr(manager_cls, "remove"):  # a reverse foreign key has remove() only when it is nullable
+
         def remove(self, *objs, **kwargs):
             check(self, objs, "remove()")
             return super(checked, self).remove(*objs, **kwargs)
@@ -146,7 +149,7 @@ def _checked_manager(manager_cls):
         remove.alters_data = True
         namespace["remove"] = remove
 
-    def set(self, objs, **kwargs):  # noqa: A001 - Django's name
+    def set(self, objs, **kwargs):
         objs = tuple(objs)
         check(self, objs, "set()")
         return super(checked, self).set(objs, **kwargs)
@@ -166,6 +169,7 @@ def _wrap_manager_factory(original):
 
 
 # -- objects as query values -------------------------------------------------------------
+
 
 def _value_origins(value) -> list[tuple[str, str]]:
     """Tenant aliases of the objects in a relation lookup's value (one object or an iterable)."""
@@ -239,6 +243,7 @@ def _wrap_get_compiler(original):
 
 
 # -- refresh_from_db ---------------------------------------------------------------------
+
 
 def _wrap_refresh_from_db(original):
     @functools.wraps(original)

@@ -33,6 +33,7 @@ def marker_model() -> type[models.Model]:
     """The marker table's model, built on first use (like Django's ``MigrationRecorder.Migration``)."""
     global _model
     if _model is None:
+
         class OwnerMarker(models.Model):
             tenant_uid = models.CharField(max_length=32)
             slug = models.CharField(max_length=40)

@@ -149,8 +149,7 @@ class PluginState:
             return self.dialect(self.schemes[scheme])
         except KeyError:
             raise UnknownDialect(
-                f"no dialect plugin handles URL scheme {scheme!r}; known schemes: "
-                f"{', '.join(sorted(self.schemes))}"
+                f"no dialect plugin handles URL scheme {scheme!r}; known schemes: {', '.join(sorted(self.schemes))}"
             ) from None
 
 
@@ -265,8 +264,7 @@ def _register_dialect(state: PluginState, cls: type[Dialect], plugin_name: str) 
         raise ImproperlyConfigured(f"dialect {cls.__name__} from {plugin_name!r} must set name, engine and schemes")
     if cls.name in state.dialects and state.dialects[cls.name] is not cls:
         raise ImproperlyConfigured(
-            f"dialect {cls.name!r} from {plugin_name!r} is already registered by "
-            f"{state.dialect_plugins[cls.name]!r}"
+            f"dialect {cls.name!r} from {plugin_name!r} is already registered by {state.dialect_plugins[cls.name]!r}"
         )
     for scheme in cls.schemes:
         owner = state.schemes.get(scheme)

@@ -69,6 +69,7 @@ def _row(tenant_or_slug: Tenant | str) -> Tenant:
 
 # -- register -----------------------------------------------------------------
 
+
 def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
     """Create the tenant ``slug`` (or finish creating it) and return it, ready.
 
@@ -179,7 +180,7 @@ def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant) -> None:
             databases.close_alias_connections(tenant_db.admin_alias)
             databases.close_alias_connections(tenant_db.alias)
             get_plugins().hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
-        except Exception:  # noqa: BLE001 - the marker's error is the one to report
+        except Exception:
             logger.exception("tenant %s: could not drop the unmarked database %s", tenant.slug, tenant_db.name)
         raise
 
@@ -194,8 +195,9 @@ def recreate_database(tenant_db: TenantDatabase) -> None:
     """
     server = tenant_db.server
     hook = get_plugins().hook
-    logger.warning("tenant %s: recreating database %s left by an interrupted provisioning",
-                   tenant_db.slug, tenant_db.name)
+    logger.warning(
+        "tenant %s: recreating database %s left by an interrupted provisioning", tenant_db.slug, tenant_db.name
+    )
     databases.close_alias_connections(tenant_db.alias)
     databases.close_alias_connections(tenant_db.admin_alias)
     hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
@@ -270,6 +272,7 @@ def applied_migrations(tenant_db: TenantDatabase) -> set[Key] | None:
 
 # -- migrate ------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class TenantMigration:
     """What migrating one tenant did."""
@@ -317,8 +320,11 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         # records a migration with deferred SQL only after its own block
         # commits, so a connection lost in between would leave it applied
         # but unrecorded. Non-atomic migrations keep Django's own handling.
-        whole = (tenant_db.dialect.can_migrate_in_one_transaction and tenant_db.can_rollback_ddl
-                 and all(migration.atomic for migration, _ in plan))
+        whole = (
+            tenant_db.dialect.can_migrate_in_one_transaction
+            and tenant_db.can_rollback_ddl
+            and all(migration.atomic for migration, _ in plan)
+        )
         try:
             with transaction.atomic(using=tenant_db.alias) if whole else contextlib.nullcontext():
                 executor.migrate(targets, plan=plan)
@@ -328,8 +334,10 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
             # so the next use of the tenant connects afresh.
             databases.discard_connection(tenant_db.alias)
             if not tenant_db.can_rollback_ddl:
-                failed = next((f"{m.app_label}.{m.name}" for m, _ in plan
-                               if f"{m.app_label}.{m.name}" not in applied), "a migration")
+                failed = next(
+                    (f"{m.app_label}.{m.name}" for m, _ in plan if f"{m.app_label}.{m.name}" not in applied),
+                    "a migration",
+                )
                 exc.partly_applied = (  # type: ignore[attr-defined] - read by the fleet report
                     f"{tenant_db.dialect.name} cannot roll DDL back, so {failed} may be partly applied: "
                     "compare the database with `manage.py sqlmigrate`, finish or undo it by hand, then "
@@ -367,6 +375,7 @@ def migrate_tenants(
     report = MigrationReport()
     notify = _progress(progress, len(tenants))
     try:
+
         def done(result: TenantMigration) -> None:
             report.results.append(result)
             notify(result)
@@ -442,7 +451,7 @@ def _migrate_one(slug: str, server: str, database_name_: str) -> TenantMigration
     try:
         with _released(tenant.database):
             return TenantMigration(slug, applied=migrate_tenant(tenant))
-    except Exception as exc:  # noqa: BLE001 - reported per tenant
+    except Exception as exc:
         logger.exception("migrating tenant %s failed", slug)
         hint = getattr(exc, "partly_applied", None)
         return TenantMigration(slug, error=_describe(exc) + (f"; {hint}" if hint else ""))
@@ -484,7 +493,8 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
         raise TenantSchemaError("migrate_tenants(jobs>1) needs DJANGO_SETTINGS_MODULE for its worker processes")
     overrides = {key: getattr(settings, key) for key in WORKER_SETTINGS if hasattr(settings, key)}
     overrides["DATABASES"] = {
-        alias: value for alias, value in overrides.get("DATABASES", {}).items()
+        alias: value
+        for alias, value in overrides.get("DATABASES", {}).items()
         if not alias.startswith((databases.ALIAS_PREFIX, databases.INTERNAL_ALIAS_PREFIX))
     }
     with ProcessPoolExecutor(
@@ -494,9 +504,7 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
         initargs=(module, overrides),
         max_tasks_per_child=TASKS_PER_WORKER,
     ) as pool:
-        futures = {
-            pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo
-        }
+        futures = {pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo}
         for future in as_completed(futures):
             try:
                 done(future.result())
@@ -505,6 +513,7 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
 
 
 # -- archive / purge ----------------------------------------------------------
+
 
 def archive_tenant(tenant_or_slug: Tenant | str) -> Tenant:
     """Mark the tenant archived (no longer served; its data stays) and close its connections."""
@@ -550,6 +559,7 @@ def purge_tenant(tenant_or_slug: Tenant | str) -> bool:
 
 
 # -- the seed API: a tenant's database by slug --------------------------------
+
 
 def get_or_create_tenant_db(slug: str, server: str | None = None) -> TenantDatabase:
     """The tenant's database, registering the tenant first when it is not registered.

@@ -31,8 +31,21 @@ from .models import Tenant
 from .names import normalize_slug
 from .signals import tenant_archived, tenant_dropped
 
-__all__ = ["ReadyTenants", "accepts_tenant", "activate", "as_tenant_db", "current_tenant", "current_tenant_db",
-           "deactivate", "get_tenant", "tenant_app_labels", "get_tenant_db", "normalize_slug", "ready_tenants", "registry_db"]
+__all__ = [
+    "ReadyTenants",
+    "accepts_tenant",
+    "activate",
+    "as_tenant_db",
+    "current_tenant",
+    "current_tenant_db",
+    "deactivate",
+    "get_tenant",
+    "tenant_app_labels",
+    "get_tenant_db",
+    "normalize_slug",
+    "ready_tenants",
+    "registry_db",
+]
 
 
 def registry_db() -> str:
@@ -74,8 +87,11 @@ def get_tenant_db(slug: str, server: str | None = None):
     if tenant.status != Tenant.Status.READY:
         raise TenantDatabaseDoesNotExist(
             f"tenant {tenant.slug!r} is {tenant.status}, not ready: "
-            + ("its data is kept; restore or purge it" if tenant.status == Tenant.Status.ARCHIVED
-               else f"register_tenant({tenant.slug!r}) completes it")
+            + (
+                "its data is kept; restore or purge it"
+                if tenant.status == Tenant.Status.ARCHIVED
+                else f"register_tenant({tenant.slug!r}) completes it"
+            )
         )
     return tenant.database
 
@@ -166,6 +182,7 @@ def as_tenant_db(target):
 
 def accepts_tenant(func):
     """Let ``func``'s first argument be a ``TenantDatabase``, a ``Tenant`` or a slug."""
+
     @functools.wraps(func)
     def wrapper(tenant, *args, **kwargs):
         return func(as_tenant_db(tenant), *args, **kwargs)
@@ -225,9 +242,7 @@ def tenant_app_labels() -> frozenset[str]:
         with _labels_lock:
             found = set()
             for entry in conf.get("TENANT_APPS"):
-                config = next(
-                    (c for c in apps.get_app_configs() if entry in (c.name, c.label)), None
-                )
+                config = next((c for c in apps.get_app_configs() if entry in (c.name, c.label)), None)
                 if config is None:
                     raise ImproperlyConfigured(
                         f'TENANT_SCHEMA["TENANT_APPS"] lists {entry!r}, which is not in INSTALLED_APPS'

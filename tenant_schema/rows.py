@@ -47,15 +47,45 @@ ORDER_RE = re.compile(
 ORDER_FORMS = '"col", "-col", "col ASC", "col DESC", optionally followed by NULLS FIRST / NULLS LAST'
 
 #: Lookups a ``where`` key may end with (when the column's field supports them).
-LOOKUPS = ("exact", "iexact", "gt", "gte", "lt", "lte", "in", "contains", "icontains", "startswith",
-           "istartswith", "endswith", "iendswith", "range", "isnull")
+LOOKUPS = (
+    "exact",
+    "iexact",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "contains",
+    "icontains",
+    "startswith",
+    "istartswith",
+    "endswith",
+    "iendswith",
+    "range",
+    "isnull",
+)
 #: Parts of a date, datetime or time column a key may take (those its field supports) ...
-DATE_PARTS = ("year", "iso_year", "quarter", "month", "week", "week_day", "iso_week_day", "day", "hour",
-              "minute", "second", "date", "time")
+DATE_PARTS = (
+    "year",
+    "iso_year",
+    "quarter",
+    "month",
+    "week",
+    "week_day",
+    "iso_week_day",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "date",
+    "time",
+)
 #: ... then optionally one of these.
 PART_LOOKUPS = ("exact", "gt", "gte", "lt", "lte", "in", "range")
-WHERE_FORMS = ("a key is column or column__lookup (column__part or column__part__lookup for a date or time "
-               "column), and cannot follow a foreign key into another table's columns: query that table")
+WHERE_FORMS = (
+    "a key is column or column__lookup (column__part or column__part__lookup for a date or time "
+    "column), and cannot follow a foreign key into another table's columns: query that table"
+)
 
 
 def is_auto(field: models.Field) -> bool:
@@ -79,8 +109,12 @@ def _saved_as_given(field: models.Field) -> bool:
     """Whether saving stores the attribute as it is (no ``auto_now``, no custom ``pre_save``)."""
     if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
         return False
-    return type(field).pre_save in (models.Field.pre_save, models.DateField.pre_save,
-                                    models.DateTimeField.pre_save, models.TimeField.pre_save)
+    return type(field).pre_save in (
+        models.Field.pre_save,
+        models.DateField.pre_save,
+        models.DateTimeField.pre_save,
+        models.TimeField.pre_save,
+    )
 
 
 class RowCodec:
@@ -113,10 +147,11 @@ class RowCodec:
         self.not_null = {
             f for f in self.fields if not f.null and not (f.primary_key and self.auto_pk) and _saved_as_given(f)
         }
-        self.required = [
-            f for f in self.fields
-            if f in self.not_null and (not f.has_default() or f.default is None)
-        ] if self.kind != "model" else []
+        self.required = (
+            [f for f in self.fields if f in self.not_null and (not f.has_default() or f.default is None)]
+            if self.kind != "model"
+            else []
+        )
         if self.kind == "dataclass":
             self._plan_dataclass_output()
         #: Compiled bulk statements (``bulk.py``), by shape.
@@ -172,14 +207,18 @@ class RowCodec:
         elif isinstance(data, models.Model) and self.kind == "model" and isinstance(data, self.model):
             return {f: getattr(data, f.attname) for f in self.fields}
         else:
-            raise TypeError(f"a {what} of table {self.table!r} is a dict or a {self.type_name()} instance, "
-                            f"not {type(data).__name__}")
+            raise TypeError(
+                f"a {what} of table {self.table!r} is a dict or a {self.type_name()} instance, "
+                f"not {type(data).__name__}"
+            )
         values: dict[models.Field, Any] = {}
         for key, value in items:
             field = self.field_for(key)
             if field in values:
-                raise ValueError(f"{what} gives column {field.column!r} of table {self.table!r} twice "
-                                 f"(as {field.name!r} and {field.column!r})")
+                raise ValueError(
+                    f"{what} gives column {field.column!r} of table {self.table!r} twice "
+                    f"(as {field.name!r} and {field.column!r})"
+                )
             values[field] = self.norm(field, value)
         return values
 
@@ -199,14 +238,18 @@ class RowCodec:
 
     def _null_error(self, field: models.Field, what: str) -> ValueError:
         hint = " (a nullable field is declared Optional[...] or = None)" if self.kind == "dataclass" else ""
-        return ValueError(f"{what} of table {self.table!r} gives None for {self.label(field)}, but column "
-                          f"{field.column!r} is NOT NULL{hint}")
+        return ValueError(
+            f"{what} of table {self.table!r} gives None for {self.label(field)}, but column "
+            f"{field.column!r} is NOT NULL{hint}"
+        )
 
     def check_required(self, given: Iterable[models.Field], what: str = "row") -> None:
         missing = [f.column for f in self.required if f not in given]
         if missing:
-            raise ValueError(f"{what} of table {self.table!r} has no value for required column(s) "
-                             f"{', '.join(missing)} (not null, no default)")
+            raise ValueError(
+                f"{what} of table {self.table!r} has no value for required column(s) "
+                f"{', '.join(missing)} (not null, no default)"
+            )
 
     def type_name(self) -> str:
         return getattr(self.row_type, "__name__", "dict")
@@ -278,8 +321,10 @@ class RowCodec:
             elif isinstance(child, tuple) and len(child) == 2:
                 children.append(self._condition(*child))
             else:
-                raise ValueError(f"invalid where for table {self.table!r}: a Q in where holds column conditions "
-                                 f"(Q(amount__gte=10), combined with &, | and ~), not {child!r}")
+                raise ValueError(
+                    f"invalid where for table {self.table!r}: a Q in where holds column conditions "
+                    f"(Q(amount__gte=10), combined with &, | and ~), not {child!r}"
+                )
         return Q(*children, _connector=q.connector, _negated=q.negated)
 
     def _split_key(self, key: str) -> tuple[models.Field, list[str]]:
@@ -294,7 +339,7 @@ class RowCodec:
         column = max((k for k in self.by_key if key.startswith(f"{k}__")), key=len, default=None)
         if column is None:
             raise self.no_column(key.split("__")[0], "where")
-        return self.by_key[column], key[len(column) + 2:].split("__")
+        return self.by_key[column], key[len(column) + 2 :].split("__")
 
     def _condition(self, key: Any, value: Any) -> tuple[str, Any]:
         """A checked ``(django_lookup, value)`` for one ``where`` condition; see the module docstring."""
@@ -316,13 +361,16 @@ class RowCodec:
                 if tail and tail[0] not in PART_LOOKUPS:
                     raise refuse(tail[0], f"{column}__{head}", PART_LOOKUPS)
             elif head not in lookups:
-                more = (f"; parts of column {column}: {', '.join(parts)} (then {', '.join(PART_LOOKUPS)})"
-                        if parts else "")
+                more = (
+                    f"; parts of column {column}: {', '.join(parts)} (then {', '.join(PART_LOOKUPS)})" if parts else ""
+                )
                 raise refuse(head, f"column {field.column}", lookups, more)
             if len(tail) > (1 if head in parts else 0):
                 extra, after = (tail[1], tail[0]) if head in parts else (tail[0], head)
-                raise ValueError(f"invalid where for table {self.table!r}: key {key!r}: {extra!r} after {after!r}: "
-                                 f"a key takes at most one lookup; {WHERE_FORMS}")
+                raise ValueError(
+                    f"invalid where for table {self.table!r}: key {key!r}: {extra!r} after {after!r}: "
+                    f"a key takes at most one lookup; {WHERE_FORMS}"
+                )
         if isinstance(value, (list, tuple, set, frozenset)):  # __in, __range
             value = [self.norm(field, self._refs(v)) for v in value]
         else:
@@ -334,9 +382,11 @@ class RowCodec:
         if isinstance(value, F):
             field = self.by_key.get(value.name) if isinstance(value.name, str) else None
             if field is None:
-                raise ValueError(f"invalid where for table {self.table!r}: F({value.name!r}) names no column; "
-                                 "F() in where takes a column of this table, not a lookup or a path through a "
-                                 f"foreign key; columns are: {self.valid_keys()}")
+                raise ValueError(
+                    f"invalid where for table {self.table!r}: F({value.name!r}) names no column; "
+                    "F() in where takes a column of this table, not a lookup or a path through a "
+                    f"foreign key; columns are: {self.valid_keys()}"
+                )
             return type(value)(field.name)
         sources = getattr(value, "get_source_expressions", None)
         if sources is None or isinstance(value, type):
@@ -368,8 +418,9 @@ class RowCodec:
         elif isinstance(order_by, (list, tuple)):
             parts = [p for item in order_by for p in (item.split(",") if isinstance(item, str) else [item])]
         else:
-            raise TypeError(f"order_by is a string like 'name ASC, amount DESC' or a list of them, "
-                            f"not {type(order_by).__name__}")
+            raise TypeError(
+                f"order_by is a string like 'name ASC, amount DESC' or a list of them, not {type(order_by).__name__}"
+            )
         out = []
         for part in parts:
             match = ORDER_RE.match(part) if isinstance(part, str) else None
@@ -377,8 +428,10 @@ class RowCodec:
                 raise ValueError(f"invalid order_by term {part!r} for table {self.table!r}; use {ORDER_FORMS}")
             key = match["key"]
             if key not in self.by_key and any(key.startswith(f"{k}__") for k in self.by_key):
-                raise ValueError(f"order_by takes a column, not a lookup or a path through a foreign key: "
-                                 f"{key!r}; table {self.table!r} has columns: {self.valid_keys()}")
+                raise ValueError(
+                    f"order_by takes a column, not a lookup or a path through a foreign key: "
+                    f"{key!r}; table {self.table!r} has columns: {self.valid_keys()}"
+                )
             field = self.field_for(key, "order_by")
             if match["minus"] and match["dir"]:
                 raise ValueError(f"order_by term {part!r} has both '-' and {match['dir']!r}; use one")

@@ -107,7 +107,7 @@ def mask_url(url: object) -> str:
     if span is None:
         return url
     _, colon, at = span
-    return f"{url[:colon + 1]}{MASK}{url[at:]}"
+    return f"{url[: colon + 1]}{MASK}{url[at:]}"
 
 
 def mask_secrets(text: str, url: object) -> str:
@@ -118,7 +118,7 @@ def mask_secrets(text: str, url: object) -> str:
     secrets = set()
     if span is not None:
         _, colon, at = span
-        raw = url[colon + 1:at]
+        raw = url[colon + 1 : at]
         secrets |= {raw, urllib.parse.unquote(raw), urllib.parse.unquote_plus(raw)}
     try:
         parsed = urllib.parse.urlsplit(url).password
@@ -212,9 +212,13 @@ def parse_server(key: str, url: str) -> Server:
     options = parsed.setdefault("OPTIONS", {})
     isolation = str(options.pop("isolation", ISOLATION_DATABASE))
     if isolation not in (ISOLATION_DATABASE, ISOLATION_SCHEMA):
-        raise ImproperlyConfigured(f"tenant server {key!r}: isolation must be 'database' or 'schema', not {isolation!r}")
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: isolation must be 'database' or 'schema', not {isolation!r}"
+        )
     if isolation == ISOLATION_SCHEMA and not dialect.supports_schema_isolation:
-        raise ImproperlyConfigured(f"tenant server {key!r}: the {dialect.name} dialect cannot isolate tenants by schema")
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: the {dialect.name} dialect cannot isolate tenants by schema"
+        )
     parsed["CONN_MAX_AGE"] = _conn_max_age(key, options.pop("conn_max_age", 0))
     health = options.pop("conn_health_checks", False)
     if health not in (True, False, 0, 1):
@@ -243,10 +247,10 @@ def _url_problem(url: str) -> str | None:
     except ValueError:
         return "the host is not valid (an IPv6 address needs both brackets: postgres://user@[::1]:5432/)"
     try:
-        parts.port
+        _ = parts.port  # parsing the port is what fails on "host:notaport"
     except ValueError:
         hint = ""
-        if "@" in url[url.find("://") + 3:] and "@" not in parts.netloc:
+        if "@" in url[url.find("://") + 3 :] and "@" not in parts.netloc:
             hint = "; if the password contains '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)"
         return f"the port is not a number from 0 to 65535{hint}"
     return None

@@ -133,8 +133,10 @@ class Table:
         if codec.pk in values:
             given = values.pop(codec.pk)
             if given is not None and given != pk:
-                raise ValueError(f"update of table {self.name!r} would change the primary key from {pk!r} "
-                                 f"to {given!r}; delete and create instead")
+                raise ValueError(
+                    f"update of table {self.name!r} would change the primary key from {pk!r} "
+                    f"to {given!r}; delete and create instead"
+                )
         codec.check_nulls(values, what="update")
         for f in codec.fields:  # auto_now columns of Django models, as save() would
             if getattr(f, "auto_now", False) and f not in values:
@@ -164,8 +166,9 @@ class Table:
         return per_model.get(self.model._meta.label, 0) > 0
 
     # -- many rows ------------------------------------------------------------
-    def _select(self, where: Any = None, order_by: Any = None, limit: int | None = None,
-                offset: int | None = None) -> models.QuerySet:
+    def _select(
+        self, where: Any = None, order_by: Any = None, limit: int | None = None, offset: int | None = None
+    ) -> models.QuerySet:
         codec = self._codec
         queryset = codec.filter(self._queryset(), where)
         ordering = codec.ordering(order_by)
@@ -181,11 +184,12 @@ class Table:
                 raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
         if limit is not None or offset:
             start = offset or 0
-            queryset = queryset[start:start + limit if limit is not None else None]
+            queryset = queryset[start : start + limit if limit is not None else None]
         return self._rows(queryset)
 
-    def list(self, where: Any = None, order_by: Any = None, limit: int | None = None,
-             offset: int | None = None) -> list[Any]:
+    def list(
+        self, where: Any = None, order_by: Any = None, limit: int | None = None, offset: int | None = None
+    ) -> list[Any]:
         """Rows matching ``where``, ordered by ``order_by`` (the primary key by default).
 
         ``where`` is a dict of equality conditions or Django lookups
@@ -203,8 +207,9 @@ class Table:
         self._connection()
         return queryset.count()
 
-    def batch_create(self, rows: Iterable[Any], *, batch_size: int | None = None,
-                     returning: bool = False) -> int | list[Any]:
+    def batch_create(
+        self, rows: Iterable[Any], *, batch_size: int | None = None, returning: bool = False
+    ) -> int | list[Any]:
         """Insert many rows in one transaction, with multi-row statements; how many.
 
         With ``returning=True`` the stored rows come back instead, in input
@@ -225,8 +230,12 @@ class Table:
                 "call batch_create without returning=True, or create() rows one by one"
             )
         with transaction.atomic(using=connection.alias):
-            keys = [bulk.insert(codec, connection, part, batch_size=batch_size,
-                                returning=returning and codec.pk not in part.fields) for part in parts]
+            keys = [
+                bulk.insert(
+                    codec, connection, part, batch_size=batch_size, returning=returning and codec.pk not in part.fields
+                )
+                for part in parts
+            ]
         if not returning:
             return len(rows)
         return self._created_rows(rows, parts, keys)
@@ -262,8 +271,9 @@ class Table:
         for i, row in enumerate(rows):
             values = codec.to_values(row, what=f"row {i}")
             if values.get(key) is None:
-                raise ValueError(f"row {i} of batch_update on table {self.name!r} has no value for "
-                                 f"key column {key.column!r}")
+                raise ValueError(
+                    f"row {i} of batch_update on table {self.name!r} has no value for key column {key.column!r}"
+                )
             codec.check_nulls(values, what=f"row {i}")
             prepared.append(values)
         if not prepared:
@@ -272,9 +282,15 @@ class Table:
         with transaction.atomic(using=connection.alias):
             return bulk.update(codec, connection, key, prepared)
 
-    def upsert(self, rows: Iterable[Any], conflict: str | Sequence[str] = ("id",), *,
-               update: Sequence[str] | None = None, batch_size: int | None = None,
-               returning: bool = False) -> int | list[Any]:
+    def upsert(
+        self,
+        rows: Iterable[Any],
+        conflict: str | Sequence[str] = ("id",),
+        *,
+        update: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        returning: bool = False,
+    ) -> int | list[Any]:
         """Insert rows, or update the existing row with the same ``conflict`` columns; how many.
 
         Uses the dialect's native upsert (``ON CONFLICT ... DO UPDATE``,
@@ -296,7 +312,7 @@ class Table:
             return [] if returning else 0
         batch = bulk.collect(codec, rows)
         codec.check_batch_nulls(batch.fields, batch.columns, batch.index)
-        given = batch.fields[:batch.given]
+        given = batch.fields[: batch.given]
         for f in targets:
             if f not in given:
                 raise ValueError(f"upsert on table {self.name!r}: every row needs conflict column {f.column!r}")
@@ -320,8 +336,9 @@ class Table:
             written = [None] * len(rows)
         with transaction.atomic(using=connection.alias):
             for part in bulk.split_generated_keys(codec, batch):
-                keys = bulk.insert(codec, connection, part, batch_size=batch_size,
-                                   returning=written is not None, **conflict_args)
+                keys = bulk.insert(
+                    codec, connection, part, batch_size=batch_size, returning=written is not None, **conflict_args
+                )
                 if written is None:
                     continue
                 if keys is None or len(keys) != part.size or None in keys:
@@ -348,8 +365,10 @@ class Table:
                 try:
                     key.append(f.to_python(v))
                 except ValidationError as exc:
-                    raise ValueError(f"upsert row {i} of table {self.name!r}: conflict column {f.column!r} "
-                                     f"cannot hold {v!r} ({'; '.join(exc.messages)})") from None
+                    raise ValueError(
+                        f"upsert row {i} of table {self.name!r}: conflict column {f.column!r} "
+                        f"cannot hold {v!r} ({'; '.join(exc.messages)})"
+                    ) from None
             keys.append(tuple(key))
         return keys
 
@@ -357,8 +376,10 @@ class Table:
         seen: dict[tuple, int] = {}
         for i, key in enumerate(self._conflict_keys(batch, targets)):
             if key in seen:
-                raise ValueError(f"upsert rows {seen[key]} and {i} of table {self.name!r} have the same "
-                                 f"conflict key {dict(zip((f.column for f in targets), key))}")
+                raise ValueError(
+                    f"upsert rows {seen[key]} and {i} of table {self.name!r} have the same "
+                    f"conflict key {dict(zip((f.column for f in targets), key))}"
+                )
             seen[key] = i
 
     def _check_unique(self, connection, targets: list[models.Field]) -> None:
@@ -373,9 +394,11 @@ class Table:
             constraints = connection.introspection.get_constraints(cursor, self.name)
         if any(info.get("unique") and set(info["columns"]) == wanted for info in constraints.values()):
             return
-        raise ValueError(f"upsert on table {self.name!r}: no primary key, unique constraint or unique index "
-                         f"covers exactly {sorted(wanted)}; create one (create_index(..., unique=True)) "
-                         "or pick other conflict columns")
+        raise ValueError(
+            f"upsert on table {self.name!r}: no primary key, unique constraint or unique index "
+            f"covers exactly {sorted(wanted)}; create one (create_index(..., unique=True)) "
+            "or pick other conflict columns"
+        )
 
     def _read_back(self, batch: bulk.Batch, targets: list[models.Field], written: list[Any] | None) -> list[Any]:
         """The stored rows, in input order (``None`` for a row that cannot be found).
@@ -409,7 +432,7 @@ class Table:
         limit = self.tenant_db.connection.features.max_query_params
         step = max(1, min(READ_BACK_CHUNK, (limit or READ_BACK_CHUNK * len(fields)) // len(fields)))
         for start in range(0, len(unique), step):
-            chunk = unique[start:start + step]
+            chunk = unique[start : start + step]
             if len(fields) == 1:
                 q = Q(**{f"{fields[0].name}__in": [k[0] for k in chunk]})
             else:
@@ -460,8 +483,9 @@ class Table:
         """Async ``delete`` (cascades in one transaction, in a worker thread)."""
         return await sync_to_async(self.delete)(pk)
 
-    async def alist(self, where: Any = None, order_by: Any = None, limit: int | None = None,
-                    offset: int | None = None) -> list[Any]:
+    async def alist(
+        self, where: Any = None, order_by: Any = None, limit: int | None = None, offset: int | None = None
+    ) -> list[Any]:
         """Async ``list``."""
         queryset = self._select(where, order_by, limit, offset)
         return [self._row(r) async for r in queryset]
@@ -470,8 +494,9 @@ class Table:
         """Async ``count``."""
         return await self._codec.filter(self._queryset(), where).acount()
 
-    async def abatch_create(self, rows: Iterable[Any], *, batch_size: int | None = None,
-                            returning: bool = False) -> int | list[Any]:
+    async def abatch_create(
+        self, rows: Iterable[Any], *, batch_size: int | None = None, returning: bool = False
+    ) -> int | list[Any]:
         """Async ``batch_create``."""
         rows = rows if isinstance(rows, list) else list(rows)
         return await sync_to_async(self.batch_create)(rows, batch_size=batch_size, returning=returning)
@@ -481,13 +506,20 @@ class Table:
         rows = rows if isinstance(rows, list) else list(rows)
         return await sync_to_async(self.batch_update)(rows, key_column)
 
-    async def aupsert(self, rows: Iterable[Any], conflict: str | Sequence[str] = ("id",), *,
-                      update: Sequence[str] | None = None, batch_size: int | None = None,
-                      returning: bool = False) -> int | list[Any]:
+    async def aupsert(
+        self,
+        rows: Iterable[Any],
+        conflict: str | Sequence[str] = ("id",),
+        *,
+        update: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        returning: bool = False,
+    ) -> int | list[Any]:
         """Async ``upsert``."""
         rows = rows if isinstance(rows, list) else list(rows)
-        return await sync_to_async(self.upsert)(rows, conflict, update=update, batch_size=batch_size,
-                                                returning=returning)
+        return await sync_to_async(self.upsert)(
+            rows, conflict, update=update, batch_size=batch_size, returning=returning
+        )
 
 
 class _TenantCollector(Collector):

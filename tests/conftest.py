@@ -46,8 +46,12 @@ def new_tenant_id() -> str:
 
 
 def pytest_addoption(parser):
-    parser.addoption("--reliability-report", metavar="FILE", default=None,
-                     help="write the attack-class counts of this run to FILE (see tests/reliability.py)")
+    parser.addoption(
+        "--reliability-report",
+        metavar="FILE",
+        default=None,
+        help="write the attack-class counts of this run to FILE (see tests/reliability.py)",
+    )
 
 
 _report = None  # the --reliability-report collector of this run, if asked for

@@ -18,8 +18,11 @@ ATTACKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "hostile names": (
         "Tenant ids, table, column, index and database names carrying SQL, quotes, NULs, newlines, "
         "path traversal or Django model internals: refused before any SQL, or quoted and working.",
-        [("test_names.py", ""), ("test_hostile_fields.py", "refused|hostile|clash|called_save|reserved|close_to"),
-         ("test_connections.py", "validated|dialects_limit|outside_the_servers")],
+        [
+            ("test_names.py", ""),
+            ("test_hostile_fields.py", "refused|hostile|clash|called_save|reserved|close_to"),
+            ("test_connections.py", "validated|dialects_limit|outside_the_servers"),
+        ],
     ),
     "injection through values and queries": (
         "Values, where-keys, lookups, order_by and Q objects that try to walk relations or reach "
@@ -29,8 +32,12 @@ ATTACKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "cross-tenant access paths": (
         "Objects, querysets, bulk writes, relation managers, generators, async tasks, threads and raw "
         "SQL of one tenant used while another is selected.",
-        [("test_isolation.py", ""), ("test_isolation_paths.py", ""), ("test_credentials.py", "cross_tenant|isolated|attach|privileges|wildcards|own_tables"),
-         ("test_routing.py", "cross|another|fail")],
+        [
+            ("test_isolation.py", ""),
+            ("test_isolation_paths.py", ""),
+            ("test_credentials.py", "cross_tenant|isolated|attach|privileges|wildcards|own_tables"),
+            ("test_routing.py", "cross|another|fail"),
+        ],
     ),
     "foreign databases": (
         "A database already holding a tenant's name (another site, another application, a restored "
@@ -40,13 +47,20 @@ ATTACKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "crashes at each step": (
         "A process killed, or a DDL statement failing, at every step of registration, table and index "
         "creation and migration: never ready half-made, and a re-run completes.",
-        [("test_provisioning.py", "crash|interrupted|failure|rerun|fails"), ("test_ddl.py", "when_any_statement_fails|interrupted|concurrent_creator"),
-         ("test_ownership.py", "crash")],
+        [
+            ("test_provisioning.py", "crash|interrupted|failure|rerun|fails"),
+            ("test_ddl.py", "when_any_statement_fails|interrupted|concurrent_creator"),
+            ("test_ownership.py", "crash"),
+        ],
     ),
     "concurrent registrants": (
         "Several processes, threads or async tasks registering or creating the same tenant or table at once.",
-        [("test_provisioning.py", "two_processes|concurrently"), ("test_servers.py", "two_processes"),
-         ("test_connections.py", "concurrent"), ("test_credentials.py", "concurrent")],
+        [
+            ("test_provisioning.py", "two_processes|concurrently"),
+            ("test_servers.py", "two_processes"),
+            ("test_connections.py", "concurrent"),
+            ("test_credentials.py", "concurrent"),
+        ],
     ),
     "dropped connections": (
         "The database server ending the connection before each statement of register_tables, "
@@ -56,7 +70,12 @@ ATTACKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "operations that must not hang or leak": (
         "Purges with open transactions on the tenant, passwords in errors and checks, empty and unknown "
         "options, admin ids that are no tenant's, resolver exclusions.",
-        [("test_operations_safety.py", "purge|password|options|admin|resolver|subdomain|public_paths|exclusions|blanks|mask")],
+        [
+            (
+                "test_operations_safety.py",
+                "purge|password|options|admin|resolver|subdomain|public_paths|exclusions|blanks|mask",
+            )
+        ],
     ),
 }
 
@@ -111,9 +130,15 @@ class Report:
         for attack, (description, _) in ATTACKS.items():
             c = self.counts.get(attack, {})
             servers = ", ".join(sorted(self.servers.get(attack, set()))) or "—"
-            lines.append(f"| {attack} | {description} | {c.get('passed', 0)} | {c.get('failed', 0)} | "
-                         f"{c.get('skipped', 0)} | {servers} |")
+            lines.append(
+                f"| {attack} | {description} | {c.get('passed', 0)} | {c.get('failed', 0)} | "
+                f"{c.get('skipped', 0)} | {servers} |"
+            )
         total = {k: sum(c.get(k, 0) for c in self.counts.values()) for k in ("passed", "failed", "skipped")}
-        lines += ["", f"Total: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped "
-                  "(a test in two classes counts in both).", ""]
+        lines += [
+            "",
+            f"Total: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped "
+            "(a test in two classes counts in both).",
+            "",
+        ]
         path.write_text("\n".join(lines))

@@ -75,7 +75,8 @@ SERVERS = {
     "default": f"sqlite:///{TENANT_DIR}/",
     "sqlite": f"sqlite:///{TENANT_DIR}/",
     "pg": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/"),
-    "pgschema": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/") + "tstest_shared?isolation=schema",
+    "pgschema": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/")
+    + "tstest_shared?isolation=schema",
     "mysql": os.environ.get("TENANT_SCHEMA_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
     # Each tenant connects as its own role (tests/test_credentials.py); not in conftest's LIVE_SERVERS.
     "pgroles": os.environ.get("TENANT_SCHEMA_PG_URL", "postgres://postgres@127.0.0.1:5432/") + "?tenant_roles=true",

@@ -16,8 +16,8 @@ from django.urls import reverse
 
 from tenant_schema import hookimpl, tenant_context
 from tenant_schema.management.inspection import database_exists
-from tenant_schema.plugins import get_plugin_manager
 from tenant_schema.models import Tenant
+from tenant_schema.plugins import get_plugin_manager
 
 from .conftest import new_tenant_id
 
@@ -45,8 +45,9 @@ def login(client, django_user_model):
         user = django_user_model.objects.create_user(
             f"user{django_user_model.objects.count()}", password=PASSWORD, is_staff=True, is_superuser=superuser
         )
-        user.user_permissions.set(Permission.objects.filter(content_type__app_label="tenant_schema",
-                                                            codename__in=codenames))
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="tenant_schema", codename__in=codenames)
+        )
         client.force_login(user)
         return client
 

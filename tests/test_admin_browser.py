@@ -30,9 +30,15 @@ SCREENSHOTS = ROOT / "var" / "screenshots"
 CHROMIUM = os.environ.get("TENANT_SCHEMA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TENANT_SCHEMA_CHROMEDRIVER", "/usr/bin/chromedriver")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
 ]
 PASSWORD = "correct horse battery staple"
 WAIT = 20  # seconds to wait for a page; never asserted on
@@ -119,6 +125,7 @@ def _left(page):
     navigation is under way Chromium can also answer "Node with given id does
     not belong to the document", which means the same thing.
     """
+
     def check(browser) -> bool:
         try:
             page.is_enabled()
@@ -170,8 +177,12 @@ def failed_row(server: str = "default") -> Tenant:
     """A tenant as a provisioning that failed before creating its database leaves it."""
     slug = new_tenant_id()
     return Tenant.objects.create(
-        slug=slug, name="Half Done", server=server, database_name=database_name(slug, get_server(server)),
-        status=Tenant.Status.FAILED, last_error="OperationalError: server closed the connection unexpectedly",
+        slug=slug,
+        name="Half Done",
+        server=server,
+        database_name=database_name(slug, get_server(server)),
+        status=Tenant.Status.FAILED,
+        last_error="OperationalError: server closed the connection unexpectedly",
     )
 
 

@@ -56,8 +56,10 @@ def imports_of(path: Path) -> set[str]:
 
 
 def test_every_module_has_a_layer():
-    modules = {top_module("tenant_schema." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts))
-               for p in PACKAGE.rglob("*.py")}
+    modules = {
+        top_module("tenant_schema." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts))
+        for p in PACKAGE.rglob("*.py")
+    }
     assert modules - set(LEVEL) == set()
 
 
@@ -68,6 +70,8 @@ def test_no_module_imports_a_layer_above_its_own():
         for target in imports_of(path):
             there = top_module(target)
             if there in LEVEL and LEVEL[there] > LEVEL[here]:
-                upward.append(f"{path.relative_to(PACKAGE)} ({LAYERS[LEVEL[here]][0]}) imports "
-                              f"{target} ({LAYERS[LEVEL[there]][0]})")
+                upward.append(
+                    f"{path.relative_to(PACKAGE)} ({LAYERS[LEVEL[here]][0]}) imports "
+                    f"{target} ({LAYERS[LEVEL[there]][0]})"
+                )
     assert upward == []

@@ -83,6 +83,7 @@ def note_columns(tenant: Tenant) -> set[str]:
 
 # -- register / list / tables / drop ------------------------------------------------
 
+
 def test_register_list_tables_archive_purge(register, server_key):
     tenant = register(None, "--name", "Acme Ltd")
     assert tenant.status == Tenant.Status.READY
@@ -98,8 +99,11 @@ def test_register_list_tables_archive_purge(register, server_key):
 
     out, _ = run("tenant_list", "--json")
     assert {
-        "slug": tenant.slug, "status": "ready", "server": server_key,
-        "dialect": tenant.dialect_name, "tables": len(tables),
+        "slug": tenant.slug,
+        "status": "ready",
+        "server": server_key,
+        "dialect": tenant.dialect_name,
+        "tables": len(tables),
     } in json.loads(out)
 
     # An index created after registration shows up: the listing is live.
@@ -178,8 +182,12 @@ def test_a_tenant_without_database_is_listed_and_not_created(db_access):
     from tenant_schema.servers import get_server
 
     slug = new_tenant_id()  # as a provisioning that failed before CREATE DATABASE leaves it
-    tenant = Tenant.objects.create(slug=slug, server="default", status=Tenant.Status.FAILED,
-                                   database_name=database_name(slug, get_server("default")))
+    tenant = Tenant.objects.create(
+        slug=slug,
+        server="default",
+        status=Tenant.Status.FAILED,
+        database_name=database_name(slug, get_server("default")),
+    )
     out, _ = run("tenant_list")
     assert [slug, "failed", "default", "sqlite", "-"] in [line.split() for line in out.splitlines()]
     with pytest.raises(CommandError, match=f"tenant '{slug}' \\(failed\\) has no database"):
@@ -188,6 +196,7 @@ def test_a_tenant_without_database_is_listed_and_not_created(db_access):
 
 
 # -- migrate ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_migrate_keeps_going_past_a_failure_and_exits_non_zero(register, jobs):
@@ -233,13 +242,13 @@ def test_migrate_shows_a_progress_bar(register, capsys):
 # -- errors -------------------------------------------------------------------------
 
 ERROR_CASES = [
-    (["tenant_register", "Bad_Slug"], "invalid tenant id 'Bad_Slug'"),
+    (["tenant_register", "Bad Slug"], "invalid tenant id 'Bad Slug'"),
     (["tenant_register", "good-slug", "--server", "nowhere"], "unknown tenant server 'nowhere'"),
     (["tenant_tables", "trailing-hyphen-"], "invalid tenant id"),
     (["tenant_tables", "no-such-tenant"], "no-such-tenant"),
     (["tenant_drop", "no-such-tenant"], "no-such-tenant"),
     (["tenant_drop", "no-such-tenant", "--purge", "--noinput"], "no-such-tenant"),
-    (["tenant_migrate", "UPPER"], "invalid tenant id 'UPPER'"),
+    (["tenant_migrate", "UP PER"], "invalid tenant id 'UP PER'"),
     (["tenant_migrate", "--jobs", "0"], "--jobs must be 1 or more"),
 ]
 
@@ -257,12 +266,16 @@ def test_errors_are_one_clear_line(args, expected):
 def test_command_line_error_has_no_traceback(tmp_path):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TENANT_SCHEMA_TEST_DIR": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "django", "tenant_register", "Bad_Slug"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "django", "tenant_register", "Bad Slug"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("CommandError: invalid tenant id 'Bad_Slug'")
+    assert result.stderr.strip().splitlines()[-1].startswith("CommandError: invalid tenant id 'Bad Slug'")
 
 
 def test_dialects_lists_each_plugin_with_its_distribution():

@@ -190,6 +190,7 @@ def test_another_threads_connection_is_closed_by_that_thread(cap_of_three, make_
 
 # -- a tenant moved by another process ----------------------------------------
 
+
 def move_in_another_process(tenant, to: str):
     """What an operator's process does: purge ``tenant`` and register its slug on ``to``.
 
@@ -281,7 +282,9 @@ def test_asking_for_another_location_is_an_error_before_anything_is_created(db_a
         assert get_or_create_tenant_db(tenant_id) is tdb  # no server: the registered one
     finally:
         drop_tenant_db(tenant_id, server="sqlite")
-    assert not get_server("mysql").dialect.database_exists(get_server("mysql"), database_name(tenant_id, get_server("mysql")))
+    assert not get_server("mysql").dialect.database_exists(
+        get_server("mysql"), database_name(tenant_id, get_server("mysql"))
+    )
 
 
 # -- database names are validated before use ----------------------------------

@@ -41,7 +41,14 @@ ROLE_SERVERS = ["mysqlroles", "pgroles", "pgschemaroles"]
 #: The same engine without tenant roles: the control of each isolation test.
 PLAIN_TWIN = {"mysqlroles": "mysql", "pgroles": "pg", "pgschemaroles": "pgschema"}
 #: The server whose connection proves the engine is up (and creates a shared database).
-ENGINE_SERVER = {"mysqlroles": "mysql", "pgroles": "pg", "pgschemaroles": "pg", "mysql": "mysql", "pg": "pg", "pgschema": "pg"}
+ENGINE_SERVER = {
+    "mysqlroles": "mysql",
+    "pgroles": "pg",
+    "pgschemaroles": "pg",
+    "mysql": "mysql",
+    "pg": "pg",
+    "pgschema": "pg",
+}
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/"
 
@@ -150,6 +157,7 @@ def attempt_cross_tenant(a: TenantDatabase, b: TenantDatabase) -> None:
 
 # -- the server option ------------------------------------------------------------
 
+
 def test_tenant_roles_is_a_server_option_off_by_default():
     assert parse_server("p", PG_URL).tenant_roles is False
     server = parse_server("p", PG_URL + "?tenant_roles=true&sslmode=prefer")
@@ -163,7 +171,10 @@ def test_tenant_roles_is_a_server_option_off_by_default():
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("sqlite:///var/tenants/?tenant_roles=true", "tenant server 'x': the sqlite dialect cannot give each tenant its own database role"),
+        (
+            "sqlite:///var/tenants/?tenant_roles=true",
+            "tenant server 'x': the sqlite dialect cannot give each tenant its own database role",
+        ),
         (PG_URL + "?tenant_roles=maybe", "tenant server 'x': tenant_roles must be true or false, not 'maybe'"),
     ],
 )
@@ -173,6 +184,7 @@ def test_a_bad_tenant_roles_option_names_the_server(url, message):
 
 
 # -- names and passwords ------------------------------------------------------------
+
 
 def test_role_names_are_stable_and_fit_each_engine():
     pg = parse_server("p", PG_URL + "?tenant_roles=true")
@@ -232,13 +244,15 @@ def test_tenant_aliases_connect_as_the_role_and_servers_as_the_url_user():
 def test_postgres_gets_a_verifier_never_the_password():
     server = parse_server("pgsql", PG_URL + "?tenant_roles=true")
     password = credentials.tenant_password("tenant_acme_owner")
-    for sql, params in server.dialect.create_role_sql(server, "tenant_acme_owner", password) + \
-            server.dialect.set_role_password_sql(server, "tenant_acme_owner", password):
+    for sql, params in server.dialect.create_role_sql(
+        server, "tenant_acme_owner", password
+    ) + server.dialect.set_role_password_sql(server, "tenant_acme_owner", password):
         assert password not in sql and password not in params
         assert scram_matches(params[0], password)
 
 
 # -- CockroachDB: the generated SQL (no server here) ----------------------------------
+
 
 def test_cockroach_role_sql():
     server = parse_server("crdbroles", "cockroachdb://root@crdb.invalid:26257/defaultdb?tenant_roles=true")
@@ -257,7 +271,9 @@ def test_cockroach_role_sql():
     ]
     assert dialect.drop_role_sql(server, role, "tenant_acme") == [('DROP ROLE IF EXISTS "tenant_acme_owner"', ())]
 
-    schema = parse_server("crdbschemaroles", "cockroachdb://root@crdb.invalid:26257/shared?isolation=schema&tenant_roles=true")
+    schema = parse_server(
+        "crdbschemaroles", "cockroachdb://root@crdb.invalid:26257/shared?isolation=schema&tenant_roles=true"
+    )
     role = credentials.role_name(schema, "tenant_acme")
     assert role == "shared.tenant_acme_owner"
     assert dialect.grant_role_sql(schema, role, "tenant_acme") == [
@@ -272,6 +288,7 @@ def test_cockroach_role_sql():
 
 
 # -- live: the server refuses cross-tenant SQL ---------------------------------------
+
 
 def test_raw_cross_tenant_sql_is_refused_by_the_server(roles_server, bare):
     a, b = bare(roles_server), bare(roles_server)
@@ -308,7 +325,9 @@ def test_a_tenant_uses_its_own_tables_as_its_role(roles_server, bare):
     else:
         schema = a.name if a.server.isolation == "schema" else "public"
         with a.connection.cursor() as cursor:
-            cursor.execute("SELECT tableowner FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'items'", [schema])
+            cursor.execute(
+                "SELECT tableowner FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'items'", [schema]
+            )
             assert cursor.fetchone()[0] == role
 
 
@@ -339,6 +358,7 @@ def test_mysql_grants_do_not_treat_underscores_as_wildcards(bare):
 
 
 # -- life cycle of a role -------------------------------------------------------------
+
 
 def test_ensure_is_idempotent_and_drop_waits_for_the_database(roles_server, bare):
     a = bare(roles_server)
@@ -469,6 +489,7 @@ def test_rekey_of_a_missing_role_says_so(bare):
 
 # -- SQLite: no ATTACH on tenant connections ---------------------------------------------
 
+
 def test_sqlite_tenant_connections_cannot_attach_another_file(bare):
     a, b = bare("sqlite"), bare("sqlite")
     put_row(b)
@@ -518,8 +539,10 @@ def test_registered_tenants_are_isolated_end_to_end(roles_server, tenant_factory
                 cursor.execute(f"SELECT title FROM {qualified(b_db, 'tenantapp_note')}")
     if a_db.dialect.name == "postgres":  # the role owns what provisioning created
         with a_db.connection.cursor() as cursor:
-            cursor.execute("SELECT tableowner FROM pg_catalog.pg_tables WHERE tablename = 'tenantapp_note' "
-                           "AND schemaname = current_schema()")
+            cursor.execute(
+                "SELECT tableowner FROM pg_catalog.pg_tables WHERE tablename = 'tenantapp_note' "
+                "AND schemaname = current_schema()"
+            )
             assert cursor.fetchone()[0] == role
 
 
@@ -557,7 +580,9 @@ def test_tenant_rekey_after_rotating_secret_key(roles_server, tenant_factory, se
     assert results[tenant.slug]["role"] == credentials.role_name(get_server(roles_server), tenant.database_name)
     with tenant_context(tenant):
         assert list(Note.objects.values_list("title", flat=True)) == ["before rotation"]
-    assert tenant.database.connection.settings_dict["PASSWORD"] == credentials.tenant_password(results[tenant.slug]["role"])
+    assert tenant.database.connection.settings_dict["PASSWORD"] == credentials.tenant_password(
+        results[tenant.slug]["role"]
+    )
     out, _ = rekey(tenant.slug)
     assert f"{tenant.slug}: rekeyed (role {results[tenant.slug]['role']} on {roles_server})" in out
 

@@ -194,9 +194,7 @@ def test_create_index_is_idempotent_and_names_are_stable(tenant_db):
     name = create_index(tenant_db, "transactions", ["memo", "amount"])
     assert name == "idx_transactions_memo_amount"
     assert create_index(tenant_db, "transactions", ["memo", "amount"]) == name
-    assert [i for i in list_indexes(tenant_db, "transactions") if i.name == name] == [
-        (name, ("memo", "amount"), False)
-    ]
+    assert [i for i in list_indexes(tenant_db, "transactions") if i.name == name] == [(name, ("memo", "amount"), False)]
     with pytest.raises(ValueError, match="already exists on 'transactions' as \\['memo', 'amount'\\]"):
         create_index(tenant_db, "transactions", ["amount"], index_name=name)
 
@@ -221,7 +219,11 @@ def test_unique_index_on_a_text_column(tenant_db):
     table = register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])["transactions"]
     create_index(tenant_db, "transactions", ["memo"], unique=True)
     manager = table.model._default_manager.db_manager(tenant_db.alias)
-    account = register_table(tenant_db, Account, "accounts").model._default_manager.db_manager(tenant_db.alias).create(name="x")
+    account = (
+        register_table(tenant_db, Account, "accounts")
+        .model._default_manager.db_manager(tenant_db.alias)
+        .create(name="x")
+    )
     manager.create(account_id=account.pk, memo="rent")
     with pytest.raises(IntegrityError):
         with tenant_db.atomic():
@@ -355,14 +357,20 @@ def test_create_indexes_leaves_nothing_when_any_statement_fails(tenant_db):
     with tenant_db.connection.execute_wrapper(counter):
         names = create_indexes(tenant_db, specs)
     assert counter.seen == 4
-    assert names == ["idx_transactions_memo", "by_kind", "idx_accounts_opened", "idx_transactions_booked_at",
-                     "existing_amount"]
+    assert names == [
+        "idx_transactions_memo",
+        "by_kind",
+        "idx_accounts_opened",
+        "idx_transactions_booked_at",
+        "existing_amount",
+    ]
     assert {"idx_transactions_memo", "by_kind", "idx_transactions_booked_at", "existing_amount"} <= {
         i.name for i in list_indexes(tenant_db, "transactions")
     }
 
 
 # -- concurrent creators, interrupted creations, drift ----------------------------
+
 
 def test_a_concurrent_creator_of_the_same_table_is_not_undone(tenant_db, monkeypatch):
     """Another worker creates the table between our check and our CREATE: our call
@@ -412,7 +420,9 @@ def test_an_interrupted_creation_is_completed_when_registered_again(tenant_db):
     complete = {i.columns for i in list_indexes(tenant_db, "budgets")}
     connection = tenant_db.connection
     with connection.cursor() as cursor:
-        fks_before = {n for n, i in connection.introspection.get_constraints(cursor, "budgets").items() if i["foreign_key"]}
+        fks_before = {
+            n for n, i in connection.introspection.get_constraints(cursor, "budgets").items() if i["foreign_key"]
+        }
     drop_table(tenant_db, "budgets")
     with connection.schema_editor(atomic=False) as editor:  # the "crash": CREATE TABLE only
         editor.create_model(model)
@@ -422,7 +432,9 @@ def test_an_interrupted_creation_is_completed_when_registered_again(tenant_db):
     register_tables(tenant_db, [(Account, "accounts"), (Budget, "budgets")])
     assert {i.columns for i in list_indexes(tenant_db, "budgets")} == complete
     with connection.cursor() as cursor:
-        fks_after = {n for n, i in connection.introspection.get_constraints(cursor, "budgets").items() if i["foreign_key"]}
+        fks_after = {
+            n for n, i in connection.introspection.get_constraints(cursor, "budgets").items() if i["foreign_key"]
+        }
     assert fks_after == fks_before
 
 

@@ -52,7 +52,7 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
                 continue
             for command in code.splitlines():
                 if command.startswith("$ python manage.py "):
-                    args = shlex.split(command[len("$ python manage.py "):])
+                    args = shlex.split(command[len("$ python manage.py ") :])
                     call_command(*args)
                     ran += 1
     finally:
@@ -69,6 +69,7 @@ def test_every_public_name_is_documented():
     import tenant_schema
 
     text = "".join(p.read_text() for p in DOC_FILES if p.exists())
+
     def named(name: str) -> bool:  # inside a code span or a code block
         return bool(re.search(rf"`[^`\n]*\b{re.escape(name)}\b[^`\n]*`|\b{re.escape(name)}\(", text))
 

@@ -59,8 +59,14 @@ class Site:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def request(self, host: str, method: str = "GET", path: str = "/", body: str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPMessage]:
+    def request(
+        self,
+        host: str,
+        method: str = "GET",
+        path: str = "/",
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, http.client.HTTPMessage]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers={"Host": f"{host}:{self.port}", **(headers or {})})
@@ -80,10 +86,17 @@ class Site:
         cookie = re.search(r"csrftoken=([^;]+)", headers.get("Set-Cookie", "")).group(1)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', text).group(1)
         account = re.search(r'name="account".*?<option value="(\d+)"', text, re.S).group(1)
-        form = (f"csrfmiddlewaretoken={token}&account={account}&date=2025-02-01"
-                f"&description={description}&amount=-12.50&category=test")
-        status, text, _ = self.request(host, "POST", "/transactions/new/", form, {
-            "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}"})
+        form = (
+            f"csrfmiddlewaretoken={token}&account={account}&date=2025-02-01"
+            f"&description={description}&amount=-12.50&category=test"
+        )
+        status, text, _ = self.request(
+            host,
+            "POST",
+            "/transactions/new/",
+            form,
+            {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}"},
+        )
         assert status == 302, f"adding a transaction to {host}: HTTP {status}\n{text[:2000]}"
 
 
@@ -115,8 +128,13 @@ def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_acce
         assert "tenant acme: ready" in second and "0 rows added" in second, "set-up is idempotent"
 
         with log.open("w") as out:
-            process = subprocess.Popen([sys.executable, str(MANAGE), "demo", f"127.0.0.1:{port}"],
-                                       env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, str(MANAGE), "demo", f"127.0.0.1:{port}"],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_until_listening(process, port, log)
         site = Site(port)
 
@@ -139,5 +157,10 @@ def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_acce
             process.terminate()
             process.wait(timeout=30)
         for slug in ("acme", "globex"):
-            subprocess.run([sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
-                           env=env, cwd=ROOT, capture_output=True, check=False)
+            subprocess.run(
+                [sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                check=False,
+            )

@@ -105,13 +105,24 @@ class Kind(enum.Enum):
 
 def test_names_django_adds_for_a_field_are_refused(tenant_db):
     choices = dataclasses.make_dataclass("Hostile", [("id", int), ("kind", Kind), ("get_kind_display", str)])
-    with no_sql(tenant_db), pytest.raises(
-            ValueError, match=r"field Hostile\.get_kind_display: Django adds get_kind_display to the model for "
-                              r"field kind"):
+    with (
+        no_sql(tenant_db),
+        pytest.raises(
+            ValueError,
+            match=r"field Hostile\.get_kind_display: Django adds get_kind_display to the model for "
+            r"field kind",
+        ),
+    ):
         register_table(tenant_db, choices, "hostile")
     dated = dataclasses.make_dataclass("Hostile", [("id", int), ("due", datetime.date), ("get_next_by_due", str)])
-    with no_sql(tenant_db), pytest.raises(ValueError, match=r"field Hostile\.get_next_by_due: Django adds "
-                                                            r"get_next_by_due to the model for field due"):
+    with (
+        no_sql(tenant_db),
+        pytest.raises(
+            ValueError,
+            match=r"field Hostile\.get_next_by_due: Django adds "
+            r"get_next_by_due to the model for field due",
+        ),
+    ):
         register_table(tenant_db, dated, "hostile")
     assert "hostile" not in list_tables(tenant_db)
 
@@ -134,10 +145,19 @@ class Fine:
 
 def test_names_close_to_django_internals_are_fine(tenant_db):
     fine = register_table(tenant_db, Fine, "fine", pk="code")
-    assert fine.columns == ["code", "id", "saved", "state", "meta", "object", "select", "order", "check_number",
-                            "save"]
-    row = Fine(code="a", id=7, saved=True, state="s", meta={"k": 1}, object="o", select="sel", order=2,
-               check_number="c1", save_as="x")
+    assert fine.columns == ["code", "id", "saved", "state", "meta", "object", "select", "order", "check_number", "save"]
+    row = Fine(
+        code="a",
+        id=7,
+        saved=True,
+        state="s",
+        meta={"k": 1},
+        object="o",
+        select="sel",
+        order=2,
+        check_number="c1",
+        save_as="x",
+    )
     assert fine.create(row) == row
     fine.create(Fine(code="b", id=8, save_as="y", order=1))
     assert fine.read("a") == row
@@ -152,6 +172,7 @@ def test_names_close_to_django_internals_are_fine(tenant_db):
 
 # -- fields that clash with each other -----------------------------------------------------
 
+
 @dataclass
 class Acc:
     name: str
@@ -160,8 +181,8 @@ class Acc:
 
 @dataclass
 class TxKeyClash:
-    acc: Acc              # a foreign key whose attribute and column are acc_id
-    acc_id: int = 0       # ... and a field of that name
+    acc: Acc  # a foreign key whose attribute and column are acc_id
+    acc_id: int = 0  # ... and a field of that name
     id: Optional[int] = None
 
 
@@ -183,8 +204,11 @@ class ColumnClash:
     "source, message",
     [
         (TxKeyClash, r"field TxKeyClash\.acc_id clashes with TxKeyClash\.acc, a foreign key Django keeps as acc_id"),
-        (TxAttnameClash, r"field TxAttnameClash\.acc_id clashes with TxAttnameClash\.acc, a foreign key Django "
-                         r"keeps as acc_id"),
+        (
+            TxAttnameClash,
+            r"field TxAttnameClash\.acc_id clashes with TxAttnameClash\.acc, a foreign key Django "
+            r"keeps as acc_id",
+        ),
         (ColumnClash, r"fields ColumnClash\.a and ColumnClash\.b both have column 'b'"),
     ],
     ids=["fk-column", "fk-attribute", "db_column"],
@@ -209,8 +233,9 @@ def legacy_table(tenant_db, table: str, fields: dict[str, models.Field]) -> None
 
 
 def test_an_existing_table_with_hostile_column_names_reads_and_writes(tenant_db):
-    legacy_table(tenant_db, "legacy", {f"c{i}": models.TextField(db_column=c, null=True)
-                                       for i, c in enumerate(HOSTILE_COLUMNS)})
+    legacy_table(
+        tenant_db, "legacy", {f"c{i}": models.TextField(db_column=c, null=True) for i, c in enumerate(HOSTILE_COLUMNS)}
+    )
     legacy = tenant_db.table("legacy")
     assert legacy.columns == ["id", *HOSTILE_COLUMNS]
 
@@ -233,7 +258,9 @@ def test_an_existing_table_with_hostile_column_names_reads_and_writes(tenant_db)
     assert legacy.upsert([{"id": other["id"], "clean": "c"}], conflict="id") == 1
     assert legacy.read(other["id"]) == {**other, "Meta": "m", "clean": "c"}
     assert legacy.list(where={"save__in": ["saved", "b"]}, order_by="save") == [
-        legacy.read(other["id"]), legacy.read(made["id"])]
+        legacy.read(other["id"]),
+        legacy.read(made["id"]),
+    ]
     assert legacy.delete(made["id"]) is True
 
     with pytest.raises(ValueError) as caught:
@@ -243,8 +270,14 @@ def test_an_existing_table_with_hostile_column_names_reads_and_writes(tenant_db)
 
 
 def test_an_existing_table_whose_primary_key_is_called_save(tenant_db):
-    legacy_table(tenant_db, "legacy_keys", {"key": models.CharField(max_length=20, primary_key=True, db_column="save"),
-                                            "ident": models.IntegerField(db_column="id", null=True)})
+    legacy_table(
+        tenant_db,
+        "legacy_keys",
+        {
+            "key": models.CharField(max_length=20, primary_key=True, db_column="save"),
+            "ident": models.IntegerField(db_column="id", null=True),
+        },
+    )
     keys = tenant_db.table("legacy_keys")
     assert keys.columns == ["save", "id"]
     assert keys.create({"save": "k1", "id": 5}) == {"save": "k1", "id": 5}
@@ -255,6 +288,7 @@ def test_an_existing_table_whose_primary_key_is_called_save(tenant_db):
 
 
 # -- where keys: column or column__lookup, never a path -------------------------------------------
+
 
 @dataclass
 class Connection:
@@ -280,14 +314,26 @@ def jobs(tenant_db):
     connections, jobs = tables["connections"], tables["jobs"]
     one = connections.create({"name": "one", "secret": "s3cr3t"})
     two = connections.create({"name": "two", "secret": "hunter2"})
-    utc = datetime.timezone.utc
-    jobs.batch_create([
-        Job(connection=one.id, title="deploy", booked_on=datetime.date(2024, 3, 1),
-            starts_at=datetime.datetime(2024, 3, 1, 9, 30, tzinfo=utc), hours=1.5),
-        Job(connection=one.id, title="backup", booked_on=datetime.date(2024, 7, 14),
-            starts_at=datetime.datetime(2024, 7, 14, 22, 0, tzinfo=utc), hours=3),
-        Job(connection=two.id, title="rotate keys", hours=0.5),
-    ])
+    utc = datetime.UTC
+    jobs.batch_create(
+        [
+            Job(
+                connection=one.id,
+                title="deploy",
+                booked_on=datetime.date(2024, 3, 1),
+                starts_at=datetime.datetime(2024, 3, 1, 9, 30, tzinfo=utc),
+                hours=1.5,
+            ),
+            Job(
+                connection=one.id,
+                title="backup",
+                booked_on=datetime.date(2024, 7, 14),
+                starts_at=datetime.datetime(2024, 7, 14, 22, 0, tzinfo=utc),
+                hours=3,
+            ),
+            Job(connection=two.id, title="rotate keys", hours=0.5),
+        ]
+    )
     return jobs, one, two
 
 
@@ -326,8 +372,12 @@ def test_where_takes_a_column_and_a_lookup(jobs, case):
     table, one, two = jobs
     where, expected = ALLOWED[case]
     rows = {"one": one, "two": two}
-    where = {k: (rows[v] if v in ("one", "two") else v) if isinstance(v, str) else
-             ([rows.get(x, x) for x in v] if isinstance(v, list) else v) for k, v in where.items()}
+    where = {
+        k: (rows[v] if v in ("one", "two") else v)
+        if isinstance(v, str)
+        else ([rows.get(x, x) for x in v] if isinstance(v, list) else v)
+        for k, v in where.items()
+    }
     assert [j.title for j in table.list(where=where)] == expected
     assert [j.title for j in table.list(where=Q(**where))] == expected
 
@@ -375,12 +425,16 @@ def test_the_refusal_lists_what_the_column_allows(jobs, tenant_db):
     assert "lookups of column connection_id: exact, gt, gte, lt, lte, in, isnull" in str(caught.value)
     with pytest.raises(ValueError) as caught:
         table.list(where={"title__regex": "x"})
-    assert ("lookups of column title: exact, iexact, gt, gte, lt, lte, in, contains, icontains, startswith, "
-            "istartswith, endswith, iendswith, range, isnull") in str(caught.value)
+    assert (
+        "lookups of column title: exact, iexact, gt, gte, lt, lte, in, contains, icontains, startswith, "
+        "istartswith, endswith, iendswith, range, isnull"
+    ) in str(caught.value)
     with pytest.raises(ValueError) as caught:
         table.list(where={"booked_on__nope": 1})
-    assert ("parts of column booked_on: year, iso_year, quarter, month, week, week_day, iso_week_day, day "
-            "(then exact, gt, gte, lt, lte, in, range)") in str(caught.value)
+    assert (
+        "parts of column booked_on: year, iso_year, quarter, month, week, week_day, iso_week_day, day "
+        "(then exact, gt, gte, lt, lte, in, range)"
+    ) in str(caught.value)
 
 
 def test_q_holds_column_conditions_only(jobs, tenant_db):
@@ -390,12 +444,19 @@ def test_q_holds_column_conditions_only(jobs, tenant_db):
         table.list(where=Q(subquery))
 
 
-@pytest.mark.parametrize("order_by", ["connection__secret", "connection__name DESC", ["title", "-connection__id"],
-                                      "booked_on__year"])
+@pytest.mark.parametrize(
+    "order_by", ["connection__secret", "connection__name DESC", ["title", "-connection__id"], "booked_on__year"]
+)
 def test_order_by_takes_columns_only(jobs, tenant_db, order_by):
     table, _, _ = jobs
-    with no_sql(tenant_db), pytest.raises(ValueError, match=r"order_by takes a column, not a lookup or a path "
-                                                            r"through a foreign key: 'connection__\w+'|"
-                                                            r"'booked_on__year'"):
+    with (
+        no_sql(tenant_db),
+        pytest.raises(
+            ValueError,
+            match=r"order_by takes a column, not a lookup or a path "
+            r"through a foreign key: 'connection__\w+'|"
+            r"'booked_on__year'",
+        ),
+    ):
         table.list(order_by=order_by)
     assert [j.title for j in table.list(order_by="connection DESC, hours")] == ["rotate keys", "deploy", "backup"]

@@ -22,8 +22,10 @@ def check_only_own_rows(tenants, writers_per_tenant: int) -> None:
             assert all(t.startswith(f"{tenant.slug}/") for t in titles), titles
             assert Category.objects.get().name == tenant.slug
             assert set(Tag.objects.values_list("label", flat=True)) <= {tenant.slug}
-            assert all(t.startswith(f"{tenant.slug}/") for t in Note.objects.filter(tags__isnull=False)
-                       .values_list("title", flat=True))
+            assert all(
+                t.startswith(f"{tenant.slug}/")
+                for t in Note.objects.filter(tags__isnull=False).values_list("title", flat=True)
+            )
 
 
 @pytest.mark.django_db(transaction=True)

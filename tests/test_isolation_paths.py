@@ -84,6 +84,7 @@ def pair(server_key, tenant_factory) -> tuple[Side, Side]:
 
 # -- bulk operations -------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_bulk_update_refuses_objects_of_another_tenant(pair):
     a, b = pair
@@ -128,6 +129,7 @@ def test_bulk_create_refuses_objects_of_another_tenant(pair):
 
 # -- relation managers -------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_relation_managers_refuse_objects_of_another_tenant(pair):
     a, b = pair
@@ -140,7 +142,7 @@ def test_relation_managers_refuse_objects_of_another_tenant(pair):
         "reverse many-to-many set": lambda: a.notes[0].tags.set([a.spare, b.tag]),
     }
     with nothing_written(a, b), tenant_context(a.tenant):
-        for name, call in refused.items():
+        for _name, call in refused.items():
             with pytest.raises(CrossTenantAccess, match=loaded_from(b)):
                 call()
         # add() was refused before: the router does not allow the relation (Django's ValueError).
@@ -161,6 +163,7 @@ def test_relation_managers_refuse_objects_of_another_tenant(pair):
 
 # -- objects as query values -----------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_objects_of_another_tenant_are_not_query_values(pair):
     a, b = pair
@@ -172,7 +175,9 @@ def test_objects_of_another_tenant_are_not_query_values(pair):
         "many-to-many": lambda: Note.objects.filter(tags=b.tag).exists(),
         "negated many-to-many (a subquery)": lambda: list(Note.objects.exclude(tags=b.tag)),
         "Q": lambda: list(Tag.objects.filter(Q(label="x") | Q(category=b.category))),
-        "querysets combined with |": lambda: list(Tag.objects.filter(label="x") | Tag.objects.filter(category=b.category)),
+        "querysets combined with |": lambda: list(
+            Tag.objects.filter(label="x") | Tag.objects.filter(category=b.category)
+        ),
         "inner queryset": lambda: list(Note.objects.filter(pk__in=Links.objects.filter(tag=b.tag).values("note_id"))),
         "get_or_create": lambda: Tag.objects.get_or_create(label=a.tag.label, category=b.category),
         "update() of matching rows": lambda: Tag.objects.filter(category=b.category).update(label="x"),
@@ -198,7 +203,9 @@ def test_objects_of_another_tenant_are_not_query_values(pair):
         assert Note.objects.filter(tags=a.tag).count() == 2
         # On the object's own database the query runs, whichever tenant is selected.
         assert [t.label for t in Tag.objects.using(b.alias).filter(category=b.category).order_by("pk")] == [
-            b.tag.label, b.spare.label]
+            b.tag.label,
+            b.spare.label,
+        ]
         # A plain key is a value of the current tenant: nothing ties it to b.
         assert Tag.objects.filter(category_id=b.category.pk).count() == 2
     with tenant_context(b.tenant):
@@ -206,6 +213,7 @@ def test_objects_of_another_tenant_are_not_query_values(pair):
 
 
 # -- refresh and delete -----------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_refresh_and_delete_stay_with_the_objects_tenant(pair):
@@ -251,6 +259,7 @@ async def test_async_twins_are_checked_too(pair):
 
 
 # -- tenant_context on generators ----------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_a_decorated_generator_holds_its_tenant_each_time_it_resumes(server_key, tenant_factory):

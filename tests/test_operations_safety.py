@@ -99,6 +99,7 @@ def database_is_there(tenant: Tenant) -> bool:
 
 # -- 1. a purge does not wait for other sessions ----------------------------------
 
+
 @pytest.mark.parametrize("server_key", ["mysql", "pg", "pgschema"])
 def test_purge_ends_the_tenants_open_transactions_instead_of_waiting(tenant_factory, server_key, db_access):
     """A tenant connection in the middle of a transaction does not block a purge."""
@@ -122,7 +123,6 @@ def test_mysql_purge_blocked_from_another_database_fails_in_seconds_and_can_be_r
 ):
     """A lock held through another database's connection is not killed: the purge says so, quickly."""
     from django.core.management.base import CommandError
-
     from tenant_schema_mysql import MySQLDialect
 
     require_server("mysql")
@@ -135,8 +135,9 @@ def test_mysql_purge_blocked_from_another_database_fails_in_seconds_and_can_be_r
     cursor.execute("SELECT CONNECTION_ID()")
     (session,) = cursor.fetchone()
     try:
-        _, error, seconds = bounded(lambda: run("tenant_drop", tenant.slug, "--purge", "--noinput"), 30,
-                                    release=blocker.close)
+        _, error, seconds = bounded(
+            lambda: run("tenant_drop", tenant.slug, "--purge", "--noinput"), 30, release=blocker.close
+        )
     finally:
         if error is None:
             blocker.close()
@@ -185,8 +186,12 @@ def open_transaction_on(tenant: Tenant) -> _Session:
     settings = tenant.database.dialect.tenant_settings(server, tenant.database_name)
     options = settings.get("OPTIONS", {})
     raw = psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1", port=settings["PORT"] or 5432, user=settings["USER"],
-        password=settings["PASSWORD"] or None, dbname=settings["NAME"], options=options.get("options", ""),
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+        options=options.get("options", ""),
     )
     raw.execute("SELECT COUNT(*) FROM tenantapp_note")  # psycopg opens a transaction implicitly
     return _Session(raw, raw.close)
@@ -230,10 +235,14 @@ def test_a_bad_server_url_never_shows_its_password(url):
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("postgres://u:s3cret@host:5432/?conn_max_age=x",
-         "conn_max_age must be a whole number of seconds or 'none', not 'x'"),
-        ("postgres://u:s3cret@host:notaport/",
-         "cannot parse its URL postgres://u:***@host:notaport/: the port is not a number from 0 to 65535"),
+        (
+            "postgres://u:s3cret@host:5432/?conn_max_age=x",
+            "conn_max_age must be a whole number of seconds or 'none', not 'x'",
+        ),
+        (
+            "postgres://u:s3cret@host:notaport/",
+            "cannot parse its URL postgres://u:***@host:notaport/: the port is not a number from 0 to 65535",
+        ),
         ("nosuch://u:s3cret@h/", "no dialect plugin handles URL scheme 'nosuch'; known schemes: "),
         ("postgres:/u:s3cret@host/", "is not a URL like postgres://user@host:5432/"),
     ],
@@ -295,8 +304,10 @@ def test_runtime_errors_of_a_bad_server_hide_the_password_too(settings):
 
     from tenant_schema.servers import get_server
 
-    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA,
-                              "SERVERS": {**settings.TENANT_SCHEMA["SERVERS"], "broken": LEAKY_URLS[4]}}
+    settings.TENANT_SCHEMA = {
+        **settings.TENANT_SCHEMA,
+        "SERVERS": {**settings.TENANT_SCHEMA["SERVERS"], "broken": LEAKY_URLS[4]},
+    }
     with pytest.raises(ImproperlyConfigured) as caught:
         get_server("broken")
     assert SECRET not in str(caught.value)
@@ -407,6 +418,7 @@ def test_without_permission_every_id_is_403_so_ids_do_not_leak(client, django_us
 
 # -- 5. what the resolvers never read as a slug ----------------------------------------
 
+
 def _static(request, name):
     from django.http import HttpResponse
 
@@ -488,9 +500,22 @@ async def test_public_paths_under_asgi(routed, settings):
     assert response.content == b"static app.js tenant=None"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8000", "10.20.30.40", "[::1]", "[::1]:8000",
-                                  "[2001:db8::1]:443", "www.example.com", "WWW.Example.com", "www.localhost:8000",
-                                  "example.com", "localhost"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.0.0.1:8000",
+        "10.20.30.40",
+        "[::1]",
+        "[::1]:8000",
+        "[2001:db8::1]:443",
+        "www.example.com",
+        "WWW.Example.com",
+        "www.localhost:8000",
+        "example.com",
+        "localhost",
+    ],
+)
 @ROUTING
 def test_subdomain_resolver_leaves_ip_hosts_and_www_without_a_tenant(routed, host):
     from django.test import Client
@@ -567,8 +592,14 @@ def end_session(connection) -> None:
 
         pid = connection.connection.info.backend_pid
         s = get_server("pg").settings
-        with psycopg.connect(host=s["HOST"] or "127.0.0.1", port=s["PORT"] or 5432, user=s["USER"],
-                             password=s["PASSWORD"] or None, dbname="postgres", autocommit=True) as admin:
+        with psycopg.connect(
+            host=s["HOST"] or "127.0.0.1",
+            port=s["PORT"] or 5432,
+            user=s["USER"],
+            password=s["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
+        ) as admin:
             ended = admin.execute("SELECT pg_terminate_backend(%s, 10000)", [pid]).fetchone()[0]
         assert ended, f"backend {pid} did not end"
         return
@@ -626,8 +657,13 @@ def shape(tenant_db) -> dict:
             description = connection.introspection.get_table_description(cursor, table)
             columns = sorted((c.name, bool(c.null_ok)) for c in description)
             constraints = sorted(
-                (tuple(info["columns"]), bool(info["primary_key"]), bool(info["unique"]),
-                 tuple(info["foreign_key"] or ()), bool(info["index"]))
+                (
+                    tuple(info["columns"]),
+                    bool(info["primary_key"]),
+                    bool(info["unique"]),
+                    tuple(info["foreign_key"] or ()),
+                    bool(info["index"]),
+                )
                 for info in connection.introspection.get_constraints(cursor, table).values()
             )
             out[table] = (columns, constraints)
@@ -800,10 +836,13 @@ def note_state(tenant: Tenant) -> tuple[bool, bool, bool]:
     connection = tenant.database.connection
     with connection.cursor() as cursor:
         columns = {c.name for c in connection.introspection.get_table_description(cursor, "tenantapp_note")}
-        indexed = any(info["columns"] == ["pinned"] and info["index"]
-                      for info in connection.introspection.get_constraints(cursor, "tenantapp_note").values())
-        cursor.execute("SELECT COUNT(*) FROM django_migrations WHERE app = %s AND name = %s",
-                       ["tenantapp", "0002_note_pinned"])
+        indexed = any(
+            info["columns"] == ["pinned"] and info["index"]
+            for info in connection.introspection.get_constraints(cursor, "tenantapp_note").values()
+        )
+        cursor.execute(
+            "SELECT COUNT(*) FROM django_migrations WHERE app = %s AND name = %s", ["tenantapp", "0002_note_pinned"]
+        )
         recorded = cursor.fetchone()[0] == 1
     tenant.database.close()
     return "pinned" in columns, indexed, recorded

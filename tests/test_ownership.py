@@ -220,12 +220,21 @@ def _call(*args) -> str:
 
 # -- names that must never be a tenant's --------------------------------------
 
+
 @pytest.mark.parametrize(
     "server_key, prefix, slug, reserved",
-    [("mysql", "s", "ys", "sys"), ("mysql", "my", "sql", "mysql"), ("pg", "template", "0", "template0"),
-     ("pg", "pg_", "x", "pg_x"), ("pg", "post", "gres", "postgres"), ("pgschema", "pub", "lic", "public")],
+    [
+        ("mysql", "s", "ys", "sys"),
+        ("mysql", "my", "sql", "mysql"),
+        ("pg", "template", "0", "template0"),
+        ("pg", "pg_", "x", "pg_x"),
+        ("pg", "post", "gres", "postgres"),
+        ("pgschema", "pub", "lic", "public"),
+    ],
 )
-def test_a_slug_that_would_name_a_system_database_is_refused_before_any_sql(server_key, prefix, slug, reserved, settings, db_access):
+def test_a_slug_that_would_name_a_system_database_is_refused_before_any_sql(
+    server_key, prefix, slug, reserved, settings, db_access
+):
     require_server("pg" if server_key == "pgschema" else server_key)
     settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "DATABASE_PREFIX": prefix}
     statements = []
@@ -251,7 +260,15 @@ def test_an_empty_database_prefix_is_refused_by_a_check_and_before_any_sql(setti
 def test_table_functions_take_a_tenant_database_a_tenant_or_a_slug(any_server):
     from dataclasses import dataclass
 
-    from tenant_schema import create_index, drop_index, drop_table, list_indexes, list_tables, register_table, table_exists
+    from tenant_schema import (
+        create_index,
+        drop_index,
+        drop_table,
+        list_indexes,
+        list_tables,
+        register_table,
+        table_exists,
+    )
 
     @dataclass
     class Memo:

@@ -103,9 +103,21 @@ def litefile_dist(tmp_path_factory):
     """Build and install tests/plugin_dist the way a user would install a plugin."""
     target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT / "tests" / "plugin_dist")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "tests" / "plugin_dist"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert list(target.glob("tenant_schema_litefile-1.0.0.dist-info/entry_points.txt"))
@@ -254,8 +266,11 @@ def test_hook_sql_with_a_literal_percent_runs_as_written(make_tenant_db, server_
         tdb = make_tenant_db(server_key)
         register_table(tdb, Memo, "memos")
         with tdb.connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {tdb.connection.ops.quote_name('memos_notes')} DEFAULT VALUES"
-                           if tdb.dialect.name != "mysql" else "INSERT INTO memos_notes () VALUES ()")
+            cursor.execute(
+                f"INSERT INTO {tdb.connection.ops.quote_name('memos_notes')} DEFAULT VALUES"
+                if tdb.dialect.name != "mysql"
+                else "INSERT INTO memos_notes () VALUES ()"
+            )
             cursor.execute("SELECT note FROM memos_notes")
             assert cursor.fetchone()[0] == "100% sure"
         assert drop_table(tdb, "memos")
@@ -264,6 +279,7 @@ def test_hook_sql_with_a_literal_percent_runs_as_written(make_tenant_db, server_
 
 
 # -- the contract, documented ------------------------------------------------------
+
 
 def _signature_text(function) -> tuple[str, str]:
     """``name(a, b, *, c=None)`` and the return annotation of a method, as docs/plugins.md writes them."""
@@ -302,13 +318,23 @@ def test_the_plugin_contract_names_no_private_django_method():
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
-    private = {name for cls in (BaseDatabaseSchemaEditor, BaseDatabaseWrapper) for name in dir(cls)
-               if name.startswith("_") and not name.startswith("__")}
+    private = {
+        name
+        for cls in (BaseDatabaseSchemaEditor, BaseDatabaseWrapper)
+        for name in dir(cls)
+        if name.startswith("_") and not name.startswith("__")
+    }
     texts = {"docs/plugins.md": (ROOT / "docs" / "plugins.md").read_text()}
     texts.update({f"hookspecs.{n}": inspect.getdoc(getattr(hookspecs, n)) for n in HOOK_NAMES})
     texts.update({f"Dialect.{n}": inspect.getdoc(m) or "" for n, m in inspect.getmembers(Dialect, inspect.isfunction)})
-    found = sorted({(where, name) for where, text in texts.items() for name in private
-                    if re.search(rf"(?<![\w.]){re.escape(name)}\b|\.{re.escape(name)}\b", text)})
+    found = sorted(
+        {
+            (where, name)
+            for where, text in texts.items()
+            for name in private
+            if re.search(rf"(?<![\w.]){re.escape(name)}\b|\.{re.escape(name)}\b", text)
+        }
+    )
     assert found == []
     assert "_create_index_sql" in private  # the check above looks for the right names
 
@@ -343,6 +369,7 @@ def test_index_statement_builds_a_quoted_index_a_hook_can_template(make_tenant_d
 
 # -- loading -------------------------------------------------------------------------
 
+
 def _with_plugins(*dotted: str, autoload: bool | None = None):
     from django.conf import settings
 
@@ -353,8 +380,11 @@ def _with_plugins(*dotted: str, autoload: bool | None = None):
 
 
 def _impls_of(module) -> list:
-    return [i for i in plugins.get_plugin_manager().hook.tenant_schema_register_dialects.get_hookimpls()
-            if i.plugin is module]
+    return [
+        i
+        for i in plugins.get_plugin_manager().hook.tenant_schema_register_dialects.get_hookimpls()
+        if i.plugin is module
+    ]
 
 
 def test_a_builtin_dialect_listed_in_plugins_is_registered_once():
@@ -382,8 +412,11 @@ def test_an_autoloaded_plugin_listed_in_plugins_too_is_registered_once(litefile_
 
 def test_a_listed_plugin_that_does_not_import_names_itself():
     with _with_plugins("no_such_plugin_module"):
-        with pytest.raises(ImproperlyConfigured, match=r"""TENANT_SCHEMA\["PLUGINS"\] lists 'no_such_plugin_module', """
-                                                      r"which does not import: No module named"):
+        with pytest.raises(
+            ImproperlyConfigured,
+            match=r"""TENANT_SCHEMA\["PLUGINS"\] lists 'no_such_plugin_module', """
+            r"which does not import: No module named",
+        ):
             plugins.get_plugins()
 
 
@@ -393,8 +426,10 @@ def test_the_unknown_scheme_hint_says_whether_plugins_are_autoloaded(monkeypatch
     from tenant_schema import checks
 
     monkeypatch.delenv("TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    for autoload, says, never in ((True, "are autoloaded", "not autoloaded"),
-                                  (False, "not autoloaded", "are autoloaded")):
+    for autoload, says, never in (
+        (True, "are autoloaded", "not autoloaded"),
+        (False, "not autoloaded", "are autoloaded"),
+    ):
         config = {**settings.TENANT_SCHEMA, "SERVERS": {"default": "oracle://db/"}, "PLUGINS_AUTOLOAD": autoload}
         with override_settings(TENANT_SCHEMA=config):
             (error,) = [e for e in checks.check_servers() if e.id == "tenant_schema.E002"]
@@ -403,6 +438,7 @@ def test_the_unknown_scheme_hint_says_whether_plugins_are_autoloaded(monkeypatch
 
 
 # -- registering plugins in tests ----------------------------------------------------
+
 
 class _EchoDialect(Dialect):
     name = "echo"
@@ -452,8 +488,9 @@ def test_register_plugin_refuses_a_taken_dialect_name_and_leaves_nothing_behind(
 
 def test_the_tenant_schema_plugin_fixture_registers_for_one_test_only(tmp_path):
     """Run as a plugin author's suite would: the fixture comes from tenant-schema's pytest plugin."""
-    (tmp_path / "author_settings.py").write_text('SECRET_KEY = "x"\nINSTALLED_APPS = ["tenant_schema"]\n'
-                                                'TENANT_SCHEMA = {"PLUGINS_AUTOLOAD": False}\n')
+    (tmp_path / "author_settings.py").write_text(
+        'SECRET_KEY = "x"\nINSTALLED_APPS = ["tenant_schema"]\nTENANT_SCHEMA = {"PLUGINS_AUTOLOAD": False}\n'
+    )
     (tmp_path / "test_author.py").write_text(
         "from tenant_schema import hookimpl\n"
         "from tenant_schema.plugins import get_plugins\n"
@@ -473,13 +510,18 @@ def test_the_tenant_schema_plugin_fixture_registers_for_one_test_only(tmp_path):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "author_settings", "PYTHONPATH": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
 
 
 # -- field mapping -------------------------------------------------------------------
+
 
 def test_a_plugin_field_receives_the_annotated_value_and_rows_get_what_it_returns(make_tenant_db, server_key):
     """The field_for_annotation contract of docs/plugins.md: IPv4Address in, IPv4Address out, on every dialect."""

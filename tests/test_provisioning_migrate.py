@@ -62,7 +62,10 @@ def test_a_failing_tenant_does_not_stop_the_others(server_key, tenant_factory):
     assert not report.ok
     assert [f.slug for f in report.failures] == [bad.slug]
     assert "tenantapp_note" in report.failures[0].error
-    assert {r.slug: r.applied for r in report.results if r.error is None} == {good1.slug: [PINNED], good2.slug: [PINNED]}
+    assert {r.slug: r.applied for r in report.results if r.error is None} == {
+        good1.slug: [PINNED],
+        good2.slug: [PINNED],
+    }
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,7 +9,8 @@ import textwrap
 
 
 def test_a_sites_own_suite_can_use_the_shipped_fixtures(tmp_path):
-    (tmp_path / "site_settings.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "site_settings.py").write_text(
+        textwrap.dedent(f"""
         SECRET_KEY = "x"
         USE_TZ = True
         INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "tenant_schema", "notes"]
@@ -20,18 +21,22 @@ def test_a_sites_own_suite_can_use_the_shipped_fixtures(tmp_path):
             "TENANT_APPS": ["notes"],
             "PLUGINS_AUTOLOAD": False,
         }}
-    """))
+    """)
+    )
     notes = tmp_path / "notes"
     (notes / "migrations").mkdir(parents=True)
     (notes / "__init__.py").write_text("")
     (notes / "migrations" / "__init__.py").write_text("")
-    (notes / "models.py").write_text(textwrap.dedent("""
+    (notes / "models.py").write_text(
+        textwrap.dedent("""
         from django.db import models
 
         class Note(models.Model):
             title = models.CharField(max_length=100)
-    """))
-    (notes / "migrations" / "0001_initial.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (notes / "migrations" / "0001_initial.py").write_text(
+        textwrap.dedent("""
         from django.db import migrations, models
 
         class Migration(migrations.Migration):
@@ -41,8 +46,10 @@ def test_a_sites_own_suite_can_use_the_shipped_fixtures(tmp_path):
                 ("id", models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("title", models.CharField(max_length=100)),
             ])]
-    """))
-    (tmp_path / "test_site.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (tmp_path / "test_site.py").write_text(
+        textwrap.dedent("""
         import pytest
         from tenant_schema import NoTenantSelected, tenant_context
         from notes.models import Note
@@ -64,11 +71,16 @@ def test_a_sites_own_suite_can_use_the_shipped_fixtures(tmp_path):
         def test_fails_closed(tenant):
             with pytest.raises(NoTenantSelected):
                 Note.objects.count()
-    """))
+    """)
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "site_settings", "PYTHONPATH": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout

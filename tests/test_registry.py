@@ -43,7 +43,7 @@ def test_database_name_is_validated_with_a_clear_message(bad, expected):
 def test_a_row_with_a_bad_database_name_never_reaches_a_database():
     tenant = Tenant(slug="ok", server="sqlite", database_name="../victim")  # e.g. written by raw SQL
     with pytest.raises(ValueError, match="invalid tenant database name '../victim'"):
-        tenant.database
+        _ = tenant.database
 
 
 def test_the_row_holds_no_credentials():
@@ -61,15 +61,16 @@ def test_get_tenant_names_what_was_wrong():
 
 @pytest.mark.django_db
 def test_archive_keeps_data_closes_connections_and_signals(tenant):
-    from tests.tenantapp.models import Note
     from tenant_schema import tenant_context
+    from tests.tenantapp.models import Note
 
     with tenant_context(tenant):
         Note.objects.create(title="kept")
     assert connections[tenant.database.alias].connection is not None
     seen = []
-    signals.tenant_archived.connect(lambda sender, tenant, **kw: seen.append((sender, tenant.status)),
-                                    weak=False, dispatch_uid="arch")
+    signals.tenant_archived.connect(
+        lambda sender, tenant, **kw: seen.append((sender, tenant.status)), weak=False, dispatch_uid="arch"
+    )
     try:
         archived = archive_tenant(tenant.slug)
     finally:
@@ -128,8 +129,12 @@ def test_tenant_apps_must_be_installed_and_not_core(settings):
 
 
 def test_bad_cap_resolver_and_tenant_tables(settings):
-    with_setting(settings, MAX_OPEN_CONNECTIONS=0, RESOLVER="no.such.resolver",
-                 TENANT_TABLES=[("tests.tenantapp.tables.Nope", "nope", "id")])
+    with_setting(
+        settings,
+        MAX_OPEN_CONNECTIONS=0,
+        RESOLVER="no.such.resolver",
+        TENANT_TABLES=[("tests.tenantapp.tables.Nope", "nope", "id")],
+    )
     found = errors()
     assert "MAX_OPEN_CONNECTIONS" in found["tenant_schema.E009"]
     assert "RESOLVER" in found["tenant_schema.E010"]

@@ -173,7 +173,7 @@ class Shelf:
 
 @dataclass
 class Book:
-    shelf: Shelf                       # cascades from shelves
+    shelf: Shelf  # cascades from shelves
     title: str = field(metadata={"max_length": 80})
     id: Optional[int] = None
 

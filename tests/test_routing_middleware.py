@@ -31,8 +31,12 @@ def test_subdomain_selects_the_tenant(two_tenants):
     a, b = two_tenants
     for tenant in (a, b):
         data = Client(HTTP_HOST=f"{tenant.slug}.example.com").get("/notes/").json()
-        assert data == {"tenant": tenant.slug, "request_tenant": tenant.slug,
-                        "titles": [f"note of {tenant.slug}"], "url": "/notes/"}
+        assert data == {
+            "tenant": tenant.slug,
+            "request_tenant": tenant.slug,
+            "titles": [f"note of {tenant.slug}"],
+            "url": "/notes/",
+        }
     assert Client(HTTP_HOST=f"{a.slug}.localhost:8000").get("/notes/").json()["tenant"] == a.slug
 
 

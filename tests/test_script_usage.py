@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .test_docs import ROOT, blocks
 
-SEED = '''
+SEED = """
 import tenant_schema
 
 tenant_schema.configure()
@@ -27,7 +27,7 @@ tenant_db = get_or_create_tenant_db("tenant_123")
 transactions = register_table(tenant_db, Transaction, "transactions")
 transactions.insert(Transaction(id="t1", amount=100.0, date="2024-01-01"))
 print(tenant_db.slug, transactions.read("t1").category)
-'''
+"""
 
 
 def run_script(code: str, cwd: Path) -> subprocess.CompletedProcess:

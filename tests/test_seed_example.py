@@ -36,6 +36,7 @@ class no_sql(CaptureQueriesContext):
 
 # -- the seed's example ----------------------------------------------------------------
 
+
 @pytest.fixture
 def tenant_123(db_access):
     """The seed's tenant, by the seed's own slug, on the default server."""
@@ -75,8 +76,10 @@ def test_a_plain_class_becomes_a_dataclass_and_rows_come_back_as_it(tenant_db):
     stored = transactions.insert(Transaction(id="t1", amount=100.0, date="2024-01-01"))
     assert isinstance(stored, Transaction)
     assert stored == Transaction("t1", 100.0, "2024-01-01")  # positional, like @dataclass
-    assert repr(stored) == "test_a_plain_class_becomes_a_dataclass_and_rows_come_back_as_it.<locals>." \
+    assert (
+        repr(stored) == "test_a_plain_class_becomes_a_dataclass_and_rows_come_back_as_it.<locals>."
         "Transaction(id='t1', amount=100.0, date='2024-01-01', category=None)"
+    )
     transactions.insert(Transaction(id="t2", amount=-4.5, date="2024-01-02", category="food"))
     assert [t.id for t in transactions.list(where={"category__isnull": True})] == ["t1"]
     assert transactions.list(where={"category": "food"}) == [Transaction("t2", -4.5, "2024-01-02", "food")]
@@ -124,13 +127,21 @@ def test_a_class_dataclass_refuses_is_left_as_it_was(tenant_db):
 
     class MutableDefault:
         id: str
-        tags: list = []  # noqa: RUF012
+        tags: list = []
 
-    for cls, reason in [(Misordered, "non-default argument 'amount' follows default argument"),
-                        (MutableDefault, "mutable default <class 'list'> for field tags is not allowed")]:
+    for cls, reason in [
+        (Misordered, "non-default argument 'amount' follows default argument"),
+        (MutableDefault, "mutable default <class 'list'> for field tags is not allowed"),
+    ]:
         before = dict(vars(cls))
-        with no_sql(tenant_db), pytest.raises(TypeError, match=rf"{cls.__name__} is not a dataclass and "
-                                              rf"cannot be made one: {reason}"):
+        with (
+            no_sql(tenant_db),
+            pytest.raises(
+                TypeError,
+                match=rf"{cls.__name__} is not a dataclass and "
+                rf"cannot be made one: {reason}",
+            ),
+        ):
             register_table(tenant_db, cls, "broken")
         assert dict(vars(cls)) == before and not dataclasses.is_dataclass(cls)
     assert "broken" not in list_tables(tenant_db)
@@ -229,6 +240,7 @@ def test_what_cannot_be_a_row_type_is_a_type_error_before_any_sql(tenant_db, sou
 
 # -- "= None" is a nullable column -------------------------------------------------------
 
+
 def test_a_none_default_makes_a_nullable_column(tenant_db):
     class Account:
         name: str
@@ -269,14 +281,17 @@ def test_a_none_default_on_the_primary_key_keeps_it_required(tenant_db):
         label: str = ""
 
     codes = register_table(tenant_db, Code, "codes")
-    with no_sql(tenant_db), pytest.raises(ValueError,
-                                          match=r"row of table 'codes' has no value for required column\(s\) id"):
+    with (
+        no_sql(tenant_db),
+        pytest.raises(ValueError, match=r"row of table 'codes' has no value for required column\(s\) id"),
+    ):
         codes.create({"label": "x"})
     with no_sql(tenant_db), pytest.raises(ValueError, match="table 'codes'.*'id' is NOT NULL"):
         codes.create(Code(label="x"))
 
 
 # -- None for a NOT NULL column ------------------------------------------------------------
+
 
 @pytest.fixture
 def entries(tenant_db):
@@ -298,33 +313,52 @@ def entries(tenant_db):
 
 
 NOT_NULL_CALLS = {
-    "insert": (lambda E, t, a: t.insert(E(id="e1", amount=None, account=a)),
-               r"row of table 'entries' gives None for amount, but column 'amount' is NOT NULL"),
-    "create-dict": (lambda E, t, a: t.create({"id": "e1", "amount": 1.0, "account": a, "note": None}),
-                    r"row of table 'entries' gives None for note, but column 'note' is NOT NULL"),
-    "create-fk": (lambda E, t, a: t.create({"id": "e1", "amount": 1.0, "account": None}),
-                  r"row of table 'entries' gives None for account, but column 'account_id' is NOT NULL"),
-    "create-pk": (lambda E, t, a: t.create({"id": None, "amount": 1.0, "account": a}),
-                  r"row of table 'entries' gives None for id, but column 'id' is NOT NULL"),
-    "update": (lambda E, t, a: t.update("e0", {"amount": None}),
-               r"update of table 'entries' gives None for amount, but column 'amount' is NOT NULL"),
+    "insert": (
+        lambda E, t, a: t.insert(E(id="e1", amount=None, account=a)),
+        r"row of table 'entries' gives None for amount, but column 'amount' is NOT NULL",
+    ),
+    "create-dict": (
+        lambda E, t, a: t.create({"id": "e1", "amount": 1.0, "account": a, "note": None}),
+        r"row of table 'entries' gives None for note, but column 'note' is NOT NULL",
+    ),
+    "create-fk": (
+        lambda E, t, a: t.create({"id": "e1", "amount": 1.0, "account": None}),
+        r"row of table 'entries' gives None for account, but column 'account_id' is NOT NULL",
+    ),
+    "create-pk": (
+        lambda E, t, a: t.create({"id": None, "amount": 1.0, "account": a}),
+        r"row of table 'entries' gives None for id, but column 'id' is NOT NULL",
+    ),
+    "update": (
+        lambda E, t, a: t.update("e0", {"amount": None}),
+        r"update of table 'entries' gives None for amount, but column 'amount' is NOT NULL",
+    ),
     "batch_create-dataclasses": (
         lambda E, t, a: t.batch_create([E(id="e1", amount=1.0, account=a), E(id="e2", amount=None, account=a)]),
-        r"row 1 of table 'entries' gives None for amount, but column 'amount' is NOT NULL"),
+        r"row 1 of table 'entries' gives None for amount, but column 'amount' is NOT NULL",
+    ),
     "batch_create-dicts": (
-        lambda E, t, a: t.batch_create([{"id": "e1", "amount": 1.0, "account": a},
-                                        {"id": "e2", "amount": 2.0, "account": None}]),
-        r"row 1 of table 'entries' gives None for account, but column 'account_id' is NOT NULL"),
+        lambda E, t, a: t.batch_create(
+            [{"id": "e1", "amount": 1.0, "account": a}, {"id": "e2", "amount": 2.0, "account": None}]
+        ),
+        r"row 1 of table 'entries' gives None for account, but column 'account_id' is NOT NULL",
+    ),
     "batch_create-mixed": (
         lambda E, t, a: t.batch_create([E(id="e1", amount=1.0, account=a), {"id": "e2", "amount": None, "account": a}]),
-        r"row 1 of table 'entries' gives None for amount, but column 'amount' is NOT NULL"),
+        r"row 1 of table 'entries' gives None for amount, but column 'amount' is NOT NULL",
+    ),
     "batch_create-returning": (
         lambda E, t, a: t.batch_create([{"id": "e1", "amount": 1.0, "account": a, "note": None}], returning=True),
-        r"row 0 of table 'entries' gives None for note, but column 'note' is NOT NULL"),
-    "upsert": (lambda E, t, a: t.upsert([{"id": "e0", "amount": None, "account": a}], conflict="id"),
-               r"row 0 of table 'entries' gives None for amount, but column 'amount' is NOT NULL"),
-    "batch_update": (lambda E, t, a: t.batch_update([{"id": "e0", "note": "ok"}, {"id": "e0", "note": None}]),
-                     r"row 1 of table 'entries' gives None for note, but column 'note' is NOT NULL"),
+        r"row 0 of table 'entries' gives None for note, but column 'note' is NOT NULL",
+    ),
+    "upsert": (
+        lambda E, t, a: t.upsert([{"id": "e0", "amount": None, "account": a}], conflict="id"),
+        r"row 0 of table 'entries' gives None for amount, but column 'amount' is NOT NULL",
+    ),
+    "batch_update": (
+        lambda E, t, a: t.batch_update([{"id": "e0", "note": "ok"}, {"id": "e0", "note": None}]),
+        r"row 1 of table 'entries' gives None for note, but column 'note' is NOT NULL",
+    ),
 }
 
 
@@ -363,8 +397,12 @@ def test_none_for_a_not_null_column_of_a_table_opened_by_name(entries, tenant_db
         tenant_db.forget_tables()
     try:
         opened = tenant_db.table("entries")
-        with no_sql(tenant_db), pytest.raises(
-                ValueError, match=r"row 0 of table 'entries' gives None for amount, but column 'amount' is NOT NULL"):
+        with (
+            no_sql(tenant_db),
+            pytest.raises(
+                ValueError, match=r"row 0 of table 'entries' gives None for amount, but column 'amount' is NOT NULL"
+            ),
+        ):
             opened.batch_create([{"id": "e1", "amount": None, "account_id": account, "note": ""}])
         assert opened.count() == 1
     finally:

@@ -26,14 +26,18 @@ from tenant_schema.servers import get_server, parse_server
 from . import children
 from .conftest import make_bare_tenant_db, new_tenant_id, require_server
 
-
 # -- URL parsing ----------------------------------------------------------------
+
 
 def test_postgres_url_connects_to_the_maintenance_database():
     server = parse_server("pg", "postgres://app:s3cret@db.internal:6432/")
     assert server.dialect.name == "postgres"
     assert server.settings["ENGINE"] == "django.db.backends.postgresql"
-    assert (server.settings["HOST"], server.settings["PORT"], server.settings["NAME"]) == ("db.internal", 6432, "postgres")
+    assert (server.settings["HOST"], server.settings["PORT"], server.settings["NAME"]) == (
+        "db.internal",
+        6432,
+        "postgres",
+    )
     assert server.settings["USER"] == "app" and server.settings["PASSWORD"] == "s3cret"
     assert "s3cret" not in server.safe_url() and "***" in server.safe_url()
     assert server.isolation == "database"
@@ -101,7 +105,15 @@ def test_tenant_aliases_carry_every_django_setting(db_access):
     try:
         tdb.ensure_alias()
         settings = connections.settings[tdb.alias]
-        for key in ("TIME_ZONE", "OPTIONS", "CONN_MAX_AGE", "CONN_HEALTH_CHECKS", "AUTOCOMMIT", "ATOMIC_REQUESTS", "TEST"):
+        for key in (
+            "TIME_ZONE",
+            "OPTIONS",
+            "CONN_MAX_AGE",
+            "CONN_HEALTH_CHECKS",
+            "AUTOCOMMIT",
+            "ATOMIC_REQUESTS",
+            "TEST",
+        ):
             assert key in settings, key
         assert settings["CONN_MAX_AGE"] == 0
     finally:
@@ -118,6 +130,7 @@ def test_register_alias_is_idempotent():
 
 
 # -- tenant databases ----------------------------------------------------------
+
 
 def test_get_or_create_is_idempotent_and_get_does_not_create(server_key):
     tenant_id = new_tenant_id()
@@ -167,6 +180,7 @@ def test_two_processes_creating_one_tenant_end_with_one_database(server_key, wor
 
 # -- schema isolation (PostgreSQL) ---------------------------------------------
 
+
 @pytest.fixture
 def pg_schema_server(db_access):
     require_server("pg")
@@ -198,12 +212,11 @@ def test_schema_isolation_gives_each_tenant_its_own_schema(pg_schema_server):
         for tdb in (a, b):
             tdb.close()
             drop_tenant_db(tdb.slug, server=pg_schema_server)
-    assert not get_plugins().hook.tenant_schema_database_exists(
-        dialect=a.dialect, server=a.server, name=a.name
-    )
+    assert not get_plugins().hook.tenant_schema_database_exists(dialect=a.dialect, server=a.server, name=a.name)
 
 
 # -- CockroachDB: generated SQL (no server here; the live suite runs with TENANT_SCHEMA_COCKROACH_URL) --
+
 
 @pytest.fixture
 def crdb():
@@ -255,13 +268,20 @@ def test_cockroach_create_table_and_indexes_sql(crdb):
         'CREATE TABLE "events" ("id" integer NOT NULL PRIMARY KEY DEFAULT unique_rowid(), '
         '"kind" text NOT NULL, "payload" jsonb NOT NULL);'
     ]
-    hashed = tdb.dialect.create_index_sql(editor, model, IndexSpec("events", ("id",), False, "ev_hash", {"hash_sharded": True}))
+    hashed = tdb.dialect.create_index_sql(
+        editor, model, IndexSpec("events", ("id",), False, "ev_hash", {"hash_sharded": True})
+    )
     assert str(hashed) == 'CREATE INDEX "ev_hash" ON "events" ("id") USING HASH'
-    unique = tdb.dialect.create_index_sql(editor, model, IndexSpec("events", ("kind",), True, "ev_kind", {"hash_sharded": True}))
+    unique = tdb.dialect.create_index_sql(
+        editor, model, IndexSpec("events", ("kind",), True, "ev_kind", {"hash_sharded": True})
+    )
     assert str(unique) == 'CREATE UNIQUE INDEX "ev_kind" ON "events" ("kind") USING HASH'
     plain = tdb.dialect.create_index_sql(editor, model, IndexSpec("events", ("kind",), False, "ev_plain"))
     assert str(plain) == 'CREATE INDEX "ev_plain" ON "events" ("kind")'
-    assert str(tdb.dialect.drop_index_sql(editor, model, "ev_hash", False)) == 'DROP INDEX IF EXISTS "events"@"ev_hash" CASCADE'
+    assert (
+        str(tdb.dialect.drop_index_sql(editor, model, "ev_hash", False))
+        == 'DROP INDEX IF EXISTS "events"@"ev_hash" CASCADE'
+    )
 
 
 def test_cockroach_database_and_schema_sql(crdb):
@@ -279,6 +299,7 @@ def test_cockroach_database_and_schema_sql(crdb):
 
 def test_hash_sharded_option_on_a_live_dialect_without_it_is_plain(tenant_db):
     """Only CockroachDB knows USING HASH; elsewhere the option is ignored, not an error."""
+
     @dataclass
     class Seq:
         id: int

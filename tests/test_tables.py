@@ -82,6 +82,7 @@ class _NoSQL(CaptureQueriesContext):
 
 # -- one row ------------------------------------------------------------------------
 
+
 def test_create_returns_the_dataclass_with_key_and_defaults(finance):
     accounts, transactions, _ = finance
     checking = accounts.insert(Account(name="Checking"))
@@ -169,14 +170,21 @@ def test_primary_keys_of_other_types(tenant_db):
 def test_json_and_dates_round_trip(finance):
     accounts, transactions, _ = finance
     checking = accounts.create({"name": "Checking"})
-    row = transactions.create({"account": checking.id, "amount": Decimal("1.25"), "tags": ["a", {"b": 1}],
-                               "booked_on": datetime.date(2024, 2, 29)})
+    row = transactions.create(
+        {
+            "account": checking.id,
+            "amount": Decimal("1.25"),
+            "tags": ["a", {"b": 1}],
+            "booked_on": datetime.date(2024, 2, 29),
+        }
+    )
     back = transactions.read(row.id)
     assert back.tags == ["a", {"b": 1}] and back.booked_on == datetime.date(2024, 2, 29)
     assert back.amount == Decimal("1.25")
 
 
 # -- many rows ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def ledger(finance):
@@ -213,7 +221,10 @@ def test_list_orders_like_sql_and_like_django(ledger):
     assert by_amount == ["salary", "refund", "coffee", "coffee", "groceries"]
     assert [t.description for t in transactions.list(order_by="-amount")] == by_amount
     assert [t.description for t in transactions.list(order_by=["amount"])] == by_amount[::-1][:2] + [
-        "coffee", "refund", "salary"]
+        "coffee",
+        "refund",
+        "salary",
+    ]
     two = transactions.list(order_by="kind ASC, amount DESC")
     assert [t.description for t in two] == ["salary", "refund", "coffee", "coffee", "groceries"]
     dated = transactions.list(order_by="booked_on DESC NULLS LAST")
@@ -234,10 +245,14 @@ def test_list_pages_are_stable(ledger):
 
 # -- names are checked before any SQL ------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda t: t.list(where={"amout": 1}), r"no column 'amout' \(in where\); columns are: account \(column account_id\), amount,"),
+        (
+            lambda t: t.list(where={"amout": 1}),
+            r"no column 'amout' \(in where\); columns are: account \(column account_id\), amount,",
+        ),
         (lambda t: t.count({"amount__gte; DROP TABLE x": 1}), "amount__gte; DROP TABLE x|invalid where"),
         (lambda t: t.list(where={"amount__nope": 1}), "invalid where for table 'transactions'"),
         (lambda t: t.list(order_by="amount; DROP TABLE transactions"), "invalid order_by term"),
@@ -247,8 +262,10 @@ def test_list_pages_are_stable(ledger):
         (lambda t: t.create({"description": "no amount"}), r"required column\(s\) account_id, amount"),
         (lambda t: t.update(1, {"amont": 2}), "no column 'amont'"),
         (lambda t: t.batch_create([{"account": 1, "amount": 1}, {"account": 1, "amount": 2, "x": 3}]), "no column 'x'"),
-        (lambda t: t.batch_create([{"account": 1, "amount": 1}, {"amount": 2}]),
-         r"row 1 of table 'transactions' has no value for required column\(s\) account_id"),
+        (
+            lambda t: t.batch_create([{"account": 1, "amount": 1}, {"amount": 2}]),
+            r"row 1 of table 'transactions' has no value for required column\(s\) account_id",
+        ),
         (lambda t: t.batch_update([{"amount": 2}]), "no value for key column 'id'"),
         (lambda t: t.batch_update([{"id": 1, "amount": 2}], key_column="nope"), r"no column 'nope' \(in key_column\)"),
         (lambda t: t.upsert([{"id": 1, "amount": 2}], conflict=("id", "ghost")), r"no column 'ghost' \(in conflict\)"),
@@ -269,13 +286,18 @@ def test_arbitrary_keys_never_reach_sql(finance, tenant_db, key):
     if key.split("__")[0] in valid:
         return
     with no_sql(tenant_db):
-        for call in (lambda: transactions.list(where={key: 1}), lambda: transactions.list(order_by=key),
-                     lambda: transactions.create({key: 1}), lambda: transactions.batch_update([{"id": 1, key: 1}])):
+        for call in (
+            lambda: transactions.list(where={key: 1}),
+            lambda: transactions.list(order_by=key),
+            lambda: transactions.create({key: 1}),
+            lambda: transactions.batch_update([{"id": 1, key: 1}]),
+        ):
             with pytest.raises(ValueError, match="no column|invalid order_by"):
                 call()
 
 
 # -- bulk -------------------------------------------------------------------------------
+
 
 def test_batch_create_inserts_in_bulk_in_one_transaction(finance, tenant_db):
     accounts, transactions, _ = finance
@@ -311,7 +333,9 @@ def test_batch_create_keeps_given_keys_and_generates_the_rest(finance):
 
 # A unique violation is the database's IntegrityError; a None for a NOT NULL
 # column never reaches the database (a ValueError before any SQL).
-@pytest.mark.parametrize("bad, error", [("unique", IntegrityError), ("not null", ValueError)], ids=["unique", "not null"])
+@pytest.mark.parametrize(
+    "bad, error", [("unique", IntegrityError), ("not null", ValueError)], ids=["unique", "not null"]
+)
 def test_a_refused_batch_writes_nothing(finance, tenant_db, bad, error):
     accounts, transactions, _ = finance
     checking = accounts.create({"name": "Checking"})
@@ -336,12 +360,19 @@ def test_batch_update_by_key(finance, tenant_db):
     accounts, _, _ = finance
     made = accounts.batch_create([{"name": f"acc{i}"} for i in range(10)], returning=True)
     matched = accounts.batch_update(
-        [{"id": made[0].id, "balance": 5}, {"id": made[1].id, "balance": 6, "currency": "USD"},
-         {"id": made[2].id, "balance": 7}, {"id": 999_999, "balance": 1}]
+        [
+            {"id": made[0].id, "balance": 5},
+            {"id": made[1].id, "balance": 6, "currency": "USD"},
+            {"id": made[2].id, "balance": 7},
+            {"id": 999_999, "balance": 1},
+        ]
     )
     assert matched == 3
     assert [(a.balance, a.currency) for a in accounts.list(limit=3)] == [
-        (Decimal("5.00"), "EUR"), (Decimal("6.00"), "USD"), (Decimal("7.00"), "EUR")]
+        (Decimal("5.00"), "EUR"),
+        (Decimal("6.00"), "USD"),
+        (Decimal("7.00"), "EUR"),
+    ]
     assert accounts.batch_update([{"name": "acc9", "balance": 9}], key_column="name") == 1
     assert accounts.read(made[9].id).balance == Decimal("9.00")
     with CaptureQueriesContext(tenant_db.connection) as queries:
@@ -370,11 +401,19 @@ def test_upsert_inserts_or_updates_with_the_native_clause(finance, tenant_db):
     sql = " ".join(q["sql"].upper() for q in queries.captured_queries)
     assert "ON CONFLICT" in sql or "ON DUPLICATE KEY UPDATE" in sql
     assert [(a.name, a.balance, a.id == first.id) for a in accounts.list(order_by="name")] == [
-        ("Checking", Decimal("2.00"), True), ("Savings", Decimal("3.00"), False)]
-    back = accounts.upsert([{"name": "Savings", "balance": 4, "currency": "USD"}, {"name": "Checking", "balance": 5}],
-                           conflict=("name",), update=["balance"], returning=True)
-    assert [(a.name, a.balance, a.currency) for a in back] == [("Savings", Decimal("4.00"), "EUR"),
-                                                               ("Checking", Decimal("5.00"), "EUR")]
+        ("Checking", Decimal("2.00"), True),
+        ("Savings", Decimal("3.00"), False),
+    ]
+    back = accounts.upsert(
+        [{"name": "Savings", "balance": 4, "currency": "USD"}, {"name": "Checking", "balance": 5}],
+        conflict=("name",),
+        update=["balance"],
+        returning=True,
+    )
+    assert [(a.name, a.balance, a.currency) for a in back] == [
+        ("Savings", Decimal("4.00"), "EUR"),
+        ("Checking", Decimal("5.00"), "EUR"),
+    ]
     assert back[1].id == first.id
     assert accounts.upsert([{"id": first.id, "name": "Main"}], conflict="id") == 1
     assert accounts.read(first.id).name == "Main"
@@ -399,7 +438,8 @@ def test_upsert_checks_its_conflict_target(finance, tenant_db):
 
 @pytest.mark.parametrize("statement_returns_keys", [True, False], ids=["returning", "matching"])
 def test_upsert_returns_every_row_it_wrote_whatever_form_its_key_was_given_in(
-        finance, tenant_db, monkeypatch, statement_returns_keys):
+    finance, tenant_db, monkeypatch, statement_returns_keys
+):
     """A key given as "1" for 1, or in another case under a case-insensitive collation, still finds its row."""
     accounts, _, _ = finance
     if not statement_returns_keys:  # the path of a backend without INSERT ... RETURNING (MySQL 8)
@@ -408,8 +448,9 @@ def test_upsert_returns_every_row_it_wrote_whatever_form_its_key_was_given_in(
     savings = accounts.create({"name": "Savings", "balance": 2})
 
     with CaptureQueriesContext(tenant_db.connection) as queries:
-        back = accounts.upsert([{"id": str(checking.id), "name": "Checking", "balance": 7}], conflict="id",
-                               returning=True)
+        back = accounts.upsert(
+            [{"id": str(checking.id), "name": "Checking", "balance": 7}], conflict="id", returning=True
+        )
     assert back == [Account(name="Checking", balance=Decimal("7.00"), id=checking.id)]
     upserts = [q["sql"].upper() for q in queries.captured_queries if q["sql"].upper().startswith("INSERT")]
     assert len(upserts) == 1 and ("RETURNING" in upserts[0]) is statement_returns_keys
@@ -426,8 +467,9 @@ def test_upsert_returns_every_row_it_wrote_whatever_form_its_key_was_given_in(
         assert back == [accounts.read(a.id) for a in back]
     assert accounts.read(savings.id).balance == (Decimal("8.00") if back[2].id == savings.id else Decimal("2.00"))
     # An expression takes Django's bulk_create, which reports the key given (9999), not the row updated.
-    back = accounts.upsert([{"id": 9999, "name": "Checking", "balance": Value(3)}], conflict="name",
-                           update=["balance"], returning=True)
+    back = accounts.upsert(
+        [{"id": 9999, "name": "Checking", "balance": Value(3)}], conflict="name", update=["balance"], returning=True
+    )
     assert [(a.id, a.balance) for a in back] == [(checking.id, Decimal("3.00"))]
 
 
@@ -440,20 +482,28 @@ def test_upsert_keys_given_in_another_form_are_still_duplicates(finance, tenant_
 
 # -- what the compiled path sends equals what the ORM sends -------------------------------
 
+
 def _conversion_cases():
     from django.db import models
 
-    aware = st.datetimes(min_value=datetime.datetime(1900, 1, 1), max_value=datetime.datetime(2200, 1, 1),
-                         timezones=st.just(datetime.timezone.utc))
+    aware = st.datetimes(
+        min_value=datetime.datetime(1900, 1, 1),
+        max_value=datetime.datetime(2200, 1, 1),
+        timezones=st.just(datetime.UTC),
+    )
     return [
-        (models.BigIntegerField(), st.one_of(st.integers(-2**63, 2**63 - 1), st.booleans(), st.none())),
-        (models.IntegerField(), st.one_of(st.integers(-2**31, 2**31 - 1), st.none())),
+        (models.BigIntegerField(), st.one_of(st.integers(-(2**63), 2**63 - 1), st.booleans(), st.none())),
+        (models.IntegerField(), st.one_of(st.integers(-(2**31), 2**31 - 1), st.none())),
         (models.CharField(max_length=20), st.one_of(st.text(max_size=20), st.integers(), st.none())),
         (models.TextField(), st.one_of(st.text(), st.none())),
         (models.FloatField(), st.one_of(st.floats(allow_nan=False), st.integers(-1000, 1000))),
         (models.BooleanField(), st.one_of(st.booleans(), st.sampled_from([0, 1]))),
-        (models.DecimalField(max_digits=12, decimal_places=2),
-         st.one_of(st.decimals(min_value=-10**9, max_value=10**9, places=2), st.integers(-10**6, 10**6), st.none())),
+        (
+            models.DecimalField(max_digits=12, decimal_places=2),
+            st.one_of(
+                st.decimals(min_value=-(10**9), max_value=10**9, places=2), st.integers(-(10**6), 10**6), st.none()
+            ),
+        ),
         (models.DateField(), st.one_of(st.dates(), st.none(), st.dates().map(str))),
         (models.DateTimeField(), st.one_of(aware, st.none())),
         (models.TimeField(), st.one_of(st.times(), st.none())),
@@ -491,6 +541,7 @@ def test_foreign_key_and_enum_columns_convert_like_the_orm(finance, tenant_db):
 
 # -- tables registered from Django models, opened by name, after a restart ------------------
 
+
 def test_django_model_tables_return_model_instances(tenant_db):
     from tests.tenantapp.models import Category, Note, Tag
 
@@ -521,11 +572,16 @@ def test_table_by_name_returns_dicts_keyed_by_column(finance, tenant_db):
         assert isinstance(opened, Table) and opened.row_type is dict
         [row] = opened.list()
         assert row["account_id"] == checking.id and Decimal(row["amount"]) == Decimal("2.50")
-        made = opened.create({"account_id": checking.id, "amount": 3, "kind": "credit", "description": "",
-                              "tags": "[]"})
+        made = opened.create(
+            {"account_id": checking.id, "amount": 3, "kind": "credit", "description": "", "tags": "[]"}
+        )
         assert made["id"] > row["id"]
-        assert opened.batch_create([{"account_id": checking.id, "amount": 4, "kind": "debit", "description": "",
-                                     "tags": "[]"}]) == 1
+        assert (
+            opened.batch_create(
+                [{"account_id": checking.id, "amount": 4, "kind": "debit", "description": "", "tags": "[]"}]
+            )
+            == 1
+        )
         assert opened.count({"amount__gte": 3}) == 2
         with pytest.raises(ValueError, match="required column"):
             opened.create({"account_id": checking.id})
@@ -544,12 +600,17 @@ def test_tables_are_usable_from_a_fresh_process(finance, tenant_db):
         "print(json.dumps({'registered': sorted(tdb.tables), 'rows': tdb.table('accounts').list(order_by='name')},"
         " default=str))\n"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TENANT_SCHEMA_TEST_DIR": str(settings.TENANT_DIR),
-           "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1",
-           # the child reads this run's test registry, where the tenant is registered
-           "TENANT_SCHEMA_REGISTRY_URL": f"sqlite:///{connections['default'].settings_dict['NAME']}"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=settings.BASE_DIR)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TENANT_SCHEMA_TEST_DIR": str(settings.TENANT_DIR),
+        "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1",
+        # the child reads this run's test registry, where the tenant is registered
+        "TENANT_SCHEMA_REGISTRY_URL": f"sqlite:///{connections['default'].settings_dict['NAME']}",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=settings.BASE_DIR
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["registered"] == []
@@ -557,6 +618,7 @@ def test_tables_are_usable_from_a_fresh_process(finance, tenant_db):
 
 
 # -- transactions and cascades ---------------------------------------------------------------
+
 
 def test_with_table_is_a_transaction(finance, tenant_db):
     accounts, transactions, _ = finance
@@ -597,8 +659,9 @@ def test_table_transactions_are_per_thread(finance):
 def test_delete_cascades_through_registered_foreign_keys(finance):
     accounts, transactions, budgets = finance
     checking, savings = accounts.batch_create([{"name": "Checking"}, {"name": "Savings"}], returning=True)
-    transactions.batch_create([{"account": checking.id, "amount": i} for i in range(3)]
-                              + [{"account": savings.id, "amount": 9}])
+    transactions.batch_create(
+        [{"account": checking.id, "amount": i} for i in range(3)] + [{"account": savings.id, "amount": 9}]
+    )
     budgets.create({"account_id": checking.id, "category": "food"})
     assert accounts.delete(checking.id) is True
     assert [t.account for t in transactions.list()] == [savings.id]

@@ -43,7 +43,8 @@ async def test_list_count_and_bulk_calls(finance, closing):
     accounts, transactions = finance
     checking = await accounts.acreate({"name": "Checking"})
     made = await transactions.abatch_create(
-        [{"account": checking.id, "amount": Decimal(i)} for i in range(50)], returning=True)
+        [{"account": checking.id, "amount": Decimal(i)} for i in range(50)], returning=True
+    )
     assert [r.amount for r in made] == [Decimal(i) for i in range(50)]
     assert await transactions.acount({"amount__gte": 40}) == 10
     top = await transactions.alist(where={"amount__gte": 40}, order_by="-amount", limit=3)
@@ -53,10 +54,13 @@ async def test_list_count_and_bulk_calls(finance, closing):
     n = await accounts.aupsert([{"name": "Checking", "balance": 3}, {"name": "Savings"}], conflict="name")
     assert n == 2
     assert [(a.name, a.balance) for a in await accounts.alist(order_by="name")] == [
-        ("Checking", Decimal("3.00")), ("Savings", Decimal("0.00"))]
+        ("Checking", Decimal("3.00")),
+        ("Savings", Decimal("0.00")),
+    ]
     assert await transactions.abatch_create(iter([])) == 0
-    back = await accounts.aupsert([{"id": str(checking.id), "name": "Checking", "balance": 4}], conflict="id",
-                                  returning=True)  # the key as a string still finds the row written
+    back = await accounts.aupsert(
+        [{"id": str(checking.id), "name": "Checking", "balance": 4}], conflict="id", returning=True
+    )  # the key as a string still finds the row written
     assert back == [Account(name="Checking", balance=Decimal("4.00"), id=checking.id)]
 
 

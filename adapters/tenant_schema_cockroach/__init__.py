@@ -25,7 +25,10 @@ class CockroachDialect(PostgresDialect):
     supports_hash_sharded_indexes = True
     ddl_one_statement_per_transaction = True
     reserved_database_names = PostgresDialect.reserved_database_names | {
-        "system", "defaultdb", "crdb_internal", "pg_extension",
+        "system",
+        "defaultdb",
+        "crdb_internal",
+        "pg_extension",
     }
 
     exists_database_sql = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"

@@ -80,8 +80,12 @@ class MySQLDialect(Dialect):
         with connection.cursor() as cursor:
             ended = self.end_sessions(cursor, name)
             if ended:
-                logger.warning("ended %d session(s) on database %s before dropping it: %s",
-                               len(ended), name, ", ".join(map(str, ended)))
+                logger.warning(
+                    "ended %d session(s) on database %s before dropping it: %s",
+                    len(ended),
+                    name,
+                    ", ".join(map(str, ended)),
+                )
             cursor.execute("SELECT @@SESSION.lock_wait_timeout")
             (previous,) = cursor.fetchone()
             cursor.execute("SET SESSION lock_wait_timeout = %s", [int(self.drop_lock_wait_timeout)])
@@ -100,9 +104,7 @@ class MySQLDialect(Dialect):
 
     def end_sessions(self, cursor, name: str) -> list[int]:
         """Kill the other sessions whose current database is ``name``; their ids."""
-        cursor.execute(
-            "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", [name]
-        )
+        cursor.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", [name])
         ended = []
         for (session,) in cursor.fetchall():
             try:

@@ -149,13 +149,15 @@ class PostgresDialect(Dialect):
 
     def create_role_sql(self, server, role, password):
         quote = server.connection().ops.quote_name
-        return [(f"CREATE ROLE {quote(role)} WITH {self.role_options} PASSWORD %s",
-                 (self.role_password(role, password),))]
+        return [
+            (f"CREATE ROLE {quote(role)} WITH {self.role_options} PASSWORD %s", (self.role_password(role, password),))
+        ]
 
     def set_role_password_sql(self, server, role, password):
         quote = server.connection().ops.quote_name
-        return [(f"ALTER ROLE {quote(role)} WITH {self.role_options} PASSWORD %s",
-                 (self.role_password(role, password),))]
+        return [
+            (f"ALTER ROLE {quote(role)} WITH {self.role_options} PASSWORD %s", (self.role_password(role, password),))
+        ]
 
     def grant_role_sql(self, server, role, database_name):
         quote = server.connection().ops.quote_name
@@ -215,8 +217,7 @@ class PostgresDialect(Dialect):
             row = cursor.fetchone()
         if row is not None and row[0]:
             raise TenantSchemaError(
-                f"role {role!r} exists on server {server.key!r} and is a superuser: "
-                "refusing to make it a tenant's role"
+                f"role {role!r} exists on server {server.key!r} and is a superuser: refusing to make it a tenant's role"
             )
         return super().create_role(server, role, password)
 

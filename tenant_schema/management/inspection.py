@@ -8,8 +8,8 @@ by hand) is reported as such, without trying to connect to it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError

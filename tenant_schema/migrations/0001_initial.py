@@ -6,31 +6,45 @@ import tenant_schema.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Tenant',
+            name="Tenant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.CharField(max_length=40, unique=True, validators=[tenant_schema.models.validate_slug])),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('server', models.CharField(help_text="Key in TENANT_SCHEMA['SERVERS'].", max_length=100)),
-                ('database_name', models.CharField(help_text="Database, or schema, holding the tenant's data.", max_length=64)),
-                ('status', models.CharField(choices=[('provisioning', 'provisioning'), ('ready', 'ready'), ('failed', 'failed'), ('archived', 'archived')], db_index=True, default='provisioning', max_length=20)),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('provisioned_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("slug", models.CharField(max_length=40, unique=True, validators=[tenant_schema.models.validate_slug])),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("server", models.CharField(help_text="Key in TENANT_SCHEMA['SERVERS'].", max_length=100)),
+                (
+                    "database_name",
+                    models.CharField(help_text="Database, or schema, holding the tenant's data.", max_length=64),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("provisioning", "provisioning"),
+                            ("ready", "ready"),
+                            ("failed", "failed"),
+                            ("archived", "archived"),
+                        ],
+                        db_index=True,
+                        default="provisioning",
+                        max_length=20,
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("provisioned_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name': 'tenant',
-                'verbose_name_plural': 'tenants',
-                'ordering': ['slug'],
+                "verbose_name": "tenant",
+                "verbose_name_plural": "tenants",
+                "ordering": ["slug"],
             },
         ),
     ]

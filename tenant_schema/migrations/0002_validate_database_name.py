@@ -6,15 +6,18 @@ import tenant_schema.models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenant_schema', '0001_initial'),
+        ("tenant_schema", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='tenant',
-            name='database_name',
-            field=models.CharField(help_text="Database, or schema, holding the tenant's data.", max_length=64, validators=[tenant_schema.models.validate_database_name]),
+            model_name="tenant",
+            name="database_name",
+            field=models.CharField(
+                help_text="Database, or schema, holding the tenant's data.",
+                max_length=64,
+                validators=[tenant_schema.models.validate_database_name],
+            ),
         ),
     ]

@@ -18,7 +18,6 @@ def fill_uids(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("tenant_schema", "0002_validate_database_name"),
     ]

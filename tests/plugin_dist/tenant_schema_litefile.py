@@ -5,8 +5,9 @@ selected by ``litefile://`` URLs) and an after-create DDL hook that, on this
 dialect only, gives every table a ``<table>_audit`` companion table.
 """
 
-from tenant_schema import hookimpl
 from tenant_schema_sqlite import SQLiteDialect
+
+from tenant_schema import hookimpl
 
 
 class LiteFileDialect(SQLiteDialect):

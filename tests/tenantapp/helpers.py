@@ -63,7 +63,11 @@ def start_child(slug: str, server: str, **extra) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1"}
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(child_config(slug, server, **extra))],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -14,12 +14,14 @@ def tenant_slug():
 
 
 def notes(request):
-    return JsonResponse({
-        "tenant": tenant_slug(),
-        "request_tenant": request.tenant.slug if request.tenant else None,
-        "titles": sorted(Note.objects.values_list("title", flat=True)),
-        "url": reverse("notes"),
-    })
+    return JsonResponse(
+        {
+            "tenant": tenant_slug(),
+            "request_tenant": request.tenant.slug if request.tenant else None,
+            "titles": sorted(Note.objects.values_list("title", flat=True)),
+            "url": reverse("notes"),
+        }
+    )
 
 
 async def anotes(request):

@@ -5,38 +5,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('kind', models.CharField(choices=[('checking', 'Checking'), ('savings', 'Savings'), ('credit', 'Credit')], default='checking', max_length=20)),
-                ('currency', models.CharField(default='USD', max_length=3)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("checking", "Checking"), ("savings", "Savings"), ("credit", "Credit")],
+                        default="checking",
+                        max_length=20,
+                    ),
+                ),
+                ("currency", models.CharField(default="USD", max_length=3)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Transaction',
+            name="Transaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('date', models.DateField()),
-                ('description', models.CharField(max_length=200)),
-                ('amount', models.DecimalField(decimal_places=2, help_text='Negative for money going out.', max_digits=12)),
-                ('category', models.CharField(blank=True, max_length=50)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transactions', to='finance.account')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("date", models.DateField()),
+                ("description", models.CharField(max_length=200)),
+                (
+                    "amount",
+                    models.DecimalField(decimal_places=2, help_text="Negative for money going out.", max_digits=12),
+                ),
+                ("category", models.CharField(blank=True, max_length=50)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="transactions", to="finance.account"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-date', '-id'],
-                'indexes': [models.Index(fields=['account', 'date'], name='finance_tx_account_date')],
+                "ordering": ["-date", "-id"],
+                "indexes": [models.Index(fields=["account", "date"], name="finance_tx_account_date")],
             },
         ),
     ]

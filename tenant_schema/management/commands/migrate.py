@@ -30,7 +30,7 @@ class Command(DjangoMigrate):
             database = DEFAULT_DB_ALIAS
         if database.startswith(ALIAS_PREFIX):
             try:
-                get_tenant(database[len(ALIAS_PREFIX):]).database.ensure_alias()
+                get_tenant(database[len(ALIAS_PREFIX) :]).database.ensure_alias()
             except TenantNotFound as exc:
                 raise CommandError(str(exc)) from None
         elif database not in connections.settings:  # Django's own check went with the choices

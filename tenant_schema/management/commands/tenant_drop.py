@@ -24,7 +24,10 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--purge", action="store_true", help="Drop the tenant's database and registry row.")
         parser.add_argument(
-            "--noinput", "--no-input", action="store_false", dest="interactive",
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
             help="Do not ask for confirmation (for scripts).",
         )
 

@@ -25,7 +25,9 @@ class Command(BaseCommand):
         parser.add_argument("slugs", nargs="*", metavar="slug", help="Tenants to migrate (default: all).")
         parser.add_argument("--jobs", "-j", type=int, default=1, help="Worker processes (default 1).")
         parser.add_argument(
-            "--progress", action="store_true", default=None,
+            "--progress",
+            action="store_true",
+            default=None,
             help="Show a progress bar (the default when stderr is a terminal).",
         )
         parser.add_argument("--no-progress", action="store_false", dest="progress")

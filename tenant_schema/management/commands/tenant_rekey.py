@@ -27,7 +27,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("slugs", nargs="*", metavar="slug", help="Tenants to re-key (default: all on tenant_roles servers).")
+        parser.add_argument(
+            "slugs", nargs="*", metavar="slug", help="Tenants to re-key (default: all on tenant_roles servers)."
+        )
         parser.add_argument("--json", action="store_true", help="Print a JSON list of per-tenant results.")
 
     def handle(self, *args, slugs, verbosity: int = 1, **options):
@@ -110,4 +112,3 @@ class Command(BaseCommand):
                 f"{len(results)} tenants: {counts[REKEYED]} re-keyed, {counts[CREATED]} roles created, "
                 f"{counts[SKIPPED]} skipped, {counts[FAILED]} failed."
             )
-

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenantapp', '0001_initial'),
+        ("tenantapp", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='note',
-            name='pinned',
+            model_name="note",
+            name="pinned",
             field=models.BooleanField(db_index=True, default=False),
         ),
     ]

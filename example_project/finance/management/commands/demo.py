@@ -23,26 +23,44 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"
 
 # slug -> (name, {account: (kind, [(date, description, amount, category), ...])})
 DEMO_TENANTS = {
-    "acme": ("Acme Household", {
-        "Acme Checking": ("checking", [
-            (date(2025, 1, 2), "Salary", "4200.00", "income"),
-            (date(2025, 1, 5), "Rent", "-1450.00", "housing"),
-            (date(2025, 1, 9), "Groceries", "-132.40", "food"),
-        ]),
-        "Acme Savings": ("savings", [
-            (date(2025, 1, 3), "Monthly saving", "500.00", "saving"),
-        ]),
-    }),
-    "globex": ("Globex Family", {
-        "Globex Current": ("checking", [
-            (date(2025, 1, 1), "Pension", "2800.00", "income"),
-            (date(2025, 1, 7), "Electricity", "-96.15", "utilities"),
-        ]),
-        "Globex Card": ("credit", [
-            (date(2025, 1, 8), "Bookshop", "-42.90", "leisure"),
-            (date(2025, 1, 12), "Train tickets", "-64.00", "travel"),
-        ]),
-    }),
+    "acme": (
+        "Acme Household",
+        {
+            "Acme Checking": (
+                "checking",
+                [
+                    (date(2025, 1, 2), "Salary", "4200.00", "income"),
+                    (date(2025, 1, 5), "Rent", "-1450.00", "housing"),
+                    (date(2025, 1, 9), "Groceries", "-132.40", "food"),
+                ],
+            ),
+            "Acme Savings": (
+                "savings",
+                [
+                    (date(2025, 1, 3), "Monthly saving", "500.00", "saving"),
+                ],
+            ),
+        },
+    ),
+    "globex": (
+        "Globex Family",
+        {
+            "Globex Current": (
+                "checking",
+                [
+                    (date(2025, 1, 1), "Pension", "2800.00", "income"),
+                    (date(2025, 1, 7), "Electricity", "-96.15", "utilities"),
+                ],
+            ),
+            "Globex Card": (
+                "credit",
+                [
+                    (date(2025, 1, 8), "Bookshop", "-42.90", "leisure"),
+                    (date(2025, 1, 12), "Train tickets", "-64.00", "travel"),
+                ],
+            ),
+        },
+    ),
 }
 
 
@@ -50,7 +68,9 @@ class Command(BaseCommand):
     help = "Set up the demo (registry, two tenants, an admin user, sample rows) and run the server."
 
     def add_arguments(self, parser):
-        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000", help="Where to serve (runserver's addrport).")
+        parser.add_argument(
+            "addrport", nargs="?", default="127.0.0.1:8000", help="Where to serve (runserver's addrport)."
+        )
         parser.add_argument("--no-serve", action="store_true", help="Only set up; do not start the server.")
 
     def handle(self, *args, addrport, no_serve, **options):
@@ -82,7 +102,9 @@ class Command(BaseCommand):
                 added += created
                 for day, description, amount, category in rows:
                     _, created = Transaction.objects.get_or_create(
-                        account=account, date=day, description=description,
+                        account=account,
+                        date=day,
+                        description=description,
                         defaults={"amount": Decimal(amount), "category": category},
                     )
                     added += created
