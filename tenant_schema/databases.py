@@ -218,9 +218,10 @@ def _unbind(bound: TenantDatabase) -> None:
     Other threads close their connections at their next tenant query or
     request end, and then connect to the new location (see ``touch``).
     """
-    close_alias_connections(bound.alias)
-    unregister_alias(bound.alias)
-    _forget_open(bound.alias)
+    for alias in (bound.alias, bound.admin_alias):
+        close_alias_connections(alias)
+        unregister_alias(alias)
+        _forget_open(alias)
 
 
 def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
@@ -243,8 +244,6 @@ def forget_binding(tenant_db: TenantDatabase) -> None:
         if _tenants.get(tenant_db.slug) is tenant_db:
             del _tenants[tenant_db.slug]
     _unbind(tenant_db)
-    close_alias_connections(tenant_db.admin_alias)
-    unregister_alias(tenant_db.admin_alias)
 
 
 def drop_bound_database(tenant_db: TenantDatabase) -> bool:

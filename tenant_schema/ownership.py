@@ -19,7 +19,7 @@ privilege, and a tenant's role cannot forge one for another tenant.
 from __future__ import annotations
 
 from django.apps.registry import Apps
-from django.db import DatabaseError, models
+from django.db import models
 from django.utils import timezone
 
 from .exceptions import NotOurDatabase
@@ -35,7 +35,12 @@ def marker_model() -> type[models.Model]:
     if _model is None:
 
         class OwnerMarker(models.Model):
+            # One row, always pk 1: a second writer fails on the key instead of adding a row.
+            id = models.IntegerField(primary_key=True, default=1)
             tenant_uid = models.CharField(max_length=32)
+            #: "created" (this registry created the database) or "claimed" (an operator
+            #: said it is the tenant's): a claimed database is never dropped and re-created.
+            origin = models.CharField(max_length=10, default="created")
             slug = models.CharField(max_length=40)
             created_at = models.DateTimeField()
 
@@ -54,25 +59,50 @@ def _has_table(connection) -> bool:
 
 
 def read_marker(tenant_db):
-    """The database's marker row, or ``None`` when it has none."""
+    """The database's marker row, or ``None`` when it has none.
+
+    A marker table holding anything but exactly one row is nobody's proof of
+    ownership: ``NotOurDatabase``. A database error is raised as it is (it is
+    not "no marker").
+    """
     connection = tenant_db.admin_connection
     if not _has_table(connection):
         return None
-    try:
-        return marker_model().objects.using(connection.alias).order_by("pk").first()
-    except DatabaseError:
-        return None
-
-
-def write_marker(tenant_db, tenant) -> None:
-    """Mark a database this call just created as ``tenant``'s (table and row in one step where DDL rolls back)."""
-    connection = tenant_db.admin_connection
-    with connection.schema_editor(atomic=connection.features.can_rollback_ddl) as editor:
-        if not _has_table(connection):
-            editor.create_model(marker_model())
-        marker_model().objects.using(connection.alias).create(
-            tenant_uid=tenant.uid.hex, slug=tenant.slug, created_at=timezone.now()
+    rows = list(marker_model().objects.using(connection.alias).order_by("pk")[:2])
+    if len(rows) > 1:
+        raise NotOurDatabase(
+            f"database {tenant_db.name!r} on server {tenant_db.server.key!r} has more than one ownership "
+            "marker: two registries claim it, so tenant-schema will not use, change or drop it"
         )
+    return rows[0] if rows else None
+
+
+def write_marker(tenant_db, tenant, *, origin: str = "created") -> None:
+    """Mark the database as ``tenant``'s (table and row in one step where DDL rolls back).
+
+    The row has a fixed key: if another writer got there first, this fails
+    instead of adding a second marker.
+    """
+    connection = tenant_db.admin_connection
+    model = marker_model()
+
+    def insert() -> None:
+        model.objects.using(connection.alias).create(
+            id=1, tenant_uid=tenant.uid.hex, origin=origin, slug=tenant.slug, created_at=timezone.now()
+        )
+
+    if _has_table(connection):
+        insert()  # IntegrityError when a marker is there already
+        return
+    with connection.schema_editor(atomic=connection.features.can_rollback_ddl) as editor:
+        editor.create_model(model)
+        insert()
+
+
+def was_created_here(tenant_db) -> bool:
+    """Whether the marker says this registry created the database (not an operator's claim)."""
+    marker = read_marker(tenant_db)
+    return marker is not None and marker.origin == "created"
 
 
 def check_owner(tenant_db, tenant) -> None:

@@ -100,6 +100,8 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
             ).update(status=Tenant.Status.PROVISIONING)
             locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
             if not claimed:  # another process finished (or archived) it meanwhile
+                if locked.status == Tenant.Status.ARCHIVED:
+                    raise TenantSchemaError(f"tenant {slug!r} was archived while this call waited for it")
                 return locked
             provision(locked)
             locked.status = Tenant.Status.READY
@@ -149,7 +151,12 @@ def provision(tenant: Tenant) -> None:
     # Before anything connects as the tenant: with ?tenant_roles=true the
     # tenant's alias logs in as its own role, which this creates or re-keys.
     credentials.ensure_tenant_role(server, tenant_db.name)
-    if not fresh and tenant.provisioned_at is None and not tenant_db.can_rollback_ddl:
+    if (
+        not fresh
+        and tenant.provisioned_at is None
+        and not tenant_db.can_rollback_ddl
+        and ownership.was_created_here(tenant_db)  # never a claimed database: it holds someone's data
+    ):
         recreate_database(tenant_db)
         ownership.write_marker(tenant_db, tenant)
         credentials.ensure_tenant_role(server, tenant_db.name)
@@ -307,9 +314,15 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
     tenant_db = tenant.database
     applied: list[str] = []
 
+    whole = False
+
     def progress(action, migration=None, fake=False):
         if action == "apply_success":
             applied.append(f"{migration.app_label}.{migration.name}")
+            if whole:
+                # As if committed between migrations: deferred foreign-key checks fire now, so
+                # a data migration followed by an ALTER TABLE works as under Django's migrate.
+                tenant_db.connection.check_constraints()
 
     token = registry.activate(tenant)  # archived and half-registered tenants too: no status check
     try:
@@ -614,6 +627,6 @@ def claim_tenant_database(slug: str) -> Tenant:
     if marker is not None:
         ownership.check_owner(tenant_db, tenant)  # NotOurDatabase when it is someone else's
         return tenant  # already this tenant's
-    ownership.write_marker(tenant_db, tenant)
+    ownership.write_marker(tenant_db, tenant, origin="claimed")
     tenant_db.close()
     return tenant

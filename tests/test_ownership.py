@@ -292,3 +292,43 @@ def test_table_functions_take_a_tenant_database_a_tenant_or_a_slug(any_server):
             list_tables("nobody-here")
     finally:
         purge_tenant(tenant)
+
+
+def test_a_claimed_database_keeps_its_data_when_registration_resumes(any_server, foreign):
+    """Claim, then register: the data stays (on MySQL a never-ready database of our own is re-created; a claimed one never)."""
+    slug = unique_slug("adopt")
+    theirs = foreign(any_server, slug)
+    try:
+        with pytest.raises(NotOurDatabase):
+            register_tenant(slug, server=any_server)
+        assert "is marked as tenant" in _call("tenant_claim", slug)
+        tenant = register_tenant(slug, server=any_server)
+        assert tenant.status == Tenant.Status.READY
+        assert theirs.rows() == [(1, "theirs")]
+        assert ownership.read_marker(tenant.database).origin == "claimed"
+        tenant.database.close()
+    finally:
+        _cleanup_row(slug)
+
+
+def test_only_one_creator_is_told_it_created_a_database_and_only_one_marker_is_written(any_server):
+    from django.db import IntegrityError
+
+    server = get_server(any_server)
+    hook = get_plugins().hook
+    slug = unique_slug("once")
+    name = database_name(slug, server)
+    assert hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=name) is True
+    try:
+        assert hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=name) is False
+        mine = Tenant(slug=slug, server=any_server, database_name=name)
+        other = Tenant(slug=slug, server=any_server, database_name=name)
+        tdb = databases.TenantDatabase(slug, server, name)
+        ownership.write_marker(tdb, mine)
+        with pytest.raises(IntegrityError):
+            ownership.write_marker(tdb, other)
+        assert ownership.read_marker(tdb).tenant_uid == mine.uid.hex
+        tdb.close()
+        databases.unregister_alias(tdb.alias)
+    finally:
+        hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=name)

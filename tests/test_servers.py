@@ -288,10 +288,10 @@ def test_cockroach_database_and_schema_sql(crdb):
     tdb, editor = crdb
     dialect = tdb.dialect
     quoted = editor.quote_name("tenant_acme")
-    assert dialect.create_database_sql(tdb.server, quoted) == 'CREATE DATABASE IF NOT EXISTS "tenant_acme"'
+    assert dialect.create_database_sql(tdb.server, quoted) == 'CREATE DATABASE "tenant_acme"'
     assert dialect.drop_database_sql(tdb.server, quoted) == 'DROP DATABASE IF EXISTS "tenant_acme" CASCADE'
     schema_server = parse_server("c", "cockroach://root@h:26257/shared?isolation=schema")
-    assert dialect.create_database_sql(schema_server, quoted) == 'CREATE SCHEMA IF NOT EXISTS "tenant_acme"'
+    assert dialect.create_database_sql(schema_server, quoted) == 'CREATE SCHEMA "tenant_acme"'
     settings = dialect.tenant_settings(schema_server, "tenant_acme")
     assert settings["NAME"] == "shared"
     assert settings["OPTIONS"]["options"] == "-c search_path=tenant_acme"

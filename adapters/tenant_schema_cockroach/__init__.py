@@ -43,8 +43,10 @@ class CockroachDialect(PostgresDialect):
         return parsed
 
     def create_database_sql(self, server, quoted: str) -> str:
+        # No IF NOT EXISTS: of two creators racing, exactly one may be told it
+        # created the database (the other gets 42P04/42P06, "already there").
         kind = "SCHEMA" if self._is_schema(server) else "DATABASE"
-        return f"CREATE {kind} IF NOT EXISTS {quoted}"
+        return f"CREATE {kind} {quoted}"
 
     def drop_database_sql(self, server, quoted: str) -> str:
         kind = "SCHEMA" if self._is_schema(server) else "DATABASE"

@@ -1,8 +1,9 @@
 """MySQL / MariaDB dialect plugin for tenant-schema.
 
 Every DDL statement commits implicitly, so tenant-schema undoes what a
-failed call created. ``CREATE DATABASE IF NOT EXISTS`` makes creation
-idempotent under concurrency; indexes on TEXT/BLOB columns get a prefix
+failed call created. A plain ``CREATE DATABASE`` (error 1007 meaning
+"already there") tells exactly one of two racing creators that it created
+the database; indexes on TEXT/BLOB columns get a prefix
 length (error 1170 otherwise); ``DROP INDEX`` needs the table.
 """
 
@@ -19,6 +20,7 @@ from tenant_schema.dialects import Dialect
 logger = logging.getLogger("tenant_schema.mysql")
 
 # Server error numbers (``exc.args[0]``) the drop path tells apart.
+ER_DB_CREATE_EXISTS = 1007
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_NO_SUCH_THREAD = 1094
 ER_KILL_DENIED = 1095
@@ -52,14 +54,20 @@ class MySQLDialect(Dialect):
             return cursor.fetchone() is not None
 
     def create_database(self, server, name: str) -> bool:
+        """``True`` only when this call created it: a plain ``CREATE DATABASE``, so of two
+        creators racing exactly one succeeds and the other sees "already there" (1007)."""
         connection = server.connection()
-        existed = self.database_exists(server, name)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"CREATE DATABASE IF NOT EXISTS {connection.ops.quote_name(name)} "
-                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-        return not existed
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"CREATE DATABASE {connection.ops.quote_name(name)} "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+        except DatabaseError as exc:
+            if _errno(exc) == ER_DB_CREATE_EXISTS:
+                return False
+            raise
+        return True
 
     #: Longest wait (seconds) of ``DROP DATABASE`` for a table lock, instead
     #: of the server's ``lock_wait_timeout`` (a day by default).

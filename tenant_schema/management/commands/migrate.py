@@ -21,8 +21,9 @@ class Command(DjangoMigrate):
     def execute(self, *args, **options):
         from django.db import DEFAULT_DB_ALIAS, connections
 
+        from ... import ownership
         from ...databases import ALIAS_PREFIX
-        from ...exceptions import TenantNotFound
+        from ...exceptions import NotOurDatabase, TenantNotFound
         from ...provisioning import get_tenant
 
         database = options.get("database")
@@ -30,9 +31,12 @@ class Command(DjangoMigrate):
             database = DEFAULT_DB_ALIAS
         if database.startswith(ALIAS_PREFIX):
             try:
-                get_tenant(database[len(ALIAS_PREFIX) :]).database.ensure_alias()
-            except TenantNotFound as exc:
+                tenant = get_tenant(database[len(ALIAS_PREFIX) :])
+                ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
+                tenant.database.ensure_alias()
+            except (TenantNotFound, NotOurDatabase) as exc:
                 raise CommandError(str(exc)) from None
+            database = options["database"] = tenant.database.alias  # tenant:ACME is tenant:acme
         elif database not in connections.settings:  # Django's own check went with the choices
             aliases = ", ".join(a for a in connections.settings if not a.startswith(("tenant:", "tenant_schema:")))
             raise CommandError(

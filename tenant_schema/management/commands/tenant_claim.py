@@ -1,4 +1,4 @@
-"""``tenant_claim <slug>``: mark an unmarked database as the registered tenant's own."""
+"""``tenant_claim <slug> [slug ...]``: mark unmarked databases as the registered tenants' own."""
 
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("slug", help="A registered tenant.")
+        parser.add_argument("slugs", nargs="+", metavar="slug", help="Registered tenants.")
 
-    def handle(self, *args, slug, **options):
+    def handle(self, *args, slugs, **options):
         from ...provisioning import claim_tenant_database
 
-        with command_errors():
-            tenant = claim_tenant_database(slug)
-        if options["verbosity"] >= 1:
-            self.stdout.write(
-                f"Database {tenant.database_name!r} on server {tenant.server!r} is marked as tenant {tenant.slug!r}'s."
-            )
+        for slug in slugs:
+            with command_errors():
+                tenant = claim_tenant_database(slug)
+            if options["verbosity"] >= 1:
+                self.stdout.write(
+                    f"Database {tenant.database_name!r} on server {tenant.server!r} is marked as tenant "
+                    f"{tenant.slug!r}'s."
+                )

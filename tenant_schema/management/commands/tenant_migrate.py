@@ -42,7 +42,7 @@ class Command(BaseCommand):
         # A bar on a terminal; otherwise one line per tenant as it finishes.
         on_result = True if progress else (lambda result: self.report(result, verbosity))
         with command_errors():
-            slugs = [normalize_slug(slug) for slug in slugs]
+            slugs = list(dict.fromkeys(normalize_slug(slug) for slug in slugs))  # ACME and acme: once
             report = migrate_tenants(slugs or None, jobs=jobs, progress=on_result)
         if progress:
             for result in report.results:

@@ -71,7 +71,7 @@ class Command(BaseCommand):
         return tenants
 
     def rekey(self, tenant) -> dict:
-        from ... import credentials
+        from ... import credentials, ownership
         from ...plugins import get_plugins
         from ...servers import get_server
 
@@ -79,6 +79,13 @@ class Command(BaseCommand):
         try:
             server = get_server(tenant.server)
             row["role"] = credentials.role_name(server, tenant.database_name)
+            if get_plugins().hook.tenant_schema_database_exists(
+                dialect=server.dialect, server=server, name=tenant.database_name
+            ):
+                try:  # never re-key or grant anything on a database that is not this tenant's
+                    ownership.check_owner(tenant.database, tenant)
+                finally:
+                    tenant.database.close()
             try:
                 credentials.rekey_tenant_role(server, tenant.database_name)
                 row["result"] = REKEYED
