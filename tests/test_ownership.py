@@ -295,7 +295,10 @@ def test_table_functions_take_a_tenant_database_a_tenant_or_a_slug(any_server):
 
 
 def test_a_claimed_database_keeps_its_data_when_registration_resumes(any_server, foreign):
-    """Claim, then register: the data stays (on MySQL a never-ready database of our own is re-created; a claimed one never)."""
+    """Claim, then register: the data stays.
+
+    On MySQL a never-ready database of our own is re-created; a claimed one never.
+    """
     slug = unique_slug("adopt")
     theirs = foreign(any_server, slug)
     try:
