@@ -17,6 +17,7 @@ import copy
 import functools
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -27,7 +28,9 @@ from django.db.models.signals import post_delete, post_save
 from . import conf
 from .databases import TenantDatabase
 from .exceptions import NoTenantSelected, TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
-from .models import Tenant
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import Tenant
 from .names import normalize_slug
 from .signals import tenant_archived, tenant_dropped
 
@@ -48,9 +51,16 @@ __all__ = [
 ]
 
 
+def tenant_model():
+    """The ``Tenant`` model, imported on first use: this module is importable before Django is set up."""
+    from .models import Tenant
+
+    return Tenant
+
+
 def registry_db() -> str:
     """The alias holding the ``Tenant`` table (``default`` unless a router says otherwise)."""
-    return router.db_for_write(Tenant)
+    return router.db_for_write(tenant_model())
 
 
 def get_tenant(slug: str) -> Tenant:
@@ -59,6 +69,7 @@ def get_tenant(slug: str) -> Tenant:
         slug = normalize_slug(slug)
     except ValueError as exc:
         raise TenantNotFound(f"no tenant {slug!r}: {exc}") from None
+    Tenant = tenant_model()
     try:
         return Tenant.objects.get(slug=slug)
     except Tenant.DoesNotExist:
@@ -84,6 +95,7 @@ def get_tenant_db(slug: str, server: str | None = None):
     """
     tenant = get_tenant(slug)
     check_server(tenant, server)
+    Tenant = tenant_model()
     if tenant.status != Tenant.Status.READY:
         raise TenantDatabaseDoesNotExist(
             f"tenant {tenant.slug!r} is {tenant.status}, not ready: "
@@ -127,6 +139,7 @@ class ReadyTenants:
         ttl = float(conf.get("ROUTING_CACHE_SECONDS"))
         now = time.monotonic()
         generation = self._generation
+        Tenant = tenant_model()
         tenant = Tenant.objects.filter(slug=slug, status=Tenant.Status.READY).first()
         with self._lock:
             if tenant is None or ttl <= 0:
@@ -163,8 +176,8 @@ def _forget(sender, instance=None, tenant=None, **kwargs) -> None:
     ready_tenants.forget(getattr(row, "slug", None))
 
 
-post_save.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.save")
-post_delete.connect(_forget, sender=Tenant, dispatch_uid="tenant_schema.routing_cache.delete")
+post_save.connect(_forget, sender="tenant_schema.Tenant", dispatch_uid="tenant_schema.routing_cache.save")
+post_delete.connect(_forget, sender="tenant_schema.Tenant", dispatch_uid="tenant_schema.routing_cache.delete")
 tenant_archived.connect(_forget, dispatch_uid="tenant_schema.routing_cache.archived")
 tenant_dropped.connect(_forget, dispatch_uid="tenant_schema.routing_cache.dropped")
 
@@ -173,6 +186,7 @@ def as_tenant_db(target):
     """A ``TenantDatabase`` from a ``TenantDatabase``, a ``Tenant`` or a slug (through the registry)."""
     if isinstance(target, TenantDatabase):
         return target
+    Tenant = tenant_model()
     if isinstance(target, Tenant):
         return get_tenant_db(target.slug) if target.status != Tenant.Status.READY else target.database
     if isinstance(target, str):

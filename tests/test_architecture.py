@@ -75,3 +75,17 @@ def test_no_module_imports_a_layer_above_its_own():
                     f"{target} ({LAYERS[LEVEL[there]][0]})"
                 )
     assert upward == []
+
+
+def test_modules_import_before_django_is_set_up():
+    """A settings module, an ``apps.py`` or a script may import the API before ``django.setup()``."""
+    import subprocess
+    import sys
+
+    modules = ["context", "routers", "ddl", "tables", "registry", "migration_plan", "databases", "batch"]
+    code = "; ".join(f"import tenant_schema.{m}" for m in modules)
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PACKAGE.parent, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
