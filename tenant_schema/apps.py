@@ -10,7 +10,7 @@ class TenantSchemaConfig(AppConfig):
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             object_isolation,
-            tables,  # noqa: F401  (installs TenantDatabase.table's opener)
         )
+        from .schema import tables  # noqa: F401  (installs TenantDatabase.table's opener)
 
         object_isolation.install()  # objects of one tenant are never used on another's database

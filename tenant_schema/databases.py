@@ -36,10 +36,10 @@ from .plugins import get_plugins
 from .servers import Server, get_server
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .tables import Table
+    from .schema.tables import Table
 
 #: Opens a table by name (``TenantDatabase.table``); the schema layer
-#: (``tenant_schema.tables``) installs it when it loads.
+#: (``tenant_schema.schema.tables``) installs it when it loads.
 _table_opener: Callable[[TenantDatabase, str], Table] | None = None
 
 
@@ -139,7 +139,9 @@ class TenantDatabase:
             if name in self._tables:
                 return self._tables[name]
         if _table_opener is None:
-            raise ImproperlyConfigured("tenant_schema.tables is not loaded: add 'tenant_schema' to INSTALLED_APPS")
+            raise ImproperlyConfigured(
+                "tenant_schema.schema.tables is not loaded: add 'tenant_schema' to INSTALLED_APPS"
+            )
         return _table_opener(self, name)
 
     def close(self) -> None:

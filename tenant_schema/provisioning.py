@@ -34,13 +34,13 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import conf, credentials, databases, ownership, registry
-from .batch import DDLBatch
 from .databases import TenantDatabase, database_name
 from .exceptions import TenantNotFound, TenantSchemaError
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
 from .plugins import get_plugins
 from .registry import check_server, get_tenant, normalize_slug, ready_tenants, registry_db, tenant_app_labels
+from .schema.batch import DDLBatch
 from .servers import get_server
 from .signals import tenant_archived, tenant_dropped, tenant_provisioned
 
@@ -223,7 +223,7 @@ def tenant_table_specs() -> list[tuple[Any, ...]]:
 def create_tenant_tables(tenant_db: TenantDatabase) -> None:
     specs = tenant_table_specs()
     if specs:
-        from .ddl import register_tables
+        from .schema.ddl import register_tables
 
         register_tables(tenant_db, specs)
 

@@ -16,10 +16,10 @@ Add it to ``DATABASE_ROUTERS``::
 
 from __future__ import annotations
 
-from .databases import ALIAS_PREFIX, touch
+from .databases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX, touch
 from .exceptions import CrossTenantAccess
-from .mapping import APP_LABEL as TABLES_APP_LABEL
 from .registry import current_tenant_db, tenant_app_labels
+from .schema.mapping import APP_LABEL as TABLES_APP_LABEL
 
 
 def is_tenant_model(model) -> bool:
@@ -69,7 +69,7 @@ class TenantRouter:
         tenant_app = app_label in tenant_app_labels()
         if is_tenant_alias(db):
             return tenant_app
-        if db.startswith("tenant_schema:"):  # server-level connections hold no tables
+        if db.startswith(INTERNAL_ALIAS_PREFIX):  # server-level connections hold no tables
             return False
         if tenant_app:
             return False

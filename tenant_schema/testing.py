@@ -29,7 +29,9 @@ import uuid
 
 import pytest
 
-OUR_ALIAS_PREFIXES = ("tenant:", "tenant_schema:")
+from tenant_schema.aliases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX
+
+OUR_ALIAS_PREFIXES = (ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX)
 
 
 def unique_slug(prefix: str = "test") -> str:

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("plugin contract", {"hookspecs", "dialects", "plugins"}),
     ("connections", {"aliases", "servers", "credentials", "databases"}),
     ("registry", {"models", "registry", "ownership", "migration_plan"}),
-    ("schema and rows", {"mapping", "batch", "ddl", "tables", "rows", "bulk"}),
+    ("schema and rows", {"schema"}),
     ("life cycle", {"provisioning", "fleet_worker"}),
     ("run-time selection", {"context", "routers", "middleware", "object_isolation"}),
     ("interfaces", {"admin", "apps", "checks", "testing", "standalone", "management", "migrations", "__init__"}),
@@ -82,7 +82,7 @@ def test_modules_import_before_django_is_set_up():
     import subprocess
     import sys
 
-    modules = ["context", "routers", "ddl", "tables", "registry", "migration_plan", "databases", "batch"]
+    modules = ["context", "routers", "schema.ddl", "schema.tables", "registry", "migration_plan", "databases"]
     code = "; ".join(f"import tenant_schema.{m}" for m in modules)
     env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(

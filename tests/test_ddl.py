@@ -459,5 +459,21 @@ def test_every_mapped_type_is_accepted_again_on_an_existing_table(tenant_db):
     register_table(tenant_db, Everything, "everything")
     register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
     tenant_db.forget_tables()
-    register_table(tenant_db, Everything, "everything")
-    register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
+    with tenant_db.connection.execute_wrapper(counter := CountDDL()):
+        again = register_table(tenant_db, Everything, "everything")
+        tables = register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
+    assert counter.ddl == []  # adopted as they are: nothing created, altered or dropped
+    assert again.name == "everything" and sorted(tables) == ["accounts", "transactions"]
+    assert sorted(tenant_db.tables) == ["accounts", "everything", "transactions"]
+
+
+class CountDDL:
+    """``execute_wrapper`` keeping the DDL statements that ran."""
+
+    def __init__(self):
+        self.ddl = []
+
+    def __call__(self, execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(("CREATE", "ALTER", "DROP")):
+            self.ddl.append(sql)
+        return execute(sql, params, many, context)

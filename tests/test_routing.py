@@ -21,9 +21,9 @@ from tenant_schema import (
     register_tables,
     tenant_context,
 )
-from tenant_schema.mapping import APP_LABEL
 from tenant_schema.models import Tenant
 from tenant_schema.routers import TenantRouter
+from tenant_schema.schema.mapping import APP_LABEL
 from tests.tenantapp.models import Category, Note, Tag
 
 

@@ -236,7 +236,7 @@ def crdb():
 
 
 def _model(tdb, cls, table):
-    from tenant_schema.ddl import _build_models, _normalize_specs
+    from tenant_schema.schema.ddl import _build_models, _normalize_specs
 
     return _build_models(tdb, _normalize_specs(tdb, [(cls, table)]))[table]
 

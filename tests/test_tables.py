@@ -23,7 +23,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tenant_schema import create_index, register_table, register_tables
-from tenant_schema.tables import Table
+from tenant_schema.schema.tables import Table
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
@@ -515,7 +515,7 @@ def _conversion_cases():
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_column_conversion_matches_get_db_prep_save(tenant_db, data):
-    from tenant_schema.bulk import column_converter
+    from tenant_schema.schema.bulk import column_converter
 
     connection = tenant_db.connection
     for model_field, values in _conversion_cases():
@@ -527,7 +527,7 @@ def test_column_conversion_matches_get_db_prep_save(tenant_db, data):
 
 
 def test_foreign_key_and_enum_columns_convert_like_the_orm(finance, tenant_db):
-    from tenant_schema.bulk import column_converter
+    from tenant_schema.schema.bulk import column_converter
 
     _, transactions, _ = finance
     codec, connection = transactions._codec, tenant_db.connection

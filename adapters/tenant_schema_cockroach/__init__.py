@@ -58,9 +58,8 @@ class CockroachDialect(PostgresDialect):
     def create_index_sql(self, schema_editor, model, index):
         if not index.options.get("hash_sharded"):
             return super().create_index_sql(schema_editor, model, index)
-        fields = [model._meta.get_field(_field_name(model, c)) for c in index.columns]
         template = self.hash_unique_index_template if index.unique else self.hash_index_template
-        return schema_editor._create_index_sql(model, fields=fields, name=index.name, sql=template)
+        return self.index_statement(schema_editor, model, index, template=template)
 
     def drop_index_sql(self, schema_editor, model, name, constraint):
         return Statement(
@@ -85,12 +84,6 @@ class CockroachDialect(PostgresDialect):
 
     def end_role_sessions_sql(self, role):
         return None  # a dropped role cannot log in again; open sessions end with the database
-
-
-def _field_name(model, column):
-    from tenant_schema.dialects import column_field
-
-    return column_field(model, column)
 
 
 @hookimpl

@@ -15,10 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
-from ..ddl import IndexInfo, list_indexes, list_tables
 from ..exceptions import TenantSchemaError
 from ..models import Tenant
 from ..plugins import get_plugins
+from ..schema.ddl import IndexInfo, list_indexes, list_tables
 from ..servers import get_server
 
 

@@ -82,6 +82,6 @@ def unapplied(tenant) -> bool:
 
 
 def tables(tenant) -> set[str]:
-    from tenant_schema.ddl import list_tables
+    from tenant_schema.schema.ddl import list_tables
 
     return set(list_tables(tenant.database))

@@ -9,6 +9,8 @@ migration is ``tenant_migrate``.
 from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as DjangoMigrate
 
+from ...aliases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX
+
 
 class Command(DjangoMigrate):
     def add_arguments(self, parser):
@@ -16,13 +18,12 @@ class Command(DjangoMigrate):
         for action in parser._actions:
             if action.dest == "database":  # Django lists configured aliases only
                 action.choices = None
-                action.help += ', or "tenant:<slug>" for one tenant'
+                action.help += f', or "{ALIAS_PREFIX}<slug>" for one tenant'
 
     def execute(self, *args, **options):
         from django.db import DEFAULT_DB_ALIAS, connections
 
         from ... import ownership
-        from ...databases import ALIAS_PREFIX
         from ...exceptions import NotOurDatabase, TenantNotFound
         from ...provisioning import get_tenant
 
@@ -38,7 +39,9 @@ class Command(DjangoMigrate):
                 raise CommandError(str(exc)) from None
             database = options["database"] = tenant.database.alias  # tenant:ACME is tenant:acme
         elif database not in connections.settings:  # Django's own check went with the choices
-            aliases = ", ".join(a for a in connections.settings if not a.startswith(("tenant:", "tenant_schema:")))
+            aliases = ", ".join(
+                a for a in connections.settings if not a.startswith((ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX))
+            )
             raise CommandError(
                 f"unknown database {database!r}: use one of {aliases}, or {ALIAS_PREFIX}<slug> for one tenant"
             )

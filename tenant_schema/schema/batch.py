@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
-from . import django_private
-from .plugins import get_plugins
+from .. import django_private
+from ..plugins import get_plugins
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .databases import TenantDatabase
-    from .dialects import IndexSpec
+    from ..databases import TenantDatabase
+    from ..dialects import IndexSpec
 
 Undo = Callable[[Any], None]  # called with a schema editor
 

@@ -35,13 +35,13 @@ from django.apps.registry import Apps
 from django.db import models
 from django.db.migrations.state import AppConfigStub
 
-from . import django_private
-from .names import validate_identifier
-from .plugins import get_plugins
+from .. import django_private
+from ..names import validate_identifier
+from ..plugins import get_plugins
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .databases import TenantDatabase
-    from .dialects import Dialect
+    from ..databases import TenantDatabase
+    from ..dialects import Dialect
 
 APP_LABEL = "tenant_schema_tables"
 # An app config for the label, so ``get_models()`` sees the dynamic models and
@@ -432,7 +432,7 @@ def describe(field: models.Field) -> tuple:
 
 def introspect_model(tenant_db: TenantDatabase, table_name: str) -> type[models.Model]:
     """A model for an existing table, read from the database like ``inspectdb``."""
-    from .exceptions import TenantSchemaError
+    from ..exceptions import TenantSchemaError
 
     connection = tenant_db.connection
     with connection.cursor() as cursor:

@@ -26,10 +26,10 @@ from django.db.models import F, Q
 from django.db.models.constants import OnConflict
 from django.db.models.deletion import Collector
 
+from ..databases import TenantDatabase, set_table_opener
+from ..names import validate_identifier
 from . import bulk
-from .databases import TenantDatabase, set_table_opener
 from .mapping import introspect_model
-from .names import validate_identifier
 from .rows import RowCodec, foreign_to_tenant
 
 #: Most rows per ``IN (...)`` when reading back upserted rows; fewer where the

@@ -31,7 +31,7 @@ from django.db import models
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models.constants import OnConflict
 
-from . import django_private
+from .. import django_private
 from .rows import RowCodec
 
 _INTEGER = (

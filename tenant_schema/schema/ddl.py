@@ -16,11 +16,15 @@ from typing import Any, NamedTuple
 
 from django.db import DatabaseError, models
 
-from . import django_private
+from .. import django_private
+from ..databases import TenantDatabase
+from ..dialects import IndexSpec, column_field
+from ..exceptions import SchemaMismatch
+from ..names import shorten, validate_identifier
+from ..ownership import MARKER_TABLE
+from ..plugins import get_plugins
+from ..registry import accepts_tenant
 from .batch import DDLBatch, run_hook_statements
-from .databases import TenantDatabase
-from .dialects import IndexSpec, column_field
-from .exceptions import SchemaMismatch
 from .mapping import (
     APP_LABEL,
     build_model,
@@ -32,10 +36,6 @@ from .mapping import (
     pk_field,
     plan_dataclass,
 )
-from .names import shorten, validate_identifier
-from .ownership import MARKER_TABLE
-from .plugins import get_plugins
-from .registry import accepts_tenant
 from .tables import Table
 
 __all__ = [
