@@ -41,6 +41,7 @@ from .models import Tenant
 from .plugins import get_plugins
 from .registry import check_server, get_tenant, normalize_slug, ready_tenants, registry_db, tenant_app_labels
 from .schema.batch import DDLBatch
+from .schema.ddl import register_tables
 from .servers import get_server
 from .signals import tenant_archived, tenant_dropped, tenant_provisioned
 
@@ -223,8 +224,6 @@ def tenant_table_specs() -> list[tuple[Any, ...]]:
 def create_tenant_tables(tenant_db: TenantDatabase) -> None:
     specs = tenant_table_specs()
     if specs:
-        from .schema.ddl import register_tables
-
         register_tables(tenant_db, specs)
 
 

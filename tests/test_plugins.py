@@ -92,10 +92,13 @@ def test_two_plugins_cannot_claim_one_dialect_name():
         def tenant_schema_register_dialects(self, register):
             register(Impostor)
 
-    state = plugins.PluginState(manager=pluggy.PluginManager("tenant_schema"))
-    plugins._register_dialect(state, plugins.get_plugins().dialects["postgres"], "postgres")
-    with pytest.raises(ImproperlyConfigured, match="already registered"):
-        plugins._register_dialect(state, Impostor, "impostor")
+    try:
+        with pytest.raises(ImproperlyConfigured, match="already registered"):
+            plugins.register_plugin(ImpostorPlugin(), name="impostor")
+        assert plugins.get_plugins().dialect("postgres").engine == "django.db.backends.postgresql"
+        assert plugins.get_plugin_manager().get_plugin("impostor") is None  # left unregistered
+    finally:
+        plugins.reset_plugins()
 
 
 @pytest.fixture(scope="module")

@@ -236,9 +236,9 @@ def crdb():
 
 
 def _model(tdb, cls, table):
-    from tenant_schema.schema.ddl import _build_models, _normalize_specs
+    from tenant_schema.schema.building import build_models, normalize_specs
 
-    return _build_models(tdb, _normalize_specs(tdb, [(cls, table)]))[table]
+    return build_models(tdb, normalize_specs(tdb, [(cls, table)]))[table]
 
 
 def test_cockroach_dialect_declares_what_it_cannot_do(crdb):

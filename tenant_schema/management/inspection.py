@@ -18,7 +18,8 @@ from django.db import DatabaseError
 from ..exceptions import TenantSchemaError
 from ..models import Tenant
 from ..plugins import get_plugins
-from ..schema.ddl import IndexInfo, list_indexes, list_tables
+from ..schema.ddl import list_tables
+from ..schema.indexes import IndexInfo, list_indexes
 from ..servers import get_server
 
 
