@@ -30,20 +30,26 @@ def floor_statements(tenant_db, extra_models) -> list[str]:
 
 
 def raw_floor(server_key: str, statements_for) -> float:
-    """CREATE DATABASE + DDL, timed; the database is dropped afterwards."""
-    from tenant_schema.databases import drop_tenant_db, get_or_create_tenant_db
+    """CREATE DATABASE + DDL through the dialect, no registry, timed; the database is dropped afterwards."""
+    from tenant_schema.databases import TenantDatabase, database_name, unregister_alias
+    from tenant_schema.plugins import get_plugins
+    from tenant_schema.servers import get_server
 
-    tenant_id = slug("floor")
+    server = get_server(server_key)
+    hook = get_plugins().hook
+    tenant_db = TenantDatabase(slug("floor"), server, "")
+    tenant_db.name = database_name(tenant_db.slug, server)
 
     def create():
-        tdb = get_or_create_tenant_db(tenant_id, server=server_key)
-        with tdb.connection.cursor() as cursor:
-            for sql in statements_for(tdb):
+        hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
+        with tenant_db.connection.cursor() as cursor:
+            for sql in statements_for(tenant_db):
                 cursor.execute(sql)
-        tdb.close()
+        tenant_db.close()
 
     seconds = timed(create)
-    drop_tenant_db(tenant_id, server=server_key)
+    unregister_alias(tenant_db.alias)
+    hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
     return seconds
 
 
