@@ -214,11 +214,15 @@ def check_settings(app_configs=None, **kwargs):
     return errors
 
 
+def _is_string_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value)
+
+
 def _check_exclusions() -> list:
     """``PUBLIC_PATHS`` and ``EXCLUDED_SUBDOMAINS``: lists of what a resolver must not read as a slug."""
     errors = []
     paths = conf.get("PUBLIC_PATHS")
-    if isinstance(paths, str) or not isinstance(paths, (list, tuple)) or not all(isinstance(x, str) for x in paths):
+    if not _is_string_list(paths):
         errors.append(
             Error(
                 f'TENANT_SCHEMA["PUBLIC_PATHS"] must be a list of paths starting with "/", not {paths!r}',
@@ -237,7 +241,7 @@ def _check_exclusions() -> list:
                     )
                 )
     labels = conf.get("EXCLUDED_SUBDOMAINS")
-    if isinstance(labels, str) or not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+    if not _is_string_list(labels):
         errors.append(
             Error(
                 f'TENANT_SCHEMA["EXCLUDED_SUBDOMAINS"] must be a list of host labels, not {labels!r}',

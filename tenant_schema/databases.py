@@ -84,7 +84,7 @@ class TenantDatabase:
         settings = get_plugins().hook.tenant_schema_tenant_settings(
             dialect=self.dialect, server=self.server, database_name=self.name
         )
-        if getattr(self.server, "tenant_roles", False) and not as_server_user:
+        if self.server.tenant_roles and not as_server_user:
             settings["USER"], settings["PASSWORD"] = credentials.tenant_login(self.server, self.name)
         return settings
 
@@ -106,7 +106,7 @@ class TenantDatabase:
         writes the ownership marker through it, before the tenant's role
         has any privilege on the database.
         """
-        if not getattr(self.server, "tenant_roles", False):
+        if not self.server.tenant_roles:
             return self.connection
         if self.admin_alias not in connections.settings:
             register_alias(self.admin_alias, self.connection_settings(as_server_user=True))
@@ -143,6 +143,18 @@ class TenantDatabase:
                 "tenant_schema.schema.tables is not loaded: add 'tenant_schema' to INSTALLED_APPS"
             )
         return _table_opener(self, name)
+
+    def exists(self) -> bool:
+        """Whether the database (or schema) is on its server (the dialect's ``database_exists``)."""
+        server = self.server
+        return bool(
+            get_plugins().hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=self.name)
+        )
+
+    def close_everywhere(self) -> None:
+        """Close this thread's connections to the tenant and ask other threads to close theirs."""
+        for alias in (self.alias, self.admin_alias):
+            close_alias_connections(alias)
 
     def close(self) -> None:
         """Close this thread's connections to the tenant."""
@@ -187,41 +199,14 @@ def _valid_name(name: object, server: Server) -> str:
     return validate_identifier(name, "tenant database name", server.dialect.max_identifier_length)
 
 
-def _bind(slug: str, server: Server, name: str, *, follow: bool = False) -> TenantDatabase:
-    """Bind ``slug`` to ``name`` on ``server`` in this process.
-
-    A tenant bound elsewhere is a ``ValueError``, unless ``follow``: then the
-    registry says it moved (another process purged it and registered the
-    slug again), and the old alias is closed and forgotten first.
-    """
-    _valid_name(name, server)
-    with _tenants_lock:
-        bound = _tenants.get(slug)
-        if bound is not None:
-            if bound.server.key == server.key and bound.name == name:
-                return bound
-            if not follow:
-                raise _bound_elsewhere(bound)
-            _unbind(bound)
-        tenant_db = _tenants[slug] = TenantDatabase(slug, server, name)
-        return tenant_db
-
-
-def _bound_elsewhere(bound: TenantDatabase) -> ValueError:
-    return ValueError(
-        f"tenant {bound.slug!r} is already bound to server {bound.server.key!r} "
-        f"(database {bound.name!r}) in this process"
-    )
-
-
 def _unbind(bound: TenantDatabase) -> None:
     """Close and forget the alias of a binding that is no longer the tenant's location.
 
     Other threads close their connections at their next tenant query or
     request end, and then connect to the new location (see ``touch``).
     """
+    bound.close_everywhere()
     for alias in (bound.alias, bound.admin_alias):
-        close_alias_connections(alias)
         unregister_alias(alias)
         _forget_open(alias)
 
@@ -237,7 +222,16 @@ def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
     bound = _tenants.get(slug)
     if bound is not None and bound.server.key == server and bound.name == name:
         return bound
-    return _bind(slug, get_server(server), name, follow=True)
+    srv = get_server(server)
+    _valid_name(name, srv)
+    with _tenants_lock:
+        bound = _tenants.get(slug)
+        if bound is not None:
+            if bound.server.key == srv.key and bound.name == name:
+                return bound
+            _unbind(bound)  # the registry says it moved (purged and registered again elsewhere)
+        tenant_db = _tenants[slug] = TenantDatabase(slug, srv, name)
+        return tenant_db
 
 
 def forget_binding(tenant_db: TenantDatabase) -> None:

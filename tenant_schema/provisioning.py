@@ -185,8 +185,7 @@ def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant) -> None:
     except BaseException:
         server = tenant_db.server
         try:
-            databases.close_alias_connections(tenant_db.admin_alias)
-            databases.close_alias_connections(tenant_db.alias)
+            tenant_db.close_everywhere()
             get_plugins().hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
         except Exception:
             logger.exception("tenant %s: could not drop the unmarked database %s", tenant.slug, tenant_db.name)
@@ -206,8 +205,7 @@ def recreate_database(tenant_db: TenantDatabase) -> None:
     logger.warning(
         "tenant %s: recreating database %s left by an interrupted provisioning", tenant_db.slug, tenant_db.name
     )
-    databases.close_alias_connections(tenant_db.alias)
-    databases.close_alias_connections(tenant_db.admin_alias)
+    tenant_db.close_everywhere()
     hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
     hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
 
@@ -554,19 +552,27 @@ def purge_tenant(tenant_or_slug: Tenant | str) -> bool:
         tenant.status = Tenant.Status.ARCHIVED
         tenant.save(update_fields=["status", "updated_at"])
     ready_tenants.forget(tenant.slug)
+    dropped = drop_owned_database(tenant)
+    tenant.delete()
+    tenant_dropped.send(sender=Tenant, tenant=tenant)
+    return dropped
+
+
+def drop_owned_database(tenant: Tenant) -> bool:
+    """Drop the tenant's database (if it is there and its marker is the tenant's) and its role.
+
+    ``NotOurDatabase``, with nothing dropped, when the marker is not the
+    tenant's. The registry row is not touched. True when a database was dropped.
+    """
     tenant_db = tenant.database
-    server = tenant_db.server
-    hook = get_plugins().hook
     dropped = False
-    if hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=tenant_db.name):
+    if tenant_db.exists():
         ownership.check_owner(tenant_db, tenant)
         tenant_db.close()
         dropped = databases.drop_bound_database(tenant_db)
     else:
         databases.forget_binding(tenant_db)
-    credentials.drop_tenant_role(server, tenant_db.name)  # also when a retried purge finds no database
-    tenant.delete()
-    tenant_dropped.send(sender=Tenant, tenant=tenant)
+    credentials.drop_tenant_role(tenant_db.server, tenant_db.name)  # also when a retried purge finds no database
     return dropped
 
 
@@ -617,10 +623,9 @@ def claim_tenant_database(slug: str) -> Tenant:
     """
     tenant = get_tenant(slug)
     tenant_db = tenant.database
-    server = tenant_db.server
-    if not get_plugins().hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=tenant_db.name):
+    if not tenant_db.exists():
         raise TenantSchemaError(
-            f"tenant {tenant.slug!r} has no database {tenant_db.name!r} on server {server.key!r} to claim"
+            f"tenant {tenant.slug!r} has no database {tenant_db.name!r} on server {tenant_db.server.key!r} to claim"
         )
     marker = ownership.read_marker(tenant_db)
     if marker is not None:

@@ -43,7 +43,7 @@ def unique_slug(prefix: str = "test") -> str:
 def tenant_factory(db):
     """Register tenants for one test; purge them (row and database) afterwards."""
     from tenant_schema.exceptions import TenantNotFound
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema.provisioning import drop_owned_database, purge_tenant, register_tenant
 
     made = []
 
@@ -58,21 +58,7 @@ def tenant_factory(db):
         try:
             purge_tenant(tenant.slug)
         except TenantNotFound:  # the test deleted the row itself: still drop the data
-            _drop_unregistered(tenant)
-
-
-def _drop_unregistered(tenant) -> None:
-    """Drop the database of a tenant whose row a test deleted, if its marker is still this tenant's."""
-    from tenant_schema import credentials, databases, ownership
-    from tenant_schema.plugins import get_plugins
-
-    tenant_db = tenant.database
-    server = tenant_db.server
-    if get_plugins().hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=tenant_db.name):
-        ownership.check_owner(tenant_db, tenant)
-        tenant_db.close()
-        databases.drop_bound_database(tenant_db)
-    credentials.drop_tenant_role(server, tenant_db.name)
+            drop_owned_database(tenant)
 
 
 @pytest.fixture

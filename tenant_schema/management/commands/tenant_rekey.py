@@ -72,27 +72,23 @@ class Command(BaseCommand):
 
     def rekey(self, tenant) -> dict:
         from ... import credentials, ownership
-        from ...plugins import get_plugins
         from ...servers import get_server
 
         row = {"slug": tenant.slug, "server": tenant.server, "role": None, "result": FAILED, "error": None}
         try:
             server = get_server(tenant.server)
             row["role"] = credentials.role_name(server, tenant.database_name)
-            if get_plugins().hook.tenant_schema_database_exists(
-                dialect=server.dialect, server=server, name=tenant.database_name
-            ):
+            tenant_db = tenant.database
+            exists = tenant_db.exists()
+            if exists:
                 try:  # never re-key or grant anything on a database that is not this tenant's
-                    ownership.check_owner(tenant.database, tenant)
+                    ownership.check_owner(tenant_db, tenant)
                 finally:
-                    tenant.database.close()
+                    tenant_db.close()
             try:
                 credentials.rekey_tenant_role(server, tenant.database_name)
                 row["result"] = REKEYED
             except credentials.MissingTenantRole:
-                exists = get_plugins().hook.tenant_schema_database_exists(
-                    dialect=server.dialect, server=server, name=tenant.database_name
-                )
                 if exists:
                     credentials.ensure_tenant_role(server, tenant.database_name)
                     row["result"] = CREATED
