@@ -25,20 +25,9 @@ import pytest
 from django.apps.registry import Apps
 from django.db import models
 from django.db.models import Exists, F, Q
-from django.test.utils import CaptureQueriesContext
 
 from tenant_schema import list_tables, register_table, register_tables
-
-
-class no_sql(CaptureQueriesContext):
-    """Assert (as a context manager) that no query reaches the tenant's database."""
-
-    def __init__(self, tenant_db):
-        super().__init__(tenant_db.connection)
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        assert self.captured_queries == [], self.captured_queries
+from tests.tenantapp.helpers import no_sql
 
 
 def hostile(name: str, annotation: type = str, default=""):

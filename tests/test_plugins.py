@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from tenant_schema import hookimpl, hookspecs, plugins
 from tenant_schema.dialects import Dialect
+from tests.tenantapp.helpers import run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("tenant_schema_"))
@@ -508,17 +509,7 @@ def test_the_tenant_schema_plugin_fixture_registers_for_one_test_only(tmp_path):
         "    assert 'echo' not in get_plugins().dialects\n"
         "    assert get_plugins().manager.get_plugin('echo-plugin') is None\n"
     )
-    import os
-
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "author_settings", "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest(tmp_path, "author_settings")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests.tenantapp.helpers import run_pytest
 
 
 def test_a_sites_own_suite_can_use_the_shipped_fixtures(tmp_path):
@@ -73,15 +72,7 @@ def test_a_sites_own_suite_can_use_the_shipped_fixtures(tmp_path):
                 Note.objects.count()
     """)
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "site_settings", "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest(tmp_path, "site_settings")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
     assert list((tmp_path / "tenants").glob("*.sqlite3")) == []  # the fixtures purged what they made

@@ -18,21 +18,9 @@ import threading
 from typing import NamedTuple, Optional
 
 import pytest
-from django.test.utils import CaptureQueriesContext
 
 from tenant_schema import list_tables, register_table, register_tables
-
-
-class no_sql(CaptureQueriesContext):
-    """Assert (as a context manager) that no query reaches the tenant's database."""
-
-    def __init__(self, tenant_db):
-        super().__init__(tenant_db.connection)
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        assert self.captured_queries == [], self.captured_queries
-
+from tests.tenantapp.helpers import no_sql
 
 # -- the seed's example ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -85,3 +86,27 @@ def tables(tenant) -> set[str]:
     from tenant_schema.schema.ddl import list_tables
 
     return set(list_tables(tenant.database))
+
+
+class no_sql(CaptureQueriesContext):
+    """Assert (as a context manager) that no query reaches the tenant's database."""
+
+    def __init__(self, tenant_db):
+        super().__init__(tenant_db.connection)
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        assert self.captured_queries == [], self.captured_queries
+
+
+def run_pytest(project, settings_module: str) -> subprocess.CompletedProcess:
+    """pytest in a fresh process on a site's test project directory, as its author would run it."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, "PYTHONPATH": str(project)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(project), str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
