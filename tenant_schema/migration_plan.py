@@ -15,6 +15,8 @@ Two uses:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from django.apps import apps
@@ -25,6 +27,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
 from django.db.migrations.state import ProjectState
 
+from . import conf
 from .lazy import Lazy
 from .registry import tenant_app_labels
 
@@ -65,9 +68,23 @@ class MigrationPlan:
     #: ``None`` when tables may be created from the models; else why not.
     replay_reason: str | None = None
 
+    #: The ``TENANT_TABLES`` setting this plan was built with (its dotted paths and names).
+    tables: tuple[str, ...] = ()
+
     @property
     def direct_ok(self) -> bool:
         return self.replay_reason is None
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of what a tenant at this plan holds: its migrations and ``TENANT_TABLES``.
+
+        Recorded on a tenant's registry row (``Tenant.migrated_to``) whenever
+        its schema is brought to this plan; a tenant whose fingerprint is the
+        current one has nothing to apply, known without connecting to it.
+        """
+        payload = json.dumps([sorted(map(list, self.records())), list(self.tables)])
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def records(self) -> list[Key]:
         """The ``django_migrations`` rows a full ``migrate`` leaves behind."""
@@ -106,7 +123,8 @@ def _build() -> MigrationPlan:
                 seen.add(node)
                 nodes.append(node)
     replaces = {node: tuple(graph.nodes[node].replaces) for node in nodes if graph.nodes[node].replaces}
-    return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes))
+    tables = tuple(json.dumps(raw if isinstance(raw, str) else list(raw)) for raw in conf.get("TENANT_TABLES"))
+    return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes), tables)
 
 
 def _replay_reason(loader: MigrationLoader, nodes: list[Key]) -> str | None:

@@ -40,6 +40,9 @@ class Tenant(models.Model):
         READY = "ready", _("ready")
         FAILED = "failed", _("failed")
         ARCHIVED = "archived", _("archived")
+        #: A provisioned database in a server's warm pool, not yet any tenant's
+        #: (``register_tenant`` claims it); never served.
+        POOLED = "pooled", _("pooled")
 
     slug = models.CharField(max_length=40, unique=True, validators=[validate_slug])
     #: Written into the tenant's database as its ownership marker when the
@@ -57,6 +60,10 @@ class Tenant(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     provisioned_at = models.DateTimeField(null=True, blank=True)
+    #: Fingerprint of the migration plan the tenant's database was last
+    #: brought to (or found at); empty when unknown. A fleet migration skips,
+    #: without connecting, every tenant whose fingerprint is the current plan's.
+    migrated_to = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["slug"]

@@ -15,6 +15,10 @@ from django.db.backends.utils import names_digest
 SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 SLUG_MAX_LENGTH = 40
 IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Registry rows of warm-pool databases have slugs ``pool-<16 hex digits>``;
+#: no tenant can be given such an id.
+POOL_SLUG_PREFIX = "pool-"
+POOL_SLUG_RE = re.compile(r"pool-[0-9a-f]{16}")
 
 
 def validate_slug(value: object) -> str:
@@ -47,10 +51,16 @@ def normalize_slug(value: object) -> str:
     if not (isinstance(value, str) and value.isascii()):
         return validate_slug(value)
     try:
-        return validate_slug(value.lower().replace("_", "-"))
+        slug = validate_slug(value.lower().replace("_", "-"))
     except ValueError:
         validate_slug(value)  # the message names what was typed, not its normalised form
         raise
+    if POOL_SLUG_RE.fullmatch(slug):
+        raise ValueError(
+            f"invalid tenant id {value!r}: ids of the form {POOL_SLUG_PREFIX}<16 hex digits> are reserved "
+            "for the warm pool's databases"
+        )
+    return slug
 
 
 def validate_identifier(value: object, kind: str, max_length: int) -> str:

@@ -22,12 +22,13 @@ import dataclasses
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
@@ -38,11 +39,12 @@ from .databases import TenantDatabase, database_name
 from .exceptions import TenantNotFound, TenantSchemaError
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
+from .names import POOL_SLUG_PREFIX, POOL_SLUG_RE
 from .plugins import get_plugins
 from .registry import check_server, get_tenant, normalize_slug, ready_tenants, registry_db, tenant_app_labels
 from .schema.batch import DDLBatch
 from .schema.ddl import register_tables
-from .servers import get_server
+from .servers import Server, get_server, server_urls
 from .signals import tenant_archived, tenant_dropped, tenant_provisioned
 
 logger = logging.getLogger(__name__)
@@ -74,15 +76,25 @@ def _row(tenant_or_slug: Tenant | str) -> Tenant:
 def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
     """Create the tenant ``slug`` (or finish creating it) and return it, ready.
 
-    Idempotent: a ready tenant is returned as is. On failure the row is left
+    Idempotent: a ready tenant is returned as is. When the server keeps a
+    warm pool (``?pool=N``) a new tenant takes one of its databases, in one
+    registry transaction and with no DDL; otherwise (or when the pool is
+    empty) its database is created here. On failure the row is left
     ``failed`` with ``last_error`` set and the error is re-raised; calling
     again resumes. Sends ``tenant_provisioned`` when this call made it ready.
     """
     slug = normalize_slug(slug)
     srv = get_server(server)
-    tenant, _ = Tenant.objects.get_or_create(
-        slug=slug, defaults={"name": name, "server": srv.key, "database_name": database_name(slug, srv)}
-    )
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None and srv.pool:
+        claimed = claim_pooled(slug, srv, name=name)
+        if claimed is not None:
+            tenant_provisioned.send(sender=Tenant, tenant=claimed)
+            return claimed
+    if tenant is None:
+        tenant, _ = Tenant.objects.get_or_create(
+            slug=slug, defaults={"name": name, "server": srv.key, "database_name": database_name(slug, srv)}
+        )
     if tenant.status == Tenant.Status.ARCHIVED:
         raise TenantSchemaError(
             f"tenant {slug!r} is archived (its data is kept); purge_tenant({slug!r}) before registering it again"
@@ -90,7 +102,20 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
     check_server(tenant, None if server is None else srv.key)
     if tenant.status == Tenant.Status.READY:
         return tenant
+    ready = _provision_row(tenant, Tenant.Status.READY, name=name)
+    if ready.status == Tenant.Status.READY:
+        tenant_provisioned.send(sender=Tenant, tenant=ready)
+    return ready
 
+
+def _provision_row(tenant: Tenant, final: str, *, name: str = "") -> Tenant:
+    """Provision the database of a ``provisioning``/``failed`` row and give the row status ``final``.
+
+    Under a lock on the row (a registry transaction), so two processes
+    finishing the same row serialize and the second finds it done. The
+    status and the migration fingerprint are the last writes of that
+    transaction. On failure the row is marked ``failed`` and the error re-raised.
+    """
     using = registry_db()
     try:
         with transaction.atomic(using=using):
@@ -102,23 +127,163 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
             locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
             if not claimed:  # another process finished (or archived) it meanwhile
                 if locked.status == Tenant.Status.ARCHIVED:
-                    raise TenantSchemaError(f"tenant {slug!r} was archived while this call waited for it")
+                    raise TenantSchemaError(f"tenant {tenant.slug!r} was archived while this call waited for it")
                 return locked
             provision(locked)
-            locked.status = Tenant.Status.READY
+            locked.status = final
             locked.last_error = ""
             locked.provisioned_at = timezone.now()
+            locked.migrated_to = migration_plan().fingerprint
             if name and not locked.name:
                 locked.name = name
-            locked.save(update_fields=["status", "last_error", "provisioned_at", "name", "updated_at"])
+            locked.save(update_fields=["status", "last_error", "provisioned_at", "name", "migrated_to", "updated_at"])
     except Exception as exc:
         _mark_failed(tenant.pk, exc)
         raise
     finally:
         # Onboarding many tenants from one loop must not hold a connection to each.
         tenant.database.close()
-    tenant_provisioned.send(sender=Tenant, tenant=locked)
     return locked
+
+
+# -- the warm pool ---------------------------------------------------------------
+
+
+def claim_pooled(slug: str, server: Server, *, name: str = "") -> Tenant | None:
+    """Give ``slug`` one of ``server``'s pooled databases; ``None`` when the pool has none.
+
+    One registry statement: the pooled row at the current migration plan
+    becomes the tenant's ready row (its slug, name and status change; its
+    database, ownership marker and ``uid`` stay). Candidates are read with
+    ``SELECT ... FOR UPDATE SKIP LOCKED`` where the registry has row locks;
+    the update is conditional on the row still being pooled, so two sign-ups
+    never get one database on any registry. No DDL and no tenant connection.
+    """
+    fingerprint = migration_plan().fingerprint
+    pooled = Tenant.objects.filter(status=Tenant.Status.POOLED, server=server.key, migrated_to=fingerprint)
+    for _attempt in range(3):
+        try:
+            with transaction.atomic(using=registry_db()):
+                row = pooled.select_for_update(skip_locked=True).order_by("pk").first()
+                if row is None:
+                    return None
+                taken = _take(pooled.filter(pk=row.pk), slug, name)
+        except IntegrityError:
+            return None  # ``slug`` was registered meanwhile: the caller finds that row
+        if taken:
+            tenant = Tenant.objects.get(pk=row.pk)
+            ready_tenants.forget(slug)
+            return tenant
+    return None
+
+
+def _take(row, slug: str, name: str) -> int:
+    """The claim's one write: the pooled row becomes ``slug``'s ready row (1), unless taken meanwhile (0)."""
+    now = timezone.now()
+    return row.update(slug=slug, name=name, status=Tenant.Status.READY, provisioned_at=now, updated_at=now)
+
+
+def drain_pool(server: str | None = None) -> int:
+    """Drop every pooled database of every server (or of ``server``) and delete its row; how many.
+
+    Only pooled (never claimed) databases, each after its ownership marker
+    is checked; unfinished pool rows are dropped too. Tenants are never touched.
+    """
+    rows = pool_rows().exclude(status__in=[Tenant.Status.READY, Tenant.Status.ARCHIVED])
+    if server is not None:
+        rows = rows.filter(server=get_server(server).key)
+    drained = 0
+    for row in rows.order_by("pk"):
+        # Taken out of the pool first (a claim skips it), then dropped.
+        if not Tenant.objects.filter(pk=row.pk, status=row.status).update(status=Tenant.Status.FAILED):
+            continue  # claimed meanwhile
+        drop_owned_database(row)
+        row.delete()
+        drained += 1
+    return drained
+
+
+def pool_rows():
+    """The registry rows of pooled databases (finished or not): slugs of the reserved ``pool-<hex>`` shape."""
+    return Tenant.objects.filter(slug__regex=rf"^{POOL_SLUG_RE.pattern}$")
+
+
+def pool_slug() -> str:
+    """A fresh slug for a pooled row (a shape ``normalize_slug`` refuses for tenants)."""
+    return f"{POOL_SLUG_PREFIX}{uuid.uuid4().hex[:16]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolStatus:
+    """One server's warm pool: how many databases it should keep, has ready, and has behind the plan."""
+
+    server: str
+    size: int
+    ready: int
+    stale: int
+    unfinished: int
+
+    @property
+    def missing(self) -> int:
+        return max(self.size - self.ready - self.stale, 0)
+
+
+def pool_status(server: str | None = None) -> list[PoolStatus]:
+    """The warm pool of every server that has one (or of ``server``), in one registry query."""
+    servers = [get_server(server)] if server is not None else [get_server(key) for key in server_urls()]
+    fingerprint = migration_plan().fingerprint
+    counts: dict[tuple[str, str, bool], int] = {}
+    rows = pool_rows().filter(server__in=[s.key for s in servers])
+    for key, status, migrated_to in rows.values_list("server", "status", "migrated_to"):
+        current = migrated_to == fingerprint
+        counts[(key, status, current)] = counts.get((key, status, current), 0) + 1
+    out = []
+    for srv in servers:
+        if not srv.pool and server is None:
+            continue
+        pooled = Tenant.Status.POOLED
+        out.append(
+            PoolStatus(
+                server=srv.key,
+                size=srv.pool,
+                ready=counts.get((srv.key, pooled, True), 0),
+                stale=counts.get((srv.key, pooled, False), 0),
+                unfinished=sum(n for (k, status, _), n in counts.items() if k == srv.key and status != pooled),
+            )
+        )
+    return out
+
+
+def fill_pool(server: str | None = None) -> int:
+    """Provision pooled databases until every server's pool (or ``server``'s) is full; how many were made.
+
+    Run it from cron or a task queue (``manage.py tenant_pool``), never on a
+    request: each database is created and migrated here. A pooled row is
+    created ``provisioning`` and becomes ``pooled`` as the last write of its
+    registry transaction, like a tenant's; rows an interrupted fill left are
+    finished first. Pooled databases that are behind the migration plan are
+    not counted as ready: ``tenant_migrate`` brings them up to date.
+    """
+    made = 0
+    for status in pool_status(server):
+        srv = get_server(status.server)
+        unfinished = (
+            pool_rows()
+            .filter(
+                server=srv.key,
+                status__in=[Tenant.Status.PROVISIONING, Tenant.Status.FAILED],
+            )
+            .order_by("pk")
+        )
+        for row in unfinished:
+            _provision_row(row, Tenant.Status.POOLED)
+            made += 1
+        for _ in range(status.missing - len(unfinished)):
+            slug = pool_slug()
+            row = Tenant.objects.create(slug=slug, server=srv.key, database_name=database_name(slug, srv))
+            _provision_row(row, Tenant.Status.POOLED)
+            made += 1
+    return made
 
 
 async def aregister_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
@@ -285,6 +450,11 @@ class TenantMigration:
     applied: list[str] = dataclasses.field(default_factory=list)
     skipped: bool = False
     error: str | None = None
+    #: ``verify=True`` found migrations missing that the registry recorded as
+    #: applied: the database was changed behind the registry's back.
+    drift: bool = False
+    #: False when the registry's fingerprint alone showed it up to date.
+    connected: bool = True
 
 
 @dataclasses.dataclass
@@ -298,6 +468,10 @@ class MigrationReport:
         return [r for r in self.results if r.error is not None]
 
     @property
+    def drifted(self) -> list[TenantMigration]:
+        return [r for r in self.results if r.drift]
+
+    @property
     def ok(self) -> bool:
         return not self.failures
 
@@ -306,7 +480,9 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
     """Apply the pending migrations to one tenant; the ``app.name`` labels applied.
 
     Runs inside the tenant's context, so ``RunPython`` code that uses the
-    default manager reaches the tenant's database.
+    default manager reaches the tenant's database. Records the plan's
+    fingerprint on the tenant's row when it succeeds (and clears it first,
+    so a crash half-way leaves a row the next fleet run checks).
     """
     tenant_db = tenant.database
     applied: list[str] = []
@@ -326,6 +502,8 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         executor = MigrationExecutor(tenant_db.connection, progress_callback=progress)
         targets = executor.loader.graph.leaf_nodes()
         plan = executor.migration_plan(targets)
+        if plan:
+            record_migration_state(tenant, "")
         # Where DDL rolls back, one transaction around the whole plan: Django
         # records a migration with deferred SQL only after its own block
         # commits, so a connection lost in between would leave it applied
@@ -354,12 +532,39 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
                     "record it with `migrate --fake`"
                 )
             raise
+        create_tenant_tables(tenant_db)
+        record_migration_state(tenant, migration_plan().fingerprint)
     finally:
         registry.deactivate(token)
     return applied
 
 
-MIGRATABLE = (Tenant.Status.READY, Tenant.Status.ARCHIVED)
+def record_migration_state(tenant: Tenant, fingerprint: str) -> None:
+    """Write ``fingerprint`` as the tenant's migration state, if the row still points at this database.
+
+    One UPDATE on the registry, keyed on the tenant's location, so a row
+    that moved meanwhile keeps its own state. An empty fingerprint means
+    "unknown": the next fleet migration connects to the tenant to find out.
+    """
+    Tenant.objects.filter(slug=tenant.slug, server=tenant.server, database_name=tenant.database_name).update(
+        migrated_to=fingerprint
+    )
+    tenant.migrated_to = fingerprint
+
+
+def refresh_migration_state(tenant: Tenant) -> bool:
+    """Ask the tenant's database what it has applied and record it; True when it is at the plan.
+
+    For paths that change a tenant's schema outside ``migrate_tenant``
+    (Django's ``migrate --database tenant:<slug>``).
+    """
+    plan = migration_plan()
+    current = not plan.pending(applied_migrations(tenant.database) or set())
+    record_migration_state(tenant, plan.fingerprint if current else "")
+    return current
+
+
+MIGRATABLE = (Tenant.Status.READY, Tenant.Status.ARCHIVED, Tenant.Status.POOLED)
 
 
 def migrate_tenants(
@@ -367,14 +572,20 @@ def migrate_tenants(
     *,
     jobs: int = 1,
     progress: bool | Callable[[TenantMigration], Any] | None = None,
+    verify: bool = False,
 ) -> MigrationReport:
-    """Apply pending migrations to every ready or archived tenant (or to ``slugs``).
+    """Apply pending migrations to every ready, archived or pooled tenant (or to ``slugs``).
 
-    Tenants with nothing to apply are found with one query each and skipped;
-    the others are migrated ``jobs`` at a time in worker processes (``jobs=1``:
-    in this process, one after the other). A failing tenant does not stop
-    the others: look at ``report.failures``. ``progress=True`` shows a tqdm
-    bar on stderr; a callable is called with each ``TenantMigration``.
+    The registry records each tenant's migration state (``Tenant.migrated_to``),
+    so tenants already at the current plan are skipped from one registry
+    query, without connecting to them; ``verify=True`` connects to every
+    tenant anyway and reports drift (``report.drifted``: migrations the
+    registry recorded as applied that the database lacks). The others are
+    checked (one query each, ``jobs`` threads at a time) and those behind
+    are migrated ``jobs`` at a time in worker processes (``jobs=1``: in this
+    process, one after the other). A failing tenant does not stop the
+    others: look at ``report.failures``. ``progress=True`` shows a tqdm bar
+    on stderr; a callable is called with each ``TenantMigration``.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -385,14 +596,24 @@ def migrate_tenants(
     report = MigrationReport()
     notify = _progress(progress, len(tenants))
     try:
+        drifted: set[str] = set()
 
         def done(result: TenantMigration) -> None:
+            if result.slug in drifted:
+                result = dataclasses.replace(result, drift=True)
             report.results.append(result)
             notify(result)
 
         plan = migration_plan()
+        fingerprint = plan.fingerprint
+        unknown: list[Tenant] = []
+        for tenant in tenants:
+            if not verify and tenant.status in MIGRATABLE and tenant.migrated_to == fingerprint:
+                done(TenantMigration(tenant.slug, skipped=True, connected=False))
+            else:
+                unknown.append(tenant)
         todo: list[Tenant] = []
-        for outcome in _checked(tenants, plan, jobs):
+        for outcome in _checked(unknown, plan, jobs, drifted):
             if isinstance(outcome, Tenant):
                 todo.append(outcome)
             else:
@@ -407,28 +628,42 @@ def migrate_tenants(
     return report
 
 
-def _check(tenant: Tenant, plan: MigrationPlan) -> Tenant | TenantMigration:
-    """The tenant if it has migrations to apply, else its (skipped or failed) result."""
+def _check(tenant: Tenant, plan: MigrationPlan, drifted: set[str]) -> Tenant | TenantMigration:
+    """The tenant if it has migrations to apply, else its (skipped or failed) result.
+
+    A tenant found at the plan gets the plan's fingerprint recorded, so the
+    next fleet run skips it without connecting. A tenant the registry
+    recorded at the plan that is not is added to ``drifted``.
+    """
     if tenant.status not in MIGRATABLE:
         return TenantMigration(tenant.slug, error=f"tenant is {tenant.status}; register_tenant() completes it")
+    recorded = tenant.migrated_to == plan.fingerprint
     try:
         with _released(tenant.database):
             ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
             applied = applied_migrations(tenant.database) or set()
+            if plan.pending(applied):
+                if recorded:  # the registry says "done": the database changed behind its back
+                    record_migration_state(tenant, "")
+                    drifted.add(tenant.slug)
+                return tenant
+            if not recorded:
+                create_tenant_tables(tenant.database)  # TENANT_TABLES added since it was provisioned
+                record_migration_state(tenant, plan.fingerprint)
     except Exception as exc:  # noqa: BLE001 - reported per tenant
         return TenantMigration(tenant.slug, error=_describe(exc))
-    return tenant if plan.pending(applied) else TenantMigration(tenant.slug, skipped=True)
+    return TenantMigration(tenant.slug, skipped=True)
 
 
-def _checked(tenants: list[Tenant], plan: MigrationPlan, jobs: int):
+def _checked(tenants: list[Tenant], plan: MigrationPlan, jobs: int, drifted: set[str]):
     """``_check`` for each tenant; ``jobs`` threads at a time (connecting is the slow part)."""
     if jobs == 1:
-        return (_check(tenant, plan) for tenant in tenants)
+        return (_check(tenant, plan, drifted) for tenant in tenants)
     from concurrent.futures import ThreadPoolExecutor
 
     def check(tenant: Tenant):
         try:
-            return _check(tenant, plan)
+            return _check(tenant, plan, drifted)
         finally:
             connections.close_all()  # this worker thread's default connection, if any
 
@@ -507,19 +742,23 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
         for alias, value in overrides.get("DATABASES", {}).items()
         if not alias.startswith((databases.ALIAS_PREFIX, databases.INTERNAL_ALIAS_PREFIX))
     }
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=fleet_worker.init,
-        initargs=(module, overrides),
-        max_tasks_per_child=TASKS_PER_WORKER,
-    ) as pool:
-        futures = {pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in todo}
-        for future in as_completed(futures):
-            try:
-                done(future.result())
-            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
-                done(TenantMigration(futures[future], error=f"worker process failed: {_describe(exc)}"))
+    # Workers are recycled by running the fleet in generations of ``jobs``
+    # fresh processes with ``TASKS_PER_WORKER`` tenants each, not with
+    # ``max_tasks_per_child``: on Python < 3.13 a pool does not replace the
+    # workers that retire (CPython gh-115634) and waits for ever.
+    context = multiprocessing.get_context("spawn")
+    generation = jobs * TASKS_PER_WORKER
+    for start in range(0, len(todo), generation):
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=fleet_worker.init, initargs=(module, overrides)
+        ) as pool:
+            batch = todo[start : start + generation]
+            futures = {pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in batch}
+            for future in as_completed(futures):
+                try:
+                    done(future.result())
+                except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
+                    done(TenantMigration(futures[future], error=f"worker process failed: {_describe(exc)}"))
 
 
 # -- archive / purge ----------------------------------------------------------

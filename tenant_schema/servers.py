@@ -35,7 +35,8 @@ from .dialects import ISOLATION_DATABASE, ISOLATION_SCHEMA, Dialect
 from .exceptions import UnknownDialect, UnknownServer
 from .plugins import get_plugins
 
-OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks", "tenant_roles")
+OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks", "tenant_roles", "pool")
+MAX_POOL = 1000
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Server:
     isolation: str = ISOLATION_DATABASE
     #: Each tenant connects as its own role (``?tenant_roles=true``).
     tenant_roles: bool = False
+    #: Provisioned, unassigned databases kept ready for sign-ups (``?pool=N``).
+    pool: int = 0
 
     @property
     def alias(self) -> str:
@@ -225,7 +228,20 @@ def parse_server(key: str, url: str) -> Server:
         raise ImproperlyConfigured(f"tenant server {key!r}: conn_health_checks must be true or false, not {health!r}")
     parsed["CONN_HEALTH_CHECKS"] = bool(health)
     tenant_roles = _tenant_roles(key, dialect, options.pop("tenant_roles", False))
-    return Server(key=key, url=url, dialect=dialect, settings=parsed, isolation=isolation, tenant_roles=tenant_roles)
+    pool = options.pop("pool", 0)
+    if not isinstance(pool, int) or isinstance(pool, bool) or not 0 <= pool <= MAX_POOL:
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: pool must be a whole number of databases from 0 to {MAX_POOL}, not {pool!r}"
+        )
+    return Server(
+        key=key,
+        url=url,
+        dialect=dialect,
+        settings=parsed,
+        isolation=isolation,
+        tenant_roles=tenant_roles,
+        pool=pool,
+    )
 
 
 def _tenant_roles(key: str, dialect: Dialect, value: object) -> bool:

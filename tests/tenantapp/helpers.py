@@ -44,8 +44,11 @@ if cfg.get("slow"):  # widen the race window between two registrants
         time.sleep(cfg["slow"])
         original_provision(tenant)
     provisioning.provision = slow
-tenant = provisioning.register_tenant(cfg["slug"], server=cfg["server"])
-print(tenant.status)
+if cfg.get("call") == "fill_pool":
+    print(provisioning.fill_pool(cfg["server"]))
+else:
+    tenant = provisioning.register_tenant(cfg["slug"], server=cfg["server"])
+    print(tenant.status)
 """
 
 

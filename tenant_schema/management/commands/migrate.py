@@ -25,7 +25,7 @@ class Command(DjangoMigrate):
 
         from ... import ownership
         from ...exceptions import NotOurDatabase, TenantNotFound
-        from ...provisioning import get_tenant
+        from ...provisioning import get_tenant, record_migration_state, refresh_migration_state
 
         database = options.get("database")
         if database is None:
@@ -38,6 +38,15 @@ class Command(DjangoMigrate):
             except (TenantNotFound, NotOurDatabase) as exc:
                 raise CommandError(str(exc)) from None
             database = options["database"] = tenant.database.alias  # tenant:ACME is tenant:acme
+            if options.get("plan") or options.get("check_unapplied"):  # read-only
+                return super().execute(*args, **options)
+            # The registry's record of the tenant's migrations is unknown while
+            # Django's migrate runs (a crash leaves it unknown, never wrong),
+            # then read back from the database.
+            record_migration_state(tenant, "")
+            result = super().execute(*args, **options)
+            refresh_migration_state(tenant)
+            return result
         elif database not in connections.settings:  # Django's own check went with the choices
             aliases = ", ".join(
                 a for a in connections.settings if not a.startswith((ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX))

@@ -1,7 +1,9 @@
 """``tenant_migrate [slug ...]``: apply the tenant apps' migrations to every tenant.
 
-Work is spread over ``--jobs`` processes; a tenant with nothing to apply is
-skipped cheaply; a failing tenant does not stop the others. Every failure is
+Tenants the registry records at the current migration plan are skipped
+without connecting to them (``--verify`` connects to every tenant and
+reports drift); the others are checked and migrated over ``--jobs``
+processes; a failing tenant does not stop the others. Every failure is
 listed at the end and the command exits non-zero.
 """
 
@@ -31,8 +33,13 @@ class Command(BaseCommand):
             help="Show a progress bar (the default when stderr is a terminal).",
         )
         parser.add_argument("--no-progress", action="store_false", dest="progress")
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="Connect to every tenant, even those the registry records as up to date, and report drift.",
+        )
 
-    def handle(self, *args, slugs, jobs, progress, verbosity, **options):
+    def handle(self, *args, slugs, jobs, progress, verbosity, verify, **options):
         from ...provisioning import migrate_tenants
 
         if jobs < 1:
@@ -43,7 +50,7 @@ class Command(BaseCommand):
         on_result = True if progress else (lambda result: self.report(result, verbosity))
         with command_errors():
             slugs = list(dict.fromkeys(normalize_slug(slug) for slug in slugs))  # ACME and acme: once
-            report = migrate_tenants(slugs or None, jobs=jobs, progress=on_result)
+            report = migrate_tenants(slugs or None, jobs=jobs, progress=on_result, verify=verify)
         if progress:
             for result in report.results:
                 self.report(result, verbosity)
@@ -54,6 +61,11 @@ class Command(BaseCommand):
         if verbosity >= 1:
             self.stdout.write(
                 f"{len(report.results)} tenants: {applied} migrated, {skipped} up to date, {len(failures)} failed."
+            )
+        for result in report.drifted:
+            self.stderr.write(
+                f"{result.slug}: drift: the registry recorded it as up to date, but its database lacked "
+                "migrations (changed outside tenant-schema)"
             )
         if failures:
             self.stderr.write("Failed tenants:")

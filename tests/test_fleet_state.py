@@ -1,0 +1,162 @@
+"""The registry knows each tenant's migration state, so a fleet migration with nothing to apply
+costs one registry query and opens no tenant connection; and a fleet migration never hangs."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
+from django.db.backends.signals import connection_created
+from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext
+
+from tenant_schema import provisioning
+from tenant_schema.aliases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX
+from tenant_schema.databases import close_tenant_connections
+from tenant_schema.migration_plan import migration_plan
+from tenant_schema.models import Tenant
+from tenant_schema.provisioning import migrate_tenants
+from tenant_schema.testing import unique_slug
+from tests.test_provisioning_migrate import PINNED, has_pinned, old_tenants
+
+
+@pytest.fixture(autouse=True)
+def _registry(db_access):
+    """Every test here writes registry rows from threads or processes: transaction tests."""
+
+
+@contextlib.contextmanager
+def tenant_connections_opened():
+    """The aliases of every tenant (or server-level) connection opened meanwhile, in any thread."""
+    opened: list[str] = []
+
+    def record(sender, connection, **kwargs):
+        if connection.alias.startswith((ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX)):
+            opened.append(connection.alias)
+
+    connection_created.connect(record)
+    try:
+        yield opened
+    finally:
+        connection_created.disconnect(record)
+
+
+def recorded(tenant) -> str:
+    return Tenant.objects.get(pk=tenant.pk).migrated_to
+
+
+def test_registration_records_the_plan_it_brought_the_tenant_to(server_key, tenant_factory):
+    tenant = tenant_factory(unique_slug("fleet"), server=server_key)
+    assert recorded(tenant) == migration_plan().fingerprint
+
+
+def test_nothing_to_apply_costs_one_registry_query_and_no_tenant_connection(server_key, tenant_factory):
+    tenants = [tenant_factory(unique_slug("fleet"), server=server_key) for _ in range(3)]
+    close_tenant_connections()
+    with tenant_connections_opened() as opened, CaptureQueriesContext(connections["default"]) as registry:
+        report = migrate_tenants()
+    assert opened == []
+    assert len(registry.captured_queries) == 1, registry.captured_queries
+    assert sorted(r.slug for r in report.results) == sorted(t.slug for t in tenants)
+    assert all(r.skipped and not r.connected and r.error is None for r in report.results)
+
+
+def test_the_server_sees_no_session_when_nothing_is_to_apply(tenant_factory, db_access):
+    """PostgreSQL refuses every connection to the tenants' databases: the fleet run still succeeds."""
+    tenants = [tenant_factory(unique_slug("fleet"), server="pg") for _ in range(3)]
+    for tenant in tenants:
+        tenant.database.close_everywhere()
+    url = settings.TENANT_SCHEMA["SERVERS"]["pg"].rstrip("/") + "/postgres"
+    with psycopg.connect(url, autocommit=True) as admin:
+        names = [tenant.database_name for tenant in tenants]
+        for name in names:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            report = migrate_tenants([t.slug for t in tenants])
+            assert report.ok and all(r.skipped and not r.connected for r in report.results)
+            verified = migrate_tenants([t.slug for t in tenants], verify=True)  # --verify does connect
+            assert [r.slug for r in verified.failures] == [t.slug for t in tenants]
+            assert all("not currently accepting connections" in r.error for r in verified.failures)
+        finally:
+            for name in names:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_tenants_from_before_the_fingerprint_are_checked_once_then_skipped(tenant_factory):
+    tenants = [tenant_factory(unique_slug("fleet"), server="sqlite") for _ in range(2)]
+    Tenant.objects.filter(pk__in=[t.pk for t in tenants]).update(migrated_to="")  # as after upgrading
+    first = migrate_tenants()
+    assert all(r.skipped and r.connected for r in first.results)
+    assert all(recorded(t) == migration_plan().fingerprint for t in tenants)
+    second = migrate_tenants()
+    assert all(r.skipped and not r.connected for r in second.results)
+
+
+def test_a_migrated_tenant_is_recorded_at_the_new_plan(server_key, tenant_factory):
+    tenants = old_tenants(tenant_factory, server_key, 2)
+    assert all(recorded(t) not in ("", migration_plan().fingerprint) for t in tenants)
+    report = migrate_tenants([t.slug for t in tenants])
+    assert all(r.applied == [PINNED] for r in report.results)
+    assert all(recorded(t) == migration_plan().fingerprint for t in tenants)
+    with tenant_connections_opened() as opened:
+        again = migrate_tenants([t.slug for t in tenants])
+    assert opened == [] and all(not r.connected for r in again.results)
+
+
+def test_verify_finds_a_tenant_changed_behind_the_registrys_back(server_key, tenant_factory):
+    tenant = tenant_factory(unique_slug("fleet"), server=server_key)
+    executor = MigrationExecutor(tenant.database.connection)
+    executor.migrate([("tenantapp", "0001_initial")])  # Django directly, not through tenant-schema
+    assert not has_pinned(tenant)
+    trusted = migrate_tenants([tenant.slug])
+    assert trusted.results[0].skipped and not trusted.results[0].connected  # the registry cannot know
+    verified = migrate_tenants([tenant.slug], verify=True)
+    assert [r.slug for r in verified.drifted] == [tenant.slug]
+    assert verified.results[0].applied == [PINNED] and has_pinned(tenant)
+    assert recorded(tenant) == migration_plan().fingerprint
+
+
+def test_verify_in_the_command_reports_drift(tenant_factory, capsys):
+    tenant = tenant_factory(unique_slug("fleet"), server="sqlite")
+    MigrationExecutor(tenant.database.connection).migrate([("tenantapp", "0001_initial")])
+    call_command("tenant_migrate", tenant.slug, verify=True, progress=False)
+    err = capsys.readouterr().err
+    assert f"{tenant.slug}: drift" in err
+
+
+def test_djangos_migrate_on_a_tenant_alias_keeps_the_registry_truthful(tenant_factory):
+    tenant = tenant_factory(unique_slug("fleet"), server="sqlite")
+    call_command("migrate", "tenantapp", "0001", database=tenant.database.alias, verbosity=0)
+    assert recorded(tenant) == ""  # behind the plan: the next fleet run connects to it
+    report = migrate_tenants([tenant.slug])
+    assert report.results[0].applied == [PINNED]
+    call_command("migrate", "tenantapp", "0001", database=tenant.database.alias, verbosity=0)
+    call_command("migrate", database=tenant.database.alias, verbosity=0)
+    assert recorded(tenant) == migration_plan().fingerprint
+
+
+def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_factory, monkeypatch):
+    """Seen: with max_tasks_per_child, 200 tenants over 2 workers stopped at 100 and waited for ever."""
+    monkeypatch.setattr(provisioning, "TASKS_PER_WORKER", 2)
+    tenants = old_tenants(tenant_factory, "sqlite", 6)  # 6 > 2 workers x 2 tasks
+    outcome: dict = {}
+    worker = threading.Thread(
+        target=lambda: outcome.setdefault("report", migrate_tenants([t.slug for t in tenants], jobs=2)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive(), "migrate_tenants(jobs=2) did not finish"
+    report = outcome["report"]
+    assert report.ok, report.failures
+    assert sorted(r.slug for r in report.results if r.applied == [PINNED]) == sorted(t.slug for t in tenants)
+
+
+def test_registering_with_a_reserved_pool_slug_is_refused(db_access):
+    with pytest.raises(ValueError, match="reserved for the warm pool"):
+        provisioning.register_tenant("pool-0123456789abcdef")
