@@ -24,8 +24,23 @@ DEFAULTS: dict[str, Any] = {
     "SHARED_APPS": [],
     # Dataclass tables every new tenant gets: [("pkg.mod.Class", "table", "pk"), ...]
     "TENANT_TABLES": [],
-    # Most tenant connections kept open per process before idle ones are closed.
-    "MAX_OPEN_CONNECTIONS": 100,
+    # Most connections tenant-schema holds open per process (tenants' and the
+    # servers' own), across threads and async tasks. Low on purpose: every
+    # process of the site gets this many, and PostgreSQL allows 100 in all by
+    # default (MySQL 151); keep processes x cap + the site's own connections
+    # below the server's max_connections (docs/configuration.md).
+    "MAX_OPEN_CONNECTIONS": 20,
+    # Seconds a thread waits for a free connection slot (other threads close
+    # idle ones at their next tenant query or request end) before failing
+    # with ConnectionLimitReached. 0 fails at once.
+    "CONNECTION_WAIT_TIMEOUT": 5,
+    # Most tenant aliases (and bindings) kept per process; the least recently
+    # used idle ones are forgotten past it. None: 10 x MAX_OPEN_CONNECTIONS.
+    "MAX_ALIASES": None,
+    # New tenant databases are cloned from a per-server template at the
+    # current migration plan where the dialect can (PostgreSQL database
+    # isolation, SQLite); False always creates them with DDL.
+    "CLONE_TEMPLATES": True,
     # How middleware finds the tenant: "subdomain", "header", "path" or a dotted path.
     "RESOLVER": "subdomain",
     "HEADER": "X-Tenant",

@@ -2,12 +2,18 @@
 
 A binding is made from the registry's row (``Tenant.database``); this module
 never derives a tenant's location from a slug on its own. The aliases
-themselves, and the cap on open connections, live in ``aliases``.
+themselves, and the caps on open connections and aliases, live in ``aliases``.
+
+Bindings are kept for the ``MAX_ALIASES`` least recently bound tenants; one
+evicted is still returned while anything holds it, and one with tables
+registered in this process is kept (those tables are process state).
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +25,17 @@ from .aliases import (  # noqa: F401 - re-exported: the connection API of this l
     ADMIN_ALIAS_PREFIX,
     ALIAS_PREFIX,
     INTERNAL_ALIAS_PREFIX,
-    _forget_open,
+    ConnectionLimitReached,
     _initialized,
     admin_alias,
     close_alias_connections,
     close_tenant_connections,
     discard_connection,
+    max_aliases,
     open_tenant_connections,
+    pin_alias,
     register_alias,
+    released,
     tenant_alias,
     touch,
     unregister_alias,
@@ -89,6 +98,7 @@ class TenantDatabase:
         return settings
 
     def ensure_alias(self) -> None:
+        pin_alias(self.alias)  # not evicted between this check and its use
         if self.alias not in connections.settings:
             register_alias(self.alias, self.connection_settings())
 
@@ -108,6 +118,7 @@ class TenantDatabase:
         """
         if not self.server.tenant_roles:
             return self.connection
+        pin_alias(self.admin_alias)
         if self.admin_alias not in connections.settings:
             register_alias(self.admin_alias, self.connection_settings(as_server_user=True))
         return connections[self.admin_alias]
@@ -159,12 +170,19 @@ class TenantDatabase:
     def close(self) -> None:
         """Close this thread's connections to the tenant."""
         for alias in (self.alias, self.admin_alias):
-            if alias in connections.settings:
+            if alias in connections.settings and _initialized(alias):
                 connections[alias].close()
 
 
-_tenants: dict[str, TenantDatabase] = {}
+#: Bindings, least recently bound first (at most ``MAX_ALIASES``).
+_tenants: OrderedDict[str, TenantDatabase] = OrderedDict()
+#: Bindings evicted from ``_tenants`` that have tables registered in this process.
+_tenants_with_tables: dict[str, TenantDatabase] = {}
+#: Bindings evicted from ``_tenants`` that something still holds.
+_tenants_evicted: weakref.WeakValueDictionary[str, TenantDatabase] = weakref.WeakValueDictionary()
 _tenants_lock = threading.Lock()
+#: Settings that say where an alias connects; an alias registered with others is a stale location.
+LOCATION_SETTINGS = ("ENGINE", "NAME", "HOST", "PORT", "USER", "OPTIONS")
 
 
 def database_name(slug: str, server: Server) -> str:
@@ -208,7 +226,51 @@ def _unbind(bound: TenantDatabase) -> None:
     bound.close_everywhere()
     for alias in (bound.alias, bound.admin_alias):
         unregister_alias(alias)
-        _forget_open(alias)
+
+
+def _registered_elsewhere(tenant_db: TenantDatabase) -> bool:
+    """Whether the tenant's aliases are registered with another location than ``tenant_db``'s.
+
+    A binding evicted from the cache may leave its aliases registered; a
+    new binding checks them before trusting them.
+    """
+    for alias, as_server_user in ((tenant_db.alias, False), (tenant_db.admin_alias, True)):
+        registered = connections.settings.get(alias)
+        if registered is None:
+            continue
+        if as_server_user and not tenant_db.server.tenant_roles:
+            return True
+        try:
+            fresh = tenant_db.connection_settings(as_server_user=as_server_user)
+        except Exception:  # noqa: BLE001 - unknown: forgetting the aliases is always safe
+            return True
+        if any(registered.get(key) != fresh.get(key) for key in LOCATION_SETTINGS):
+            return True
+    return False
+
+
+def _cached(slug: str) -> TenantDatabase | None:
+    """The binding of ``slug`` if this process has one (under ``_tenants_lock``), back at the LRU's end."""
+    bound = _tenants.get(slug)
+    if bound is None:
+        bound = _tenants_with_tables.pop(slug, None) or _tenants_evicted.pop(slug, None)
+        if bound is None:
+            return None
+        _tenants[slug] = bound
+    _tenants.move_to_end(slug)
+    return bound
+
+
+def _evict_bindings() -> None:
+    """Past ``MAX_ALIASES`` bindings, drop the least recently bound (under ``_tenants_lock``)."""
+    excess = len(_tenants) - max_aliases()
+    while excess > 0 and _tenants:
+        slug, bound = _tenants.popitem(last=False)
+        if bound._tables:
+            _tenants_with_tables[slug] = bound
+        else:
+            _tenants_evicted[slug] = bound
+        excess -= 1
 
 
 def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
@@ -221,24 +283,33 @@ def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
     validate_slug(slug)
     bound = _tenants.get(slug)
     if bound is not None and bound.server.key == server and bound.name == name:
+        try:
+            _tenants.move_to_end(slug)
+        except KeyError:  # evicted meanwhile by another thread: still a valid binding
+            pass
         return bound
     srv = get_server(server)
     _valid_name(name, srv)
     with _tenants_lock:
-        bound = _tenants.get(slug)
+        bound = _cached(slug)
         if bound is not None:
             if bound.server.key == srv.key and bound.name == name:
                 return bound
             _unbind(bound)  # the registry says it moved (purged and registered again elsewhere)
-        tenant_db = _tenants[slug] = TenantDatabase(slug, srv, name)
+        tenant_db = TenantDatabase(slug, srv, name)
+        if bound is None and _registered_elsewhere(tenant_db):
+            _unbind(tenant_db)  # an evicted binding's aliases, for the old location
+        _tenants[slug] = tenant_db
+        _evict_bindings()
         return tenant_db
 
 
 def forget_binding(tenant_db: TenantDatabase) -> None:
     """Close and forget the tenant's aliases in this process (its database is gone or moved)."""
     with _tenants_lock:
-        if _tenants.get(tenant_db.slug) is tenant_db:
-            del _tenants[tenant_db.slug]
+        for cache in (_tenants, _tenants_with_tables, _tenants_evicted):
+            if cache.get(tenant_db.slug) is tenant_db:
+                del cache[tenant_db.slug]
     _unbind(tenant_db)
 
 
@@ -255,4 +326,4 @@ def drop_bound_database(tenant_db: TenantDatabase) -> bool:
 
 def bound_tenants() -> list[TenantDatabase]:
     with _tenants_lock:
-        return list(_tenants.values())
+        return [*_tenants.values(), *_tenants_with_tables.values(), *_tenants_evicted.values()]

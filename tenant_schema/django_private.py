@@ -9,6 +9,7 @@ module to look at. Tested on Django 5.2 LTS (``pyproject.toml`` pins
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connections, router
@@ -23,6 +24,66 @@ def has_connection(alias: str) -> bool:
     ``ConnectionHandler._connections`` (an ``asgiref.local.Local``).
     """
     return hasattr(connections._connections, alias)
+
+
+def on_connection_object(hook: Callable[[Any], None]) -> None:
+    """Call ``hook(wrapper)`` on every connection object Django builds for an alias.
+
+    ``ConnectionHandler.__getitem__`` builds a thread's (or async context's)
+    wrapper with ``self.create_connection(alias)`` the first time the alias
+    is used there; that method is replaced on the ``connections`` instance
+    (the class is left alone). Installing again replaces the hook.
+    """
+    connections._tenant_schema_hook = hook
+    if "create_connection" in vars(connections):
+        return
+
+    def create_connection(alias: str):
+        wrapper = type(connections).create_connection(connections, alias)
+        connections._tenant_schema_hook(wrapper)
+        return wrapper
+
+    connections.create_connection = create_connection
+
+
+def gate_connect(
+    wrapper,
+    *,
+    before_connect: Callable[[Any], None],
+    after_connect: Callable[[Any], None],
+    after_close: Callable[[Any], None],
+) -> None:
+    """Run callbacks around one wrapper's physical connects and closes.
+
+    Django has no pre-connect signal. ``BaseDatabaseWrapper.connect`` calls
+    ``self.get_new_connection(params)`` (the physical connect) after its
+    async-safety and settings checks, and ``close`` ends the connection;
+    both are looked up on the instance, so they are replaced there:
+    ``before_connect`` runs right before the physical connect (raising
+    leaves the wrapper unconnected), ``after_connect`` once ``connect``
+    returned or failed, ``after_close`` after every ``close``.
+    """
+    cls = type(wrapper)
+
+    def get_new_connection(conn_params):
+        before_connect(wrapper)
+        return cls.get_new_connection(wrapper, conn_params)
+
+    def connect():
+        try:
+            cls.connect(wrapper)
+        finally:
+            after_connect(wrapper)
+
+    def close():
+        try:
+            cls.close(wrapper)
+        finally:
+            after_close(wrapper)
+
+    wrapper.get_new_connection = get_new_connection
+    wrapper.connect = connect
+    wrapper.close = close
 
 
 # -- schema editor -----------------------------------------------------------------

@@ -57,8 +57,9 @@ def test_the_server_url_can_ask_for_persistent_connections(settings, db_access, 
         drop_tenant_db(tenant_id, server="pooled")
 
 
-def test_concurrent_registration_is_idempotent_and_never_breaks_iteration(db_access):
+def test_concurrent_registration_is_idempotent_and_never_breaks_iteration(db_access, settings):
     """Threads registering aliases while others iterate connections (as every request end does)."""
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "MAX_ALIASES": 1000}  # all 300 stay registered
     slugs = [f"reg-{new_tenant_id()}" for _ in range(300)]
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -112,15 +113,25 @@ def cap_of_three(settings, db_access):
 
 
 def pg_backends(names: list[str], expected: int) -> int:
-    """Server-side backends on ``names``; waits (bounded) for closed ones to finish exiting."""
+    """Server-side backends on ``names``; waits (bounded) for closed ones to finish exiting.
+
+    Counted on a psycopg connection of its own: the server's alias counts
+    against MAX_OPEN_CONNECTIONS, and using it would close a tenant's.
+    """
     import time
+
+    import psycopg
 
     from tenant_schema.servers import get_server
 
+    params = get_server("pg").settings
     for _ in range(50):
-        with get_server("pg").connection().cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)", [names])
-            count = cursor.fetchone()[0]
+        with psycopg.connect(
+            host=params["HOST"], port=params["PORT"], user=params["USER"], dbname="postgres", autocommit=True
+        ) as counter:
+            count = counter.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)", [names]
+            ).fetchone()[0]
         if count == expected:
             break
         time.sleep(0.1)  # a backend leaves pg_stat_activity shortly after its client hangs up
@@ -163,26 +174,32 @@ def test_a_connection_inside_a_transaction_is_never_evicted(cap_of_three, make_t
 
 
 def test_another_threads_connection_is_closed_by_that_thread(cap_of_three, make_tenant_db):
+    """At the cap with no idle connection of its own, a thread asks the others and waits for one to close."""
+    import time
+
+    from tenant_schema import aliases
+
     tdbs = [make_tenant_db("sqlite") for _ in range(4)]
-    opened, evicted, done = threading.Event(), threading.Event(), threading.Event()
+    close_tenant_connections()
+    opened = threading.Event()
     seen = {}
 
     def worker():
         query(tdbs[0])
         opened.set()
-        evicted.wait(10)
+        deadline = time.monotonic() + 10
+        while not aliases._open.pending.get(threading.get_ident()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the main thread, at the cap, asks this one
         seen["before"] = connections[tdbs[0].alias].connection is not None
         databases.touch(tdbs[1].alias)  # its next tenant use closes what the cap asked it to
         seen["after"] = connections[tdbs[0].alias].connection is not None
-        done.set()
 
     thread = threading.Thread(target=worker)
     thread.start()
     opened.wait(10)
-    for tdb in tdbs[1:]:
-        query(tdb)
-    evicted.set()
-    done.wait(10)
+    with tdbs[1].atomic(), tdbs[2].atomic():  # nothing idle of its own to close
+        query(tdbs[3])  # waits for the worker
+        assert open_tenant_connections() == 3
     thread.join()
     assert seen == {"before": True, "after": False}
     assert open_tenant_connections() == 3
