@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ISOLATION_DATABASE = "database"
 ISOLATION_SCHEMA = "schema"
+#: ``?pooler=`` of a server URL: no pooler, or one pooling sessions or transactions.
+POOLER_NONE = ""
+POOLER_SESSION = "session"
+POOLER_TRANSACTION = "transaction"
 
 #: Every tenant role name ends with this (``tenant_acme_owner``).
 ROLE_SUFFIX = "_owner"
@@ -61,6 +65,10 @@ class Dialect:
     can_rollback_ddl: ClassVar[bool] = False
     #: Tenants may be isolated by schema inside one database (``?isolation=schema``).
     supports_schema_isolation: ClassVar[bool] = False
+    #: Schema isolation works behind a connection pooler (``?pooler=transaction``
+    #: or ``session``): ``apply_transaction_search_path`` points each
+    #: transaction, not the session, at the tenant's schema.
+    supports_transaction_search_path: ClassVar[bool] = False
     #: ``clone_database`` can copy a template database.
     can_clone_databases: ClassVar[bool] = False
     #: Longest identifier (table, column, index, database name) the engine takes.
@@ -119,15 +127,31 @@ class Dialect:
         """Connection settings of a tenant whose database is ``database_name``."""
         settings = dict(server.settings)
         settings["OPTIONS"] = dict(settings.get("OPTIONS", {}))
-        if server.isolation == ISOLATION_SCHEMA:
-            self.apply_search_path(settings, database_name)
-        else:
+        if server.isolation != ISOLATION_SCHEMA:
             settings["NAME"] = database_name
+        elif server.pooler:  # PgBouncer refuses a start-up search_path in any pool mode
+            self.apply_transaction_search_path(settings, database_name)
+        else:
+            self.apply_search_path(settings, database_name)
         return settings
 
     def apply_search_path(self, settings: dict[str, Any], schema: str) -> None:
         """Point a connection at ``schema`` (schema isolation only)."""
         raise ImproperlyConfigured(f"the {self.name} dialect cannot isolate tenants by schema")
+
+    def apply_transaction_search_path(self, settings: dict[str, Any], schema: str) -> None:
+        """Point every transaction of a connection at ``schema`` (schema isolation behind a pooler).
+
+        A transaction pooler hands the server connection to another client
+        after each transaction, so nothing set once per session (a startup
+        parameter, a session-level ``SET``) may decide which schema a
+        statement reaches: each transaction must set it, before its first
+        statement, for itself only. (Poolers in session mode get the same,
+        as PgBouncer refuses the start-up parameter in every mode.)
+        """
+        raise ImproperlyConfigured(
+            f"the {self.name} dialect cannot set a tenant's schema in each transaction (behind a pooler)"
+        )
 
     def database_exists(self, server: Server, name: str) -> bool:
         """Whether the tenant database (or schema) ``name`` exists. A new dialect must override it."""
@@ -142,8 +166,17 @@ class Dialect:
         raise NotImplementedError(f"{type(self).__name__} must implement drop_database(server, name)")
 
     def clone_database(self, server: Server, template: str, name: str) -> bool:
-        """Copy ``template`` to ``name``; ``False`` where the dialect cannot."""
+        """Copy ``template`` to ``name``; ``False`` where the dialect cannot, or ``name`` exists."""
         return False
+
+    def rename_database(self, server: Server, old: str, new: str) -> bool:
+        """Rename the database ``old`` to ``new`` in one step; ``False`` when ``new`` exists.
+
+        Only called where ``can_clone_databases`` is true: a clone template is
+        built under a temporary name and renamed into place once complete, so
+        no clone is ever taken from a half-built template.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement rename_database(server, old, new)")
 
     # -- per-tenant roles (``?tenant_roles=true``) -------------------------
     # The ``*_sql`` methods build statements (names quoted by the server

@@ -11,7 +11,13 @@ are taken out of the query string:
   (tenant aliases default to ``CONN_MAX_AGE=0``);
 - ``tenant_roles=true``: each tenant connects as its own database role,
   which owns its database (or schema) and nothing else; the URL's user only
-  creates and drops databases and roles (see ``docs/isolation.md``).
+  creates and drops databases and roles (see ``docs/isolation.md``);
+- ``pooler=transaction`` (or ``session``): the URL reaches the database
+  through a connection pooler (PgBouncer) in that mode. Under transaction
+  pooling no connection may rely on session state, so Django's server-side
+  cursors are disabled; behind either, schema isolation sets the search
+  path inside each transaction instead of as a start-up parameter (see
+  ``docs/operations.md``).
 """
 
 from __future__ import annotations
@@ -31,11 +37,18 @@ from django.db import connections
 
 from . import conf
 from .aliases import register_alias, server_alias
-from .dialects import ISOLATION_DATABASE, ISOLATION_SCHEMA, Dialect
+from .dialects import (
+    ISOLATION_DATABASE,
+    ISOLATION_SCHEMA,
+    POOLER_NONE,
+    POOLER_SESSION,
+    POOLER_TRANSACTION,
+    Dialect,
+)
 from .exceptions import UnknownDialect, UnknownServer
 from .plugins import get_plugins
 
-OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks", "tenant_roles", "pool")
+OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks", "tenant_roles", "pool", "pooler")
 MAX_POOL = 1000
 
 
@@ -52,6 +65,8 @@ class Server:
     tenant_roles: bool = False
     #: Provisioned, unassigned databases kept ready for sign-ups (``?pool=N``).
     pool: int = 0
+    #: The connection pooler between us and the database (``?pooler=transaction``), or ``""``.
+    pooler: str = POOLER_NONE
 
     @property
     def alias(self) -> str:
@@ -233,6 +248,12 @@ def parse_server(key: str, url: str) -> Server:
         raise ImproperlyConfigured(
             f"tenant server {key!r}: pool must be a whole number of databases from 0 to {MAX_POOL}, not {pool!r}"
         )
+    pooler = _pooler(key, dialect, isolation, options.pop("pooler", POOLER_NONE))
+    if pooler == POOLER_TRANSACTION:
+        # A server-side cursor (DECLARE ... WITH HOLD) lives in the server
+        # session, which the pooler hands to another client after each
+        # transaction: Django's documented setting for transaction pooling.
+        parsed["DISABLE_SERVER_SIDE_CURSORS"] = True
     return Server(
         key=key,
         url=url,
@@ -241,7 +262,30 @@ def parse_server(key: str, url: str) -> Server:
         isolation=isolation,
         tenant_roles=tenant_roles,
         pool=pool,
+        pooler=pooler,
     )
+
+
+def _pooler(key: str, dialect: Dialect, isolation: str, value: object) -> str:
+    """``pooler`` from a URL: ``session`` or ``transaction`` (``""`` when absent or ``none``)."""
+    value = POOLER_NONE if value in ("none", POOLER_NONE) else value
+    if value == "statement":
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: pooler=statement cannot run a transaction of more than one "
+            "statement (Django's atomic blocks, migrations); use pooler=transaction and set "
+            "pool_mode = transaction in the pooler"
+        )
+    if value not in (POOLER_NONE, POOLER_SESSION, POOLER_TRANSACTION):
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: pooler must be 'transaction', 'session' or 'none', not {value!r}"
+        )
+    if value and isolation == ISOLATION_SCHEMA and not dialect.supports_transaction_search_path:
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: the {dialect.name} dialect cannot set a tenant's schema in each "
+            "transaction, so schema isolation cannot go through a pooler; use isolation=database, "
+            "or connect without the pooler"
+        )
+    return str(value)
 
 
 def _tenant_roles(key: str, dialect: Dialect, value: object) -> bool:

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -86,6 +87,12 @@ SERVERS = {
 }
 if os.environ.get("TENANT_SCHEMA_COCKROACH_URL"):
     SERVERS["crdb"] = os.environ["TENANT_SCHEMA_COCKROACH_URL"]
+if os.environ.get("TENANT_SCHEMA_PGBOUNCER_URL"):  # ./run test starts PgBouncer (tests/test_pgbouncer.py)
+    # Each run has its own PgBouncer port, and its schema tenants their own shared database.
+    _bouncer = os.environ["TENANT_SCHEMA_PGBOUNCER_URL"]
+    _shared = f"tstest_bouncer_{urllib.parse.urlsplit(_bouncer).port}"
+    SERVERS["pgbouncer"] = _bouncer + "?pooler=transaction"
+    SERVERS["pgbouncerschema"] = _bouncer + f"{_shared}?isolation=schema&pooler=transaction"
 
 TENANT_SCHEMA = {
     "SERVERS": SERVERS,
