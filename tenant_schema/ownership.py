@@ -25,6 +25,9 @@ from django.utils import timezone
 from .exceptions import NotOurDatabase
 
 MARKER_TABLE = "tenant_schema_owner"
+#: The origin of a clone template's marker: its tenant_uid is the migration
+#: fingerprint the template holds, not a tenant's.
+TEMPLATE_ORIGIN = "template"
 
 _model: type[models.Model] | None = None
 
@@ -38,8 +41,9 @@ def marker_model() -> type[models.Model]:
             # One row, always pk 1: a second writer fails on the key instead of adding a row.
             id = models.IntegerField(primary_key=True, default=1)
             tenant_uid = models.CharField(max_length=32)
-            #: "created" (this registry created the database) or "claimed" (an operator
-            #: said it is the tenant's): a claimed database is never dropped and re-created.
+            #: "created" (this registry created the database), "claimed" (an operator
+            #: said it is the tenant's: never dropped and re-created) or "template"
+            #: (a clone template, whose tenant_uid is the migration fingerprint it holds).
             origin = models.CharField(max_length=10, default="created")
             slug = models.CharField(max_length=40)
             created_at = models.DateTimeField()
@@ -97,6 +101,29 @@ def write_marker(tenant_db, tenant, *, origin: str = "created") -> None:
     with connection.schema_editor(atomic=connection.features.can_rollback_ddl) as editor:
         editor.create_model(model)
         insert()
+
+
+def rewrite_marker(tenant_db, tenant) -> None:
+    """Make the marker of a database cloned from a clone template ``tenant``'s.
+
+    A clone carries its template's marker (origin ``template``); only such a
+    marker is rewritten, so no tenant's marker is ever taken over.
+    """
+    connection = tenant_db.admin_connection
+    updated = (
+        marker_model()
+        .objects.using(connection.alias)
+        .filter(pk=1, origin=TEMPLATE_ORIGIN)
+        .update(tenant_uid=tenant.uid.hex, origin="created", slug=tenant.slug, created_at=timezone.now())
+    )
+    if updated != 1:
+        check_owner(tenant_db, tenant)  # NotOurDatabase, naming whose it is
+
+
+def is_unclaimed_clone(tenant_db) -> bool:
+    """Whether the database still carries a clone template's marker (a clone nobody has marked yet)."""
+    marker = read_marker(tenant_db)
+    return marker is not None and marker.origin == TEMPLATE_ORIGIN
 
 
 def was_created_here(tenant_db) -> bool:

@@ -36,6 +36,7 @@ from django.utils.module_loading import import_string
 
 from . import conf, credentials, databases, ownership, registry
 from .databases import TenantDatabase, database_name
+from .dialects import ISOLATION_DATABASE
 from .exceptions import TenantNotFound, TenantSchemaError
 from .migration_plan import Key, MigrationPlan, migration_plan
 from .models import Tenant
@@ -304,19 +305,31 @@ def _mark_failed(pk: int, exc: BaseException) -> None:
 def provision(tenant: Tenant) -> None:
     """Bring the tenant's database to the current schema; safe to repeat.
 
-    The registry row is not changed here (``register_tenant`` does that).
+    A new database is cloned from the server's clone template where the
+    dialect can (``can_clone_databases``): the tables, the recorded
+    migrations and the ``TENANT_TABLES`` come with it. Otherwise it is
+    created and its tables built. The registry row is not changed here
+    (``register_tenant`` does that).
     """
     tenant_db = tenant.database
     server = tenant_db.server
     hook = get_plugins().hook
-    fresh = hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
+    plan = migration_plan()
+    cloned = tenant.provisioned_at is None and clone_into(tenant_db, plan)
+    fresh = cloned or hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
     if fresh:
-        _mark_or_undo(tenant_db, tenant)
+        _mark_or_undo(tenant_db, tenant, cloned=cloned)
+    elif tenant.provisioned_at is None and ownership.is_unclaimed_clone(tenant_db):
+        # A clone an interrupted attempt made and did not mark: complete, and nobody's yet.
+        ownership.rewrite_marker(tenant_db, tenant)
+        cloned = fresh = True
     else:
         ownership.check_owner(tenant_db, tenant)  # never adopt or recreate someone else's database
     # Before anything connects as the tenant: with ?tenant_roles=true the
     # tenant's alias logs in as its own role, which this creates or re-keys.
     credentials.ensure_tenant_role(server, tenant_db.name)
+    if cloned:
+        return  # the template holds the plan and the TENANT_TABLES
     if (
         not fresh
         and tenant.provisioned_at is None
@@ -327,7 +340,6 @@ def provision(tenant: Tenant) -> None:
         ownership.write_marker(tenant_db, tenant)
         credentials.ensure_tenant_role(server, tenant_db.name)
         fresh = True
-    plan = migration_plan()
     # A database this call created is empty: no need to ask it what it has.
     applied = set() if fresh else applied_migrations(tenant_db)
     if not applied and plan.direct_ok:
@@ -337,7 +349,133 @@ def provision(tenant: Tenant) -> None:
     create_tenant_tables(tenant_db)
 
 
-def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant) -> None:
+# -- clone templates ------------------------------------------------------------
+# Where the engine copies a database faster than DDL builds one (PostgreSQL's
+# CREATE DATABASE ... TEMPLATE, SQLite's backup API), each server keeps one
+# template database at the current migration plan. It is built under a
+# temporary name and renamed into place when complete, so a clone never
+# starts from a half-built template; its marker (origin "template") holds the
+# plan's fingerprint, and a template of another plan is replaced.
+
+_templates: dict[str, str] = {}  # server key -> fingerprint of the template verified in this process
+
+
+def template_name(server: Server) -> str:
+    """The clone template's database name on ``server`` (no slug can derive it: slugs never start with "-")."""
+    return databases._valid_name(f"{conf.get('DATABASE_PREFIX')}_template", server)
+
+
+def can_clone(server: Server, plan: MigrationPlan) -> bool:
+    """Whether new databases on ``server`` are cloned from a template."""
+    return bool(
+        conf.get("CLONE_TEMPLATES")
+        and server.dialect.can_clone_databases
+        and server.isolation == ISOLATION_DATABASE
+        and not server.tenant_roles  # a clone would be owned by the server user, not the tenant's role
+        and plan.direct_ok
+        and tenant_models()
+    )
+
+
+def clone_into(tenant_db: TenantDatabase, plan: MigrationPlan) -> bool:
+    """Clone the server's template into the tenant's (new) database; False when not cloned.
+
+    Any failure to clone (the template is being rebuilt, another session is
+    connected to it) is logged and answered with False: the caller creates
+    the database the ordinary way.
+    """
+    server = tenant_db.server
+    if not can_clone(server, plan):
+        return False
+    try:
+        template = ensure_template(server, plan)
+        cloned = bool(
+            get_plugins().hook.tenant_schema_clone_database(
+                dialect=server.dialect, server=server, template=template, name=tenant_db.name
+            )
+        )
+    except Exception:
+        logger.warning("could not clone the template on server %s; creating the database", server.key, exc_info=True)
+        _templates.pop(server.key, None)
+        return False
+    return cloned
+
+
+def ensure_template(server: Server, plan: MigrationPlan) -> str:
+    """The name of ``server``'s clone template at ``plan``, built (or rebuilt) if needed."""
+    name = template_name(server)
+    fingerprint = plan.fingerprint
+    if _templates.get(server.key) == fingerprint:
+        return name
+    template = TenantDatabase("clone-template", server, name)
+    marker = None
+    with _released(template):
+        if template.exists():
+            marker = ownership.read_marker(template)
+            if marker is None or marker.origin != ownership.TEMPLATE_ORIGIN:
+                raise TenantSchemaError(
+                    f"database {name!r} on server {server.key!r} is not a tenant-schema clone template; "
+                    "tenant-schema will not use or replace it (remove it, or set CLONE_TEMPLATES to False)"
+                )
+    if marker is None or marker.tenant_uid != fingerprint:
+        _build_template(server, plan, replace=marker is not None)
+    _templates[server.key] = fingerprint
+    return name
+
+
+def _build_template(server: Server, plan: MigrationPlan, *, replace: bool) -> None:
+    """Build a template at ``plan`` under a temporary name, then rename it into place."""
+    hook = get_plugins().hook
+    name = template_name(server)
+    # One build name per server: a build a killed process left behind is
+    # dropped by the next build (it is half-built and nobody's), so leftovers
+    # never accumulate. Two processes building at once make each other fall
+    # back to creating their tenant's database with DDL: slower, never wrong.
+    building = TenantDatabase("clone-template-build", server, databases._valid_name(f"{name}_build", server))
+    hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=building.name)
+    hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=building.name)
+    try:
+        with _released(building):
+            create_from_models(building, plan, fresh=True)
+            create_tenant_tables(building)
+            _write_template_marker(building, plan.fingerprint)
+        if replace:  # the old template holds another plan, and no tenant's data
+            hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=name)
+        if not server.dialect.rename_database(server, building.name, name):
+            raise DatabaseError(f"another process installed a template {name!r} first")
+    except BaseException:
+        building.close()
+        hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=building.name)
+        raise
+
+
+def drop_clone_templates(server: str | None = None) -> int:
+    """Drop the clone template of every server (or of ``server``); how many were dropped.
+
+    Only a database whose marker says it is a clone template; the next
+    registration on the server builds a new one. ``tenant_pool --drain`` calls it.
+    """
+    hook = get_plugins().hook
+    dropped = 0
+    for key in [server] if server is not None else list(server_urls()):
+        srv = get_server(key)
+        if not srv.dialect.can_clone_databases or srv.isolation != ISOLATION_DATABASE:
+            continue
+        _templates.pop(srv.key, None)
+        template = TenantDatabase("clone-template", srv, template_name(srv))
+        with _released(template):
+            if not template.exists() or not ownership.is_unclaimed_clone(template):
+                continue
+        dropped += bool(hook.tenant_schema_drop_database(dialect=srv.dialect, server=srv, name=template.name))
+    return dropped
+
+
+def _write_template_marker(template: TenantDatabase, fingerprint: str) -> None:
+    stand_in = Tenant(slug="clone-template", uid=uuid.UUID(fingerprint))
+    ownership.write_marker(template, stand_in, origin=ownership.TEMPLATE_ORIGIN)
+
+
+def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = False) -> None:
     """Write the ownership marker into the database this call just created, or drop it again.
 
     If writing the marker fails (the server dropped the connection), the
@@ -346,7 +484,10 @@ def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant) -> None:
     killed between the two steps leaves one (``tenant_claim`` resolves it).
     """
     try:
-        ownership.write_marker(tenant_db, tenant)
+        if cloned:
+            ownership.rewrite_marker(tenant_db, tenant)
+        else:
+            ownership.write_marker(tenant_db, tenant)
     except BaseException:
         server = tenant_db.server
         try:

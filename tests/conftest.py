@@ -14,11 +14,15 @@ from django.conf import settings
 
 LIVE_SERVERS = ["sqlite", "pg", "mysql"] + (["crdb"] if "crdb" in settings.TENANT_SCHEMA["SERVERS"] else [])
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: Servers in tests/settings.py only while a service ``./run test`` starts runs: the variable naming it.
+SERVICE_SERVERS = {"pgbouncer": "TENANT_SCHEMA_PGBOUNCER_URL", "pgbouncerschema": "TENANT_SCHEMA_PGBOUNCER_URL"}
 _reachable: dict[str, str | None] = {}
 
 
 def server_problem(key: str) -> str | None:
     """``None`` if the server answers, else why not (cached per session)."""
+    if key in SERVICE_SERVERS and key not in settings.TENANT_SCHEMA["SERVERS"]:
+        return f"{key} is not configured: {SERVICE_SERVERS[key]} is not set (./run test starts the service and sets it)"
     if key not in _reachable:
         from tenant_schema.servers import get_server
 
@@ -92,6 +96,18 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.django_db(transaction=True))
         for attack in classes_for(item.nodeid):
             item.add_marker(pytest.mark.attack(attack))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_clone_templates(django_db_setup, django_db_blocker):
+    """New tenant databases are cloned from a template per server: drop them after the run."""
+    yield
+    from tenant_schema.provisioning import drop_clone_templates
+
+    with django_db_blocker.unblock():
+        for key in LIVE_SERVERS:
+            if server_problem(key) is None:
+                drop_clone_templates(key)
 
 
 @pytest.fixture

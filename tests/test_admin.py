@@ -132,6 +132,10 @@ class RefusingServer:
     def tenant_schema_create_database(self, dialect, server, name):
         raise OperationalError("could not create database: no space left on device")
 
+    @hookimpl(tryfirst=True)
+    def tenant_schema_clone_database(self, dialect, server, template, name):
+        raise OperationalError("could not create database: no space left on device")
+
 
 def test_adding_a_tenant_provisions_it_and_a_failure_can_be_retried(login, db_access):
     from tenant_schema.provisioning import purge_tenant

@@ -182,5 +182,5 @@ def test_the_tenant_pool_command_fills_shows_and_drains(pool_server, capsys):
     (shown,) = json.loads(capsys.readouterr().out)
     assert shown == {"server": pool_server, "size": 2, "ready": 2, "stale": 0, "unfinished": 0, "missing": 0}
     call_command("tenant_pool", server=pool_server, drain=True)
-    assert "Dropped 2 pooled database(s)." in capsys.readouterr().out
+    assert "Dropped 2 pooled database(s) and" in capsys.readouterr().out
     assert pool_status(pool_server)[0].ready == 0

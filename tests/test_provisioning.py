@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
@@ -41,6 +42,13 @@ def cleanup(db_access):
         if tenant is not None:
             tenant.database.close()
             purge_tenant(tenant)
+
+
+@pytest.fixture
+def no_cloning():
+    """New databases are built with DDL, not cloned from a template: for tests of the DDL path's steps."""
+    with override_settings(TENANT_SCHEMA={**settings.TENANT_SCHEMA, "CLONE_TEMPLATES": False}):
+        yield
 
 
 @pytest.mark.django_db
@@ -168,7 +176,7 @@ def test_data_migrations_force_a_replay(monkeypatch):
     [("create_from_models", False), ("record", False), ("create_from_models", True), ("create_tenant_tables", False)],
     ids=["before-tables", "while-recording", "after-tables", "before-dataclass-tables"],
 )
-def test_a_crash_anywhere_is_never_ready_and_a_rerun_completes(server_key, cleanup, crash, after):
+def test_a_crash_anywhere_is_never_ready_and_a_rerun_completes(server_key, cleanup, no_cloning, crash, after):
     slug = unique_slug("crash")
     cleanup.append(slug)
     child = start_child(slug, server_key, crash=crash, after=after)
@@ -400,10 +408,12 @@ def test_manage_py_migrate_check_accepts_a_tenant_alias_in_a_fresh_process(tenan
 def test_onboarding_in_a_loop_leaves_no_tenant_connection_open(server_key, cleanup):
     from tenant_schema.databases import open_tenant_connections
 
-    before = open_tenant_connections()
+    counts = []
     for _ in range(3):
         slug = unique_slug("loop")
         cleanup.append(slug)
         tenant = register_tenant(slug, server=server_key)
         assert connections[tenant.database.alias].connection is None
-    assert open_tenant_connections() == before
+        counts.append(open_tenant_connections())
+    # At most the server's own connection (CREATE DATABASE) stays open, reused by the next sign-up.
+    assert counts[0] == counts[-1] <= 1

@@ -11,7 +11,6 @@ SQL on one tenant's connection cannot open another tenant's file.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -86,14 +85,36 @@ class SQLiteDialect(Dialect):
         fd, tmp = tempfile.mkstemp(dir=server.path, suffix=".tmp")
         os.close(fd)
         try:
-            shutil.copyfile(source, tmp)
+            _backup(source, tmp)
             try:
                 os.link(tmp, target)
             except FileExistsError:
-                pass
+                return False
         finally:
             os.unlink(tmp)
         return True
+
+    def rename_database(self, server, old: str, new: str) -> bool:
+        source, target = self.file(server, old), self.file(server, new)
+        try:
+            os.link(source, target)  # atomic, and never over an existing file
+        except FileExistsError:
+            return False
+        source.unlink()
+        return True
+
+
+def _backup(source: Path, target: str) -> None:
+    """Copy a database file with SQLite's backup API: a consistent copy even while it is read."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
 
 
 def forbid_attach(sender, connection, **kwargs) -> None:

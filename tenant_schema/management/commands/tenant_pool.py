@@ -30,19 +30,21 @@ class Command(BaseCommand):
         group.add_argument(
             "--drain",
             action="store_true",
-            help="Drop every pooled (never claimed) database and its row; tenants are not touched.",
+            help="Drop every pooled (never claimed) database and its row, and the clone templates; "
+            "tenants are not touched.",
         )
         parser.add_argument("--json", action="store_true", help="Print the pools as a JSON list of objects.")
 
     def handle(self, *args, server, status, drain, verbosity, **options):
         as_json = options["json"]
-        from ...provisioning import drain_pool, fill_pool, pool_status
+        from ...provisioning import drain_pool, drop_clone_templates, fill_pool, pool_status
 
         with command_errors():
             if drain:
                 count = drain_pool(server)
+                templates = drop_clone_templates(server)
                 if verbosity >= 1 and not as_json:
-                    self.stdout.write(f"Dropped {count} pooled database(s).")
+                    self.stdout.write(f"Dropped {count} pooled database(s) and {templates} clone template(s).")
             elif not status:
                 count = fill_pool(server)
                 if verbosity >= 1 and not as_json:
@@ -61,4 +63,3 @@ class Command(BaseCommand):
         widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
         for line in [list(COLUMNS), *cells]:
             self.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
-
