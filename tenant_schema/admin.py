@@ -118,6 +118,12 @@ class TenantAdmin(admin.ModelAdmin):
     )
     readonly_fields = tuple(f for f in change_fields if f != "name")
 
+    def get_queryset(self, request):
+        from .provisioning import pool_rows
+
+        # The warm pool's databases are nobody's tenants yet: manage.py tenant_pool shows them.
+        return super().get_queryset(request).exclude(pk__in=pool_rows())
+
     # -- columns ------------------------------------------------------------
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Tenant):

@@ -81,11 +81,12 @@ def read_marker(tenant_db):
     return rows[0] if rows else None
 
 
-def write_marker(tenant_db, tenant, *, origin: str = "created") -> None:
+def write_marker(tenant_db, tenant, *, origin: str = "created", empty: bool = False) -> None:
     """Mark the database as ``tenant``'s (table and row in one step where DDL rolls back).
 
     The row has a fixed key: if another writer got there first, this fails
-    instead of adding a second marker.
+    instead of adding a second marker. ``empty=True``: the caller has just
+    created the database, so the catalogue is not asked whether the table exists.
     """
     connection = tenant_db.admin_connection
     model = marker_model()
@@ -95,7 +96,7 @@ def write_marker(tenant_db, tenant, *, origin: str = "created") -> None:
             id=1, tenant_uid=tenant.uid.hex, origin=origin, slug=tenant.slug, created_at=timezone.now()
         )
 
-    if _has_table(connection):
+    if not empty and _has_table(connection):
         insert()  # IntegrityError when a marker is there already
         return
     with connection.schema_editor(atomic=connection.features.can_rollback_ddl) as editor:

@@ -67,8 +67,13 @@ __all__ = [
 
 
 def _row(tenant_or_slug: Tenant | str) -> Tenant:
-    slug = tenant_or_slug.slug if isinstance(tenant_or_slug, Tenant) else tenant_or_slug
-    return get_tenant(slug)
+    """The registry's current row: by slug, or re-read by key for a ``Tenant`` (a pool row too)."""
+    if isinstance(tenant_or_slug, Tenant):
+        try:
+            return Tenant.objects.get(pk=tenant_or_slug.pk)
+        except Tenant.DoesNotExist:
+            raise TenantNotFound(f"no tenant {tenant_or_slug.slug!r} is registered") from None
+    return get_tenant(tenant_or_slug)
 
 
 # -- register -----------------------------------------------------------------
@@ -86,7 +91,7 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
     """
     slug = normalize_slug(slug)
     srv = get_server(server)
-    tenant = Tenant.objects.filter(slug=slug).first()
+    tenant = Tenant.objects.filter(slug=slug).first() if srv.pool else None
     if tenant is None and srv.pool:
         claimed = claim_pooled(slug, srv, name=name)
         if claimed is not None:
@@ -487,7 +492,7 @@ def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = F
         if cloned:
             ownership.rewrite_marker(tenant_db, tenant)
         else:
-            ownership.write_marker(tenant_db, tenant)
+            ownership.write_marker(tenant_db, tenant, empty=True)
     except BaseException:
         server = tenant_db.server
         try:

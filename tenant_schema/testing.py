@@ -10,6 +10,9 @@ point), so with pytest-django they are available in every test:
 - ``in_tenant``: ``tenant``, selected as the current tenant for the test,
   so tenant models work directly in the test body (sync or async).
 
+At the end of the session the clone templates the tenants were copied from
+(one per server, see ``docs/operations.md``) are dropped too.
+
 They request pytest-django's ``db`` fixture, so the test's
 ``django_db`` mark decides between a transaction rolled back afterwards
 (the default) and ``transaction=True`` (needed when threads or other
@@ -39,6 +42,22 @@ def unique_slug(prefix: str = "test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+_template_servers: set[str] = set()  # servers whose clone template this session's tenants may have built
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tenant_schema_clone_templates(django_db_blocker):
+    """Drop the clone templates the session's tenants built (new databases are cloned from one per server)."""
+    yield
+    if not _template_servers:
+        return
+    from tenant_schema.provisioning import drop_clone_templates
+
+    with django_db_blocker.unblock():
+        for key in sorted(_template_servers):
+            drop_clone_templates(key)
+
+
 @pytest.fixture
 def tenant_factory(db):
     """Register tenants for one test; purge them (row and database) afterwards."""
@@ -50,6 +69,7 @@ def tenant_factory(db):
     def make(slug: str | None = None, *, server: str | None = None, name: str = ""):
         tenant = register_tenant(slug or unique_slug(), server=server, name=name)
         made.append(tenant)
+        _template_servers.add(tenant.server)
         return tenant
 
     yield make

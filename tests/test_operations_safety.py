@@ -821,13 +821,10 @@ def drop_leftover(tenant: Tenant) -> None:
 
 
 def back_to_0001(tenant: Tenant) -> None:
-    """The tenant one migration behind (0002 adds ``Note.pinned`` with an index)."""
-    from django.db.migrations.executor import MigrationExecutor
+    """The tenant one migration behind (0002 adds ``Note.pinned`` with an index), through Django's migrate."""
+    from django.core.management import call_command
 
-    from tenant_schema import tenant_context
-
-    with tenant_context(tenant):
-        MigrationExecutor(tenant.database.connection).migrate([("tenantapp", "0001_initial")])
+    call_command("migrate", "tenantapp", "0001", database=tenant.database.alias, verbosity=0)
     tenant.database.close()
 
 

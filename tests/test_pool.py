@@ -184,3 +184,14 @@ def test_the_tenant_pool_command_fills_shows_and_drains(pool_server, capsys):
     call_command("tenant_pool", server=pool_server, drain=True)
     assert "Dropped 2 pooled database(s) and" in capsys.readouterr().out
     assert pool_status(pool_server)[0].ready == 0
+
+
+def test_listings_leave_the_pool_out_unless_asked(pool_server, capsys):
+    fill_pool(pool_server)
+    tenant = register_tenant(unique_slug("signup"), server=pool_server)
+    call_command("tenant_list", json=True)
+    listed = {row["slug"] for row in json.loads(capsys.readouterr().out)}
+    assert tenant.slug in listed and not any(POOL_SLUG_RE.fullmatch(slug) for slug in listed)
+    call_command("tenant_list", json=True, pooled=True)
+    pooled = [row for row in json.loads(capsys.readouterr().out) if POOL_SLUG_RE.fullmatch(row["slug"])]
+    assert [row["status"] for row in pooled] == ["pooled"]

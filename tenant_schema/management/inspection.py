@@ -8,7 +8,7 @@ by hand) is reported as such, without trying to connect to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from django.core.exceptions import ImproperlyConfigured
@@ -84,3 +84,10 @@ def command_errors() -> Iterator[None]:
         raise CommandError(one_line(exc)) from None
     except DatabaseError as exc:
         raise CommandError(f"database error: {one_line(exc)}") from None
+
+
+def table_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """``header`` and ``rows`` as aligned text columns (``None`` shown as ``-``), for the listing commands."""
+    cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from ...plugins import get_plugins
-from ..inspection import command_errors
+from ..inspection import command_errors, table_lines
 
 
 class Command(BaseCommand):
@@ -14,12 +14,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with command_errors():
             state = get_plugins()
-        rows = [("dialect", "schemes", "plugin", "distribution")]
+        rows = []
         for name in sorted(state.dialects):
             cls = state.dialects[name]
             plugin = state.dialect_plugins.get(name, "?")
             dist, version = state.distributions.get(plugin, ("?", ""))
             rows.append((name, ", ".join(cls.schemes), plugin, f"{dist} {version}".strip()))
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
-            self.stdout.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        for line in table_lines(("dialect", "schemes", "plugin", "distribution"), rows):
+            self.stdout.write(line)

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand
 
 from ...databases import admin_alias, close_tenant_connections, released, tenant_alias
 from ...models import Tenant
-from ..inspection import command_errors, table_count
+from ..inspection import command_errors, table_count, table_lines
 
 COLUMNS = ("slug", "status", "server", "dialect", "tables")
 
@@ -27,10 +27,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print a JSON list of objects instead of a table.")
+        parser.add_argument(
+            "--pooled",
+            action="store_true",
+            help="Also list the warm pool's databases (slugs pool-<hex>; see tenant_pool).",
+        )
 
     def handle(self, *args, **options):
+        from ...provisioning import pool_rows
+
+        tenants = Tenant.objects.order_by("slug")
+        if not options["pooled"]:
+            tenants = tenants.exclude(pk__in=pool_rows())
         with command_errors():
-            rows = [self.row(tenant) for tenant in Tenant.objects.order_by("slug")]
+            rows = [self.row(tenant) for tenant in tenants]
         close_tenant_connections()
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2))
@@ -38,10 +48,8 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No tenants registered.")
             return
-        cells = [[str(r[c]) if r[c] is not None else "-" for c in COLUMNS] for r in rows]
-        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-        for line in [list(COLUMNS), *cells]:
-            self.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+        for line in table_lines(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]):
+            self.stdout.write(line)
 
     @staticmethod
     def row(tenant: Tenant) -> dict:

@@ -12,7 +12,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from ..inspection import command_errors
+from ..inspection import command_errors, table_lines
 
 COLUMNS = ("server", "size", "ready", "stale", "unfinished")
 
@@ -59,7 +59,5 @@ class Command(BaseCommand):
         if not pools:
             self.stdout.write("No server keeps a pool (add ?pool=N to a server URL).")
             return
-        cells = [[str(p[c]) for c in COLUMNS] for p in pools]
-        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-        for line in [list(COLUMNS), *cells]:
-            self.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+        for line in table_lines(COLUMNS, [[p[c] for c in COLUMNS] for p in pools]):
+            self.stdout.write(line)
