@@ -1,99 +1,159 @@
-"""Onboarding one tenant (register_tenant) against the raw floor, per dialect.
+"""Onboarding one tenant: tenant-schema, django-tenants and the floor, interleaved.
 
-The floor is what no library can beat: CREATE DATABASE plus the DDL of the
-same schema (tenant apps, ``django_migrations``, ``TENANT_TABLES``;
-statements collected from Django's schema editor once) run one by one on a
-fresh connection, with no registry row, no migration rows, no checks. Both are measured interleaved, in
-one run, and only their ratio means anything.
+Each round creates one tenant with every variant, in a rotating order, and
+every tenant is removed again (untimed) before the next: tenant-schema's
+``register_tenant`` on each server; the same on a server with a warm pool
+(``?pool=2``, refilled by ``fill_pool`` before each sign-up, untimed);
+django-tenants' ``Client(...).save()`` (``CREATE SCHEMA``, then
+``migrate_schemas`` for the new schema: its default) plus its ``Domain``
+row; and the floor of each server. The floor builds the same schema (the
+tenant app's tables, ``django_migrations`` and its rows; DDL collected
+once from Django's schema editor) through the driver itself: SQLite,
+create the file and run it all in one transaction; PostgreSQL databases,
+``CREATE DATABASE`` on a connection kept open, then one transaction on a
+new connection to it, or (the other raw way, the faster of the two
+counts) ``CREATE DATABASE ... TEMPLATE`` of a database built once that
+way; PostgreSQL schemas, one transaction on a connection
+kept open: ``CREATE SCHEMA``, ``SET LOCAL search_path``, the DDL and rows;
+MariaDB, ``CREATE DATABASE``, ``USE`` and the DDL on a connection kept open
+(MariaDB commits every DDL statement, so no transaction can hold them).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenant_setup import median_ms, reachable, setup_django, slug, table, timed
+from _harness import Run, WorkerError, fmt_load, loadavg, mysql_reachable, pg_reachable
+from _report import Section, med, ms, ratio, table
 
+NAME = "onboarding"
+AFTERWORD = """
+Beyond the floor's work, `register_tenant` writes the registry row and
+commits it before it starts (a crash leaves a row that is visibly not
+ready), takes the row's lock, asks the server whether the database exists,
+creates it, writes the ownership marker (one small table and a row), builds
+the tables from the models, and marks the row ready as the last write of
+the registry transaction. On PostgreSQL schemas it also opens a new
+connection for the tenant, whose `search_path` is set when the connection
+starts, where the floor reuses an open one. django-tenants replays the
+tenant app's migrations in every new schema: `migrate_schemas` runs
+Django's whole `migrate` command per tenant (migration loader, graph, plan,
+project state, `post_migrate` handlers). A warm pool moves the database and
+its tables out of the sign-up: `register_tenant` claims a pooled database
+in one registry statement, and `fill_pool` (from cron or a task queue)
+makes the next ones.
+"""
 
-def floor_statements(tenant_db, extra_models) -> list[str]:
-    """The same schema register_tenant builds: tenant apps, django_migrations, TENANT_TABLES."""
-    from django.db.migrations.recorder import MigrationRecorder
-
-    from tenant_schema.provisioning import tenant_models
-
-    with tenant_db.connection.schema_editor(collect_sql=True, atomic=False) as editor:
-        for model in [*tenant_models(), MigrationRecorder.Migration, *extra_models]:
-            editor.create_model(model)
-    return list(editor.collected_sql)
-
-
-def raw_floor(server_key: str, statements_for) -> float:
-    """CREATE DATABASE + DDL through the dialect, no registry, timed; the database is dropped afterwards."""
-    from tenant_schema.databases import TenantDatabase, database_name, unregister_alias
-    from tenant_schema.plugins import get_plugins
-    from tenant_schema.servers import get_server
-
-    server = get_server(server_key)
-    hook = get_plugins().hook
-    tenant_db = TenantDatabase(slug("floor"), server, "")
-    tenant_db.name = database_name(tenant_db.slug, server)
-
-    def create():
-        hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
-        with tenant_db.connection.cursor() as cursor:
-            for sql in statements_for(tenant_db):
-                cursor.execute(sql)
-        tenant_db.close()
-
-    seconds = timed(create)
-    unregister_alias(tenant_db.alias)
-    hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
-    return seconds
+TS = [  # label, server, floor
+    ("SQLite", "sqlite", "sqlite"),
+    ("PostgreSQL, database", "pg", "pg"),
+    ("PostgreSQL, schema", "pgschema", "pgschema"),
+    ("MariaDB, database", "mysql", "mysql"),
+]
+POOLS = [("PostgreSQL, database", "pgpool", "pg"), ("PostgreSQL, schema", "pgschemapool", "pgschema")]
+#: Each server's floors: (key, method, how). The fastest one is the floor of the table.
+FLOORS = {
+    "sqlite": [("sqlite", "ddl", "file + DDL and rows in one transaction")],
+    "pg": [
+        ("pg", "ddl", "`CREATE DATABASE`, then DDL and rows in one transaction"),
+        ("pg_clone", "clone", "`CREATE DATABASE ... TEMPLATE` of a database built that way"),
+    ],
+    "pgschema": [("pgschema", "ddl", "`CREATE SCHEMA`, DDL and rows in one transaction")],
+    "mysql": [("mysql", "ddl", "`CREATE DATABASE`, `USE`, DDL and rows")],
+}
 
 
-def run(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="bench_onboarding")
-    parser.add_argument("--tenants", type=int, default=20, help="tenants per dialect and method")
-    args = parser.parse_args(argv)
-    setup_django()
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+def run(bench: Run, argv: list[str]) -> Section:
+    parser = argparse.ArgumentParser(prog="bench onboarding")
+    parser.add_argument("--tenants", type=int, default=3 if bench.quick else 20, help="tenants per variant")
+    args, _ = parser.parse_known_args(argv)
+    load_start = loadavg()
+    pg, mysql = pg_reachable(), mysql_reachable()
+    if pg:
+        bench.ensure_schema_database()
+    ts = bench.ts_worker(3, name="onboarding")
+    dt = bench.dt_worker(3, name="onboarding") if pg else None
+    pool = ts.info.get("pool")
 
-    cache: dict[str, list[str]] = {}
-    extra: dict[str, list] = {}
+    variants = []  # (key, call)
+    for _, server, fl in TS:
+        if server.startswith("pg") and not pg or server == "mysql" and not mysql:
+            continue
+        variants.append((("ts", server), lambda s=server: ts.call("onboard", server=s, count=1)))
+        for key, method, _ in FLOORS[fl]:
+            call = lambda s=fl, m=method: ts.call("floor", server=s, count=1, method=m)  # noqa: E731
+            variants.append((("floor", key), call))
+    if pg and pool:
+        for _, server, _ in POOLS:
+            variants.append((("pool", server), lambda s=server: ts.call("onboard_pool", server=s, count=1)))
+    if dt is not None:
+        variants.append((("dt", "pgschema"), lambda: dt.call("onboard", count=1)))
 
-    def statements_for(tdb):
-        if tdb.server.key not in cache:
-            cache[tdb.server.key] = [s.rstrip(";") for s in floor_statements(tdb, extra[tdb.server.key])]
-        return cache[tdb.server.key]
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key, _ in variants}
+    for _, call in variants:  # warm-up: connections, imports, the migration plan, the floor's statements
+        call()
+    for i in range(args.tenants):
+        shift = i % len(variants)
+        for key, call in variants[shift:] + variants[:shift]:
+            samples[key] += call()
+    if pool:
+        for _, server, _ in POOLS:
+            try:
+                ts.call("drain_pool", server=server)
+            except WorkerError:
+                pass  # the run's clean-up drops the databases anyway
+    ts.close()
+    if dt is not None:
+        dt.close()
+    load_end = loadavg()
+
+    def fastest_floor(server: str) -> float:
+        return min(med(samples[("floor", key)]) for key, _, _ in FLOORS[server])
+
+    def row(variant: str, label: str, key, floor_server) -> list[str]:
+        if key not in samples:
+            return [variant, label, "not measured", "", ""]
+        value, floor = med(samples[key]), fastest_floor(floor_server)
+        return [variant, label, ms(value), ms(floor), ratio(value, floor)]
 
     rows = []
-    for key in ("sqlite", "pg", "mysql"):
-        if not reachable(key):
-            rows.append([key, "unreachable", "", ""])
-            continue
-        warm = slug("warm")  # warm-up: connections, imports, caches, the migration plan
-        extra[key] = [table.model for table in register_tenant(warm, server=key).database.tables.values()]
-        purge_tenant(warm)
-        raw_floor(key, statements_for)
-        onboard, floor = [], []
-        for _ in range(args.tenants):
-            s = slug("onboard")
-            onboard.append(timed(register_tenant, s, server=key))
-            purge_tenant(s)
-            floor.append(raw_floor(key, statements_for))
-        rows.append(
-            [
-                key,
-                f"{median_ms(onboard):.1f}",
-                f"{median_ms(floor):.1f}",
-                f"{median_ms(onboard) / median_ms(floor):.2f}x",
-            ]
+    for label, server, fl in TS:
+        rows.append(row("tenant-schema `register_tenant`", label, ("ts", server), fl))
+    for label, server, fl in POOLS:
+        if pool:
+            rows.append(row("tenant-schema, warm pool (`?pool=2`)", label, ("pool", server), fl))
+        else:
+            rows.append(["tenant-schema, warm pool", label, "not available", "", ""])
+    rows.append(row("django-tenants `Client.save()` + `Domain`", "PostgreSQL, schema", ("dt", "pgschema"), "pgschema"))
+    headers = ["variant", "server, isolation", "median (ms)", "floor (ms)", "vs floor"]
+    text = table(headers, rows)
+    floor_rows = [
+        [label, how, ms(med(samples[("floor", key)]))]
+        for label, _, fl in TS
+        for key, _, how in FLOORS[fl]
+        if ("floor", key) in samples
+    ]
+    floors = table(["server, isolation", "floor: the driver itself", "median (ms)"], floor_rows)
+    text += "\n\nThe floors (the fastest of a server's is the table's):\n\n" + floors
+    notes = []
+    if ("dt", "pgschema") in samples and ("ts", "pgschema") in samples:
+        dt_ms, ts_ms = med(samples[("dt", "pgschema")]), med(samples[("ts", "pgschema")])
+        notes.append(
+            f"On PostgreSQL schemas, django-tenants takes {dt_ms / ts_ms:.1f}x as long as `register_tenant` "
+            f"({ms(dt_ms)} ms vs {ms(ts_ms)} ms)."
         )
-    print(f"Onboarding: median of {args.tenants} per dialect (ms)")
-    print(table(["dialect", "register_tenant", "raw CREATE DATABASE + DDL", "ratio"], rows))
-
-
-if __name__ == "__main__":
-    run(sys.argv[1:])
+        if pool and ("pool", "pgschemapool") in samples:
+            notes.append(
+                f"With a warm pool a sign-up takes {ms(med(samples[('pool', 'pgschemapool')]))} ms on schemas "
+                f"and {ms(med(samples[('pool', 'pgpool')]))} ms on databases: the database was made beforehand "
+                "(`fill_pool`, untimed here), so the floor no longer bounds it."
+            )
+    body = (
+        f"Median of {args.tenants} tenants per variant, interleaved (one of each per round, rotating order); "
+        f"load average (1/5/15 min) {fmt_load(load_start)} at the start, {fmt_load(load_end)} at the end.\n\n"
+        + text
+        + ("\n\n" + " ".join(notes) if notes else "")
+    )
+    print(f"Onboarding: median of {args.tenants} per variant (ms); load {fmt_load(load_start)} -> {fmt_load(load_end)}")
+    print(text)
+    return Section(NAME, "Onboarding", body, load=(load_start, load_end))
