@@ -162,3 +162,55 @@ def queryset_db_for_read(queryset) -> str:
 def manager_db_for_write(manager) -> str:
     """The alias a related manager writes to: ``Manager._db``, else the router with its instance."""
     return manager._db or router.db_for_write(manager.model, instance=manager.instance)
+
+# -- migrating many databases with one migration graph ----------------------------
+
+
+def migration_loader():
+    """A ``MigrationLoader`` built from disk without a connection, or ``None`` when it has squashed migrations.
+
+    Its graph does not depend on any database's history only when no
+    migration replaces others (Django drops replaced or replacing nodes by
+    what a database has applied); then one graph serves every tenant.
+    """
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(None)
+    return None if loader.replacements else loader
+
+
+def migration_executor(connection, progress_callback=None, *, loader=None):
+    """``MigrationExecutor(connection)``, reusing ``loader``'s graph (from ``migration_loader()``) when given.
+
+    Django's executor builds a loader, reading every migration module, per
+    database; with ``loader`` only this database's ``django_migrations`` rows
+    are read, into a shallow copy. Relies on the executor's attribute names
+    (``connection``, ``loader``, ``recorder``, ``progress_callback``).
+    """
+    import copy
+
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.migrations.recorder import MigrationRecorder
+
+    if loader is None:
+        return MigrationExecutor(connection, progress_callback=progress_callback)
+    executor = MigrationExecutor.__new__(MigrationExecutor)
+    executor.connection = connection
+    executor.recorder = MigrationRecorder(connection)
+    executor.progress_callback = progress_callback
+    executor.loader = copy.copy(loader)
+    executor.loader.connection = connection
+    executor.loader.applied_migrations = executor.recorder.applied_migrations()
+    return executor
+
+
+def applied_project_state(executor):
+    """The rendered project state after the database's applied migrations (``_create_project_state``).
+
+    Rendering every model is most of what migrating one tenant costs in
+    Python; a caller that migrates many tenants with the same history
+    renders it once and passes ``state.clone()`` to ``executor.migrate``.
+    """
+    state = executor._create_project_state(with_applied_migrations=True)
+    state.apps  # noqa: B018 - rendering is the point
+    return state

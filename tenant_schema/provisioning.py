@@ -29,12 +29,11 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import conf, credentials, databases, ownership, registry
+from . import conf, credentials, databases, django_private, ownership, registry
 from .databases import TenantDatabase, database_name
 from .dialects import ISOLATION_DATABASE
 from .exceptions import TenantNotFound, TenantSchemaError
@@ -645,9 +644,18 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
 
     token = registry.activate(tenant)  # archived and half-registered tenants too: no status check
     try:
-        executor = MigrationExecutor(tenant_db.connection, progress_callback=progress)
+        loader, states = _shared_graph()
+        executor = django_private.migration_executor(tenant_db.connection, progress, loader=loader)
         targets = executor.loader.graph.leaf_nodes()
         plan = executor.migration_plan(targets)
+        state = None
+        if plan and loader is not None:  # tenants with one history share one rendered state
+            history = frozenset(executor.loader.applied_migrations)
+            if history not in states:
+                if len(states) >= 8:
+                    states.clear()
+                states[history] = django_private.applied_project_state(executor)
+            state = states[history].clone()
         if plan:
             record_migration_state(tenant, "")
         # Where DDL rolls back, one transaction around the whole plan: Django
@@ -661,7 +669,7 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         )
         try:
             with transaction.atomic(using=tenant_db.alias) if whole else contextlib.nullcontext():
-                executor.migrate(targets, plan=plan)
+                executor.migrate(targets, plan=plan, state=state)
         except Exception as exc:
             # A failure inside the schema editor's exit can leave this thread's
             # connection marked "in a transaction" on a dead socket: drop it,
@@ -683,6 +691,22 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
     finally:
         registry.deactivate(token)
     return applied
+
+
+_graphs: dict[str, Any] = {}
+
+
+def _shared_graph() -> tuple[Any, dict]:
+    """This process's migration loader and rendered states, for the current plan (rebuilt when it changes).
+
+    The loader is ``None`` when the project has squashed migrations: then
+    each tenant gets Django's own executor, whose graph depends on its history.
+    """
+    plan = migration_plan()
+    if _graphs.get("plan") is not plan:
+        _graphs.clear()
+        _graphs.update(plan=plan, loader=django_private.migration_loader(), states={})
+    return _graphs["loader"], _graphs["states"]
 
 
 def record_migration_state(tenant: Tenant, fingerprint: str) -> None:
@@ -727,9 +751,10 @@ def migrate_tenants(
     query, without connecting to them; ``verify=True`` connects to every
     tenant anyway and reports drift (``report.drifted``: migrations the
     registry recorded as applied that the database lacks). The others are
-    checked (one query each, ``jobs`` threads at a time) and those behind
-    are migrated ``jobs`` at a time in worker processes (``jobs=1``: in this
-    process, one after the other). A failing tenant does not stop the
+    checked and, when behind, migrated on one connection each, ``jobs`` at a
+    time in worker processes (``jobs=1``: in this process, one after the
+    other). Tenants with the same history share one migration graph and one
+    rendered project state per process. A failing tenant does not stop the
     others: look at ``report.failures``. ``progress=True`` shows a tqdm bar
     on stderr; a callable is called with each ``TenantMigration``.
     """
@@ -742,79 +767,64 @@ def migrate_tenants(
     report = MigrationReport()
     notify = _progress(progress, len(tenants))
     try:
-        drifted: set[str] = set()
 
         def done(result: TenantMigration) -> None:
-            if result.slug in drifted:
-                result = dataclasses.replace(result, drift=True)
             report.results.append(result)
             notify(result)
 
-        plan = migration_plan()
-        fingerprint = plan.fingerprint
+        fingerprint = migration_plan().fingerprint
         unknown: list[Tenant] = []
         for tenant in tenants:
             if not verify and tenant.status in MIGRATABLE and tenant.migrated_to == fingerprint:
                 done(TenantMigration(tenant.slug, skipped=True, connected=False))
             else:
                 unknown.append(tenant)
-        todo: list[Tenant] = []
-        for outcome in _checked(unknown, plan, jobs, drifted):
-            if isinstance(outcome, Tenant):
-                todo.append(outcome)
-            else:
-                done(outcome)
-        if jobs == 1 or len(todo) <= 1:
-            for tenant in todo:
-                done(_migrate_one(tenant.slug, tenant.server, tenant.database_name))
+        if jobs == 1 or len(unknown) <= 1:
+            for tenant in unknown:
+                done(_migrate_one(_job(tenant)))
         else:
-            _migrate_in_processes(todo, jobs, done)
+            _migrate_in_processes(unknown, jobs, done)
     finally:
         getattr(notify, "close", lambda: None)()
     return report
 
 
-def _check(tenant: Tenant, plan: MigrationPlan, drifted: set[str]) -> Tenant | TenantMigration:
-    """The tenant if it has migrations to apply, else its (skipped or failed) result.
+def _job(tenant: Tenant) -> tuple[str, str, str, str, str, str]:
+    """What a worker process needs to know of a tenant (picklable, no registry query)."""
+    return (tenant.slug, tenant.server, tenant.database_name, tenant.uid.hex, tenant.status, tenant.migrated_to)
 
-    A tenant found at the plan gets the plan's fingerprint recorded, so the
-    next fleet run skips it without connecting. A tenant the registry
-    recorded at the plan that is not is added to ``drifted``.
+
+def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
+    """Check one tenant and apply what it lacks, on one connection; its result, never an exception.
+
+    A tenant found at the plan gets the plan's fingerprint recorded (and any
+    ``TENANT_TABLES`` added since are created), so the next fleet run skips
+    it without connecting. One the registry recorded at the plan that is
+    behind it has drifted (changed behind the registry's back).
     """
-    if tenant.status not in MIGRATABLE:
-        return TenantMigration(tenant.slug, error=f"tenant is {tenant.status}; register_tenant() completes it")
-    recorded = tenant.migrated_to == plan.fingerprint
+    slug, server, name, uid, status, migrated_to = job
+    tenant = Tenant(
+        slug=slug, server=server, database_name=name, uid=uuid.UUID(uid), status=status, migrated_to=migrated_to
+    )
+    if status not in MIGRATABLE:
+        return TenantMigration(slug, error=f"tenant is {status}; register_tenant() completes it")
+    plan = migration_plan()
+    recorded = migrated_to == plan.fingerprint
+    drift = False
     try:
         with _released(tenant.database):
             ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
-            applied = applied_migrations(tenant.database) or set()
-            if plan.pending(applied):
-                if recorded:  # the registry says "done": the database changed behind its back
-                    record_migration_state(tenant, "")
-                    drifted.add(tenant.slug)
-                return tenant
-            if not recorded:
-                create_tenant_tables(tenant.database)  # TENANT_TABLES added since it was provisioned
-                record_migration_state(tenant, plan.fingerprint)
-    except Exception as exc:  # noqa: BLE001 - reported per tenant
-        return TenantMigration(tenant.slug, error=_describe(exc))
-    return TenantMigration(tenant.slug, skipped=True)
-
-
-def _checked(tenants: list[Tenant], plan: MigrationPlan, jobs: int, drifted: set[str]):
-    """``_check`` for each tenant; ``jobs`` threads at a time (connecting is the slow part)."""
-    if jobs == 1:
-        return (_check(tenant, plan, drifted) for tenant in tenants)
-    from concurrent.futures import ThreadPoolExecutor
-
-    def check(tenant: Tenant):
-        try:
-            return _check(tenant, plan, drifted)
-        finally:
-            connections.close_all()  # this worker thread's default connection, if any
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(check, tenants))
+            if not plan.pending(applied_migrations(tenant.database) or set()):
+                if not recorded:
+                    create_tenant_tables(tenant.database)  # TENANT_TABLES added since it was provisioned
+                    record_migration_state(tenant, plan.fingerprint)
+                return TenantMigration(slug, skipped=True)
+            drift = recorded  # the registry said "done": the database changed behind its back
+            return TenantMigration(slug, applied=migrate_tenant(tenant), drift=drift)
+    except Exception as exc:
+        logger.exception("migrating tenant %s failed", slug)
+        hint = getattr(exc, "partly_applied", None)
+        return TenantMigration(slug, error=_describe(exc) + (f"; {hint}" if hint else ""), drift=drift)
 
 
 class _released:
@@ -835,17 +845,6 @@ class _released:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _migrate_one(slug: str, server: str, database_name_: str) -> TenantMigration:
-    tenant = Tenant(slug=slug, server=server, database_name=database_name_, status=Tenant.Status.READY)
-    try:
-        with _released(tenant.database):
-            return TenantMigration(slug, applied=migrate_tenant(tenant))
-    except Exception as exc:
-        logger.exception("migrating tenant %s failed", slug)
-        hint = getattr(exc, "partly_applied", None)
-        return TenantMigration(slug, error=_describe(exc) + (f"; {hint}" if hint else ""))
 
 
 def _progress(progress, total: int):
@@ -899,7 +898,7 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
             max_workers=jobs, mp_context=context, initializer=fleet_worker.init, initargs=(module, overrides)
         ) as pool:
             batch = todo[start : start + generation]
-            futures = {pool.submit(_migrate_one, t.slug, t.server, t.database_name): t.slug for t in batch}
+            futures = {pool.submit(_migrate_one, _job(t)): t.slug for t in batch}
             for future in as_completed(futures):
                 try:
                     done(future.result())
