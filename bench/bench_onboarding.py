@@ -50,7 +50,12 @@ TS = [  # label, server, floor
     ("PostgreSQL, schema", "pgschema", "pgschema"),
     ("MariaDB, database", "mysql", "mysql"),
 ]
-POOLS = [("PostgreSQL, database", "pgpool", "pg"), ("PostgreSQL, schema", "pgschemapool", "pgschema")]
+POOLS = [
+    ("SQLite", "sqlitepool", "sqlite"),
+    ("PostgreSQL, database", "pgpool", "pg"),
+    ("PostgreSQL, schema", "pgschemapool", "pgschema"),
+    ("MariaDB, database", "mysqlpool", "mysql"),
+]
 #: Each server's floors: (key, method, how). The fastest one is the floor of the table.
 FLOORS = {
     "sqlite": [("sqlite", "ddl", "file + DDL and rows in one transaction")],
@@ -83,8 +88,10 @@ def run(bench: Run, argv: list[str]) -> Section:
         for key, method, _ in FLOORS[fl]:
             call = lambda s=fl, m=method: ts.call("floor", server=s, count=1, method=m)  # noqa: E731
             variants.append((("floor", key), call))
-    if pg and pool:
+    if pool:
         for _, server, _ in POOLS:
+            if server.startswith("pg") and not pg or server.startswith("mysql") and not mysql:
+                continue
             variants.append((("pool", server), lambda s=server: ts.call("onboard_pool", server=s, count=1)))
     if dt is not None:
         variants.append((("dt", "pgschema"), lambda: dt.call("onboard", count=1)))
@@ -98,6 +105,8 @@ def run(bench: Run, argv: list[str]) -> Section:
             samples[key] += call()
     if pool:
         for _, server, _ in POOLS:
+            if ("pool", server) not in samples:
+                continue
             try:
                 ts.call("drain_pool", server=server)
             except WorkerError:

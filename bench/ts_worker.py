@@ -25,7 +25,12 @@ from _tenant_setup import reachable, slug  # noqa: E402
 
 FLEET_PREFIX = "fleet-"
 #: Servers with a warm pool (``?pool=2``), added when tenant-schema has one.
-POOL_SERVERS = {"pgpool": "{pg}?pool=2", "pgschemapool": "{pg}{run}_shared?isolation=schema&pool=2"}
+POOL_SERVERS = {
+    "pgpool": "{pg}?pool=2",
+    "pgschemapool": "{pg}{run}_shared?isolation=schema&pool=2",
+    "mysqlpool": "{mysql}?pool=2",
+    "sqlitepool": "sqlite:///{tenants}/?pool=2",
+}
 
 
 def hello() -> dict:
@@ -44,7 +49,8 @@ def hello() -> dict:
         from django.conf import settings
         from django.test.utils import override_settings
 
-        extra = {k: v.format(pg=settings.PG, run=settings.RUN_ID) for k, v in POOL_SERVERS.items()}
+        values = {"pg": settings.PG, "run": settings.RUN_ID, "mysql": settings.MYSQL, "tenants": settings.TENANT_DIR}
+        extra = {k: v.format(**values) for k, v in POOL_SERVERS.items()}
         servers = {**settings.TENANT_SCHEMA["SERVERS"], **extra}
         override_settings(TENANT_SCHEMA={**settings.TENANT_SCHEMA, "SERVERS": servers}).enable()
     return {"pid": os.getpid(), "version": benchapp.VERSION, "pool": pool}
