@@ -280,9 +280,10 @@ def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
     truth, so a tenant bound to another location in this process (it moved)
     is rebound here.
     """
-    validate_slug(slug)
-    bound = _tenants.get(slug)
-    if bound is not None and bound.server.key == server and bound.name == name:
+    bound = _tenants.get(slug)  # a bound slug was validated when it was bound
+    if bound is None:
+        validate_slug(slug)
+    elif bound.server.key == server and bound.name == name:
         try:
             _tenants.move_to_end(slug)
         except KeyError:  # evicted meanwhile by another thread: still a valid binding

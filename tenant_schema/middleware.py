@@ -53,6 +53,7 @@ def from_subdomain(request: HttpRequest) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

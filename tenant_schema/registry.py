@@ -13,7 +13,6 @@ forgets it at once.
 from __future__ import annotations
 
 import contextvars
-import copy
 import functools
 import threading
 import time
@@ -25,7 +24,7 @@ from django.core.signals import setting_changed
 from django.db import router
 from django.db.models.signals import post_delete, post_save
 
-from . import conf
+from . import conf, django_private
 from .databases import TenantDatabase
 from .exceptions import NoTenantSelected, TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
 
@@ -150,13 +149,13 @@ class ReadyTenants:
                 if len(self._entries) >= self.MAX_ENTRIES:
                     self._entries.clear()
                 self._entries[slug] = (tenant, now + ttl)
-        return copy.copy(tenant) if tenant is not None else None
+        return _copy_row(tenant) if tenant is not None else None
 
     def peek(self, slug: str) -> Tenant | None:
         """The cached tenant, without a query (async code skips a thread hop)."""
         hit = self._entries.get(slug)
         if hit is not None and hit[1] > time.monotonic():
-            return copy.copy(hit[0])
+            return _copy_row(hit[0])
         return None
 
     def forget(self, slug: str | None = None) -> None:
@@ -169,6 +168,11 @@ class ReadyTenants:
 
 
 ready_tenants = ReadyTenants()
+
+
+def _copy_row(tenant: Tenant) -> Tenant:
+    """A copy of a cached row for one request, so a view changing it changes no other request's."""
+    return django_private.copy_instance(tenant)
 
 
 def _forget(sender, instance=None, tenant=None, **kwargs) -> None:
