@@ -25,12 +25,19 @@ thread has just asked for). A thread drops its own connection objects of
 forgotten aliases as it makes new ones, so memory follows the caps, not
 the number of tenants ever touched.
 
+**Shared connections** (``SharedConnections``): the aliases of schema
+tenants on one server (``?shared_connections=true``) borrow the physical
+connections of one per-process set instead of opening their own, and give
+them back when closed. The cap then counts physical connections: a lent one
+through the wrapper holding it, an idle one as a connection of its own.
+
 Every alias prefix tenant-schema uses is spelled here, once.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 import weakref
@@ -296,11 +303,12 @@ def unregister_alias(alias: str) -> None:
 class _Entry:
     """One connection counted against the cap: open, or being opened."""
 
-    __slots__ = ("alias", "closing", "connecting", "owner", "ref", "thread")
+    __slots__ = ("alias", "closing", "connecting", "owner", "ref", "share", "thread")
 
-    def __init__(self, wrapper) -> None:
+    def __init__(self, wrapper, share: SharedConnections | None = None) -> None:
         self.ref = weakref.ref(wrapper)
         self.alias: str = wrapper.alias
+        self.share = share
         self.owner = threading.get_ident()
         self.thread = threading.current_thread()
         self.connecting = True
@@ -318,6 +326,8 @@ class _OpenConnections:
         # thread id -> ids of wrappers that thread should close
         self.pending: dict[int, set[int]] = {}
         self.waiting = 0
+        # every SharedConnections of the process: their idle connections count too
+        self.shares: list[SharedConnections] = []
 
     # -- bookkeeping (under the lock) --
 
@@ -331,6 +341,10 @@ class _OpenConnections:
             if not keys:
                 del self.pending[owner]
 
+    def _count(self) -> int:
+        """Physical connections: open wrappers' (lent ones included) and the shares' idle ones."""
+        return len(self.order) + sum(len(share.idle) for share in self.shares)
+
     def _own_idle(self, me: int) -> _Entry | None:
         for entry in self.order.values():
             wrapper = entry.ref()
@@ -343,6 +357,30 @@ class _OpenConnections:
             ):
                 return entry
         return None
+
+    def _own_idle_on(self, me: int, share: SharedConnections) -> _Entry | None:
+        """This thread's least recently used wrapper holding a connection of ``share`` with no transaction open."""
+        for entry in self.order.values():
+            wrapper = entry.ref()
+            if (
+                entry.share is share
+                and entry.owner == me
+                and not entry.connecting
+                and not entry.closing
+                and wrapper is not None
+                and not wrapper.in_atomic_block
+                and wrapper.autocommit
+            ):
+                return entry
+        return None
+
+    def _close_idle_shared(self) -> bool:
+        """Close one idle shared connection (the longest idle of the fullest share); False when there is none."""
+        shares = [share for share in self.shares if share.idle]
+        if not shares:
+            return False
+        max(shares, key=lambda share: len(share.idle)).close_idle(1)
+        return True
 
     def _orphan(self) -> _Entry | None:
         """An open connection of a thread that has ended (nobody else will close it before GC)."""
@@ -365,9 +403,17 @@ class _OpenConnections:
     # -- the cap --
 
     def admit(self, wrapper) -> None:
-        """Wait for a slot for ``wrapper``'s physical connect (its thread, right before it connects)."""
+        """Wait for a slot for ``wrapper``'s physical connect (its thread, right before it connects).
+
+        A wrapper on shared connections takes, in order: an idle connection
+        of its share (nothing new is opened), the connection of this
+        thread's least recently used idle wrapper on the same share (closed
+        for it), a free slot (a new connection). Past the cap any connect
+        may close an idle shared connection for its slot.
+        """
         cap = max_open_connections()
         me = threading.get_ident()
+        share = shared_connections_of(wrapper.settings_dict)
         if self.pending.get(me):
             self.close_pending()
         deadline = None
@@ -375,10 +421,19 @@ class _OpenConnections:
         while True:
             with self.lock:
                 self._prune()
-                if len(self.order) < cap:
-                    self.order[id(wrapper)] = _Entry(wrapper)
-                    return
-                victim = self._own_idle(me) or self._orphan()
+                victim = None
+                if share is not None:
+                    if share.reserve_idle():
+                        self.order[id(wrapper)] = _Entry(wrapper, share)
+                        return
+                    victim = self._own_idle_on(me, share)
+                if victim is None:
+                    if self._count() < cap:
+                        self.order[id(wrapper)] = _Entry(wrapper, share)
+                        return
+                    if self._close_idle_shared():
+                        continue
+                    victim = self._own_idle(me) or self._orphan()
                 if victim is None:
                     now = time.monotonic()
                     if deadline is None:
@@ -401,7 +456,7 @@ class _OpenConnections:
 
     def _limit_error(self, wrapper, cap: int) -> ConnectionLimitReached:
         return ConnectionLimitReached(
-            f"cannot connect {wrapper.alias!r}: this process already has {len(self.order)} tenant-schema "
+            f"cannot connect {wrapper.alias!r}: this process already has {self._count()} tenant-schema "
             f'connections open, the most TENANT_SCHEMA["MAX_OPEN_CONNECTIONS"] ({cap}) allows, and none '
             f'became free within TENANT_SCHEMA["CONNECTION_WAIT_TIMEOUT"] ({connection_wait_timeout():g} s). '
             "Threads close idle tenant connections at their next tenant query or request end; raise "
@@ -416,6 +471,8 @@ class _OpenConnections:
             if entry is None or entry.ref() is not wrapper:
                 return
             entry.connecting = False
+            if entry.share is not None:
+                entry.share.unreserve()  # a connect that failed before borrowing it
             if _is_open(wrapper):
                 self.order.move_to_end(id(wrapper))
             else:
@@ -454,7 +511,15 @@ class _OpenConnections:
     def open_count(self) -> int:
         with self.lock:
             self._prune()
-            return len(self.order)
+            return self._count()
+
+    def close_idle_shared(self) -> None:
+        """Close every idle shared connection."""
+        with self.lock:
+            for share in self.shares:
+                share.close_idle(len(share.idle))
+            if self.waiting:
+                self.changed.notify_all()
 
     def aliases_in_use(self) -> set[str]:
         """Aliases with a connection open, or being opened, in some thread."""
@@ -517,7 +582,164 @@ def _close_entry(entry: _Entry, me: int) -> None:
         raise
 
 
+# -- connections shared by many aliases ---------------------------------------------
+
+#: The settings key (of an alias's settings dict) holding its ``SharedConnections``.
+SHARED_CONNECTIONS_SETTING = "TENANT_SCHEMA_SHARED_CONNECTIONS"
+#: An idle shared connection unused for this long is closed at its share's next use.
+SHARED_IDLE_SECONDS = 300.0
+
+
+def shared_connections_of(settings_dict: dict[str, Any]) -> SharedConnections | None:
+    """The ``SharedConnections`` an alias borrows its connections from, if any."""
+    share = settings_dict.get(SHARED_CONNECTIONS_SETTING)
+    return share if isinstance(share, SharedConnections) else None
+
+
+class SharedConnections:
+    """Physical connections to one database that many aliases borrow in turn; one set per process.
+
+    The aliases stay their own (each tenant's wrapper, settings and cursor
+    class); a wrapper's connect borrows an idle connection from here when
+    there is one instead of opening a new one, and its close gives the
+    connection back instead of ending it. A dialect subclasses this class
+    for its driver (``lend``, ``reclaim``, ``usable``) and puts the object
+    in a tenant alias's settings under ``SHARED_CONNECTIONS_SETTING``.
+
+    ``MAX_OPEN_CONNECTIONS`` counts physical connections: a lent one
+    through the wrapper holding it, an idle one here as a connection of its
+    own (see ``_OpenConnections.admit``). The idle list is guarded by the
+    cap's lock; the most recently given back is lent first.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: (connection, monotonic time it was given back), the most recent last.
+        self.idle: list[tuple[Any, float]] = []
+        #: Connections lent to wrappers now.
+        self.lent: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Connections a forked child inherited: neither used nor closed there (the parent's sessions).
+        self.inherited: list[Any] = []
+        self._foreign: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._reserved = threading.local()
+        with _open.lock:
+            _open.shares.append(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}: {len(self.idle)} idle>"
+
+    def __copy__(self) -> SharedConnections:
+        return self  # settings dicts are copied (register_alias); the share is one per process
+
+    def __deepcopy__(self, memo: dict) -> SharedConnections:
+        return self
+
+    # -- the dialect's part ---------------------------------------------------------
+
+    def lend(self, connection: Any, wrapper: Any, conn_params: dict[str, Any]) -> None:
+        """Make ``connection`` (idle, or just opened for ``wrapper``) ``wrapper``'s; raising discards it."""
+
+    def reclaim(self, connection: Any) -> bool:
+        """Take ``connection`` back from a wrapper (end its transaction); False if it cannot serve again."""
+        return True
+
+    def usable(self, connection: Any) -> bool:
+        """Whether an idle ``connection`` can be lent (a cheap check, no round trip)."""
+        return True
+
+    def close_connection(self, connection: Any) -> None:
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001 - it is being thrown away
+            pass
+
+    # -- what wrappers call (django_private.borrow_connections) ----------------------
+
+    def borrow(self, wrapper: Any, connect: Callable[[], Any], conn_params: dict[str, Any]) -> Any:
+        """The physical connection of ``wrapper``'s connect: the one ``admit`` reserved, else a new one."""
+        connection = getattr(self._reserved, "connection", None)
+        self._reserved.connection = None
+        if connection is None:
+            connection = connect()  # admit counted it
+        try:
+            self.lend(connection, wrapper, conn_params)
+        except BaseException:
+            self.close_connection(connection)
+            raise
+        self.lent.add(connection)
+        return connection
+
+    def give_back(self, wrapper: Any, connection: Any) -> None:
+        """``wrapper`` closed: ``connection`` goes back to the idle list, or is closed if unfit."""
+        self.lent.discard(connection)
+        if connection in self._foreign:  # lent in the parent process: its session, not ours
+            self.inherited.append(connection)
+            return
+        keep = False
+        try:
+            keep = self.reclaim(connection)
+        finally:
+            if not keep:
+                self.close_connection(connection)
+        with _open.lock:
+            if keep:
+                self.idle.append((connection, time.monotonic()))
+            if _open.waiting:
+                _open.changed.notify_all()
+
+    # -- under the cap's lock -------------------------------------------------------
+
+    def reserve_idle(self) -> bool:
+        """Set aside an idle connection for this thread's connect; False when none is usable."""
+        self._expire()
+        while self.idle:
+            connection, _ = self.idle.pop()
+            if self.usable(connection):
+                self._reserved.connection = connection
+                return True
+            self.close_connection(connection)
+        return False
+
+    def unreserve(self) -> None:
+        """Give back a connection set aside for a connect that did not borrow it."""
+        connection = getattr(self._reserved, "connection", None)
+        if connection is not None:
+            self._reserved.connection = None
+            self.idle.append((connection, time.monotonic()))
+
+    def close_idle(self, count: int) -> None:
+        """Close the ``count`` longest idle connections."""
+        for connection, _ in self.idle[:count]:
+            self.close_connection(connection)
+        del self.idle[:count]
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - SHARED_IDLE_SECONDS
+        stale = 0
+        while stale < len(self.idle) and self.idle[stale][1] < limit:
+            stale += 1
+        if stale:
+            self.close_idle(stale)
+
+    def _forget_after_fork(self) -> None:
+        self.inherited.extend(connection for connection, _ in self.idle)
+        self.idle = []
+        self._foreign = weakref.WeakSet(self.lent)
+        self.lent = weakref.WeakSet()
+        self._reserved = threading.local()
+
+
 _open = _OpenConnections()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's idle connections are its sessions: a child closing one
+    # would end them (libpq says goodbye on the shared socket).
+    for share in _open.shares:
+        share._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def touch(alias: str) -> None:
@@ -527,17 +749,19 @@ def touch(alias: str) -> None:
 
 
 def open_tenant_connections() -> int:
-    """How many connections ``MAX_OPEN_CONNECTIONS`` counts in this process (tenants' and servers')."""
+    """How many connections ``MAX_OPEN_CONNECTIONS`` counts in this process (tenants', servers', idle shared ones)."""
     return _open.open_count()
 
 
 def close_tenant_connections() -> None:
     """Close every tenant-schema connection of this thread (servers' too); ask other threads to close theirs.
 
-    Connections left open by threads that have ended are closed too. Call it
-    at shutdown, and before forking worker processes.
+    Connections left open by threads that have ended are closed too, and
+    so are the idle shared connections (``SharedConnections``). Call it at
+    shutdown, and before forking worker processes.
     """
     _close_everywhere(lambda alias: alias.startswith(CAPPED_PREFIXES))
+    _open.close_idle_shared()
 
 
 def close_alias_connections(alias: str) -> None:
@@ -581,6 +805,9 @@ def _on_connection_object(wrapper) -> None:
     alias = wrapper.alias
     if not alias.startswith(CAPPED_PREFIXES):
         return
+    share = shared_connections_of(wrapper.settings_dict)
+    if share is not None:
+        django_private.borrow_connections(wrapper, borrow=share.borrow, give_back=share.give_back)
     django_private.gate_connect(
         wrapper, before_connect=_open.admit, after_connect=_open.settle, after_close=_open.closed
     )

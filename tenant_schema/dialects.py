@@ -69,6 +69,11 @@ class Dialect:
     #: or ``session``): ``apply_transaction_search_path`` points each
     #: transaction, not the session, at the tenant's schema.
     supports_transaction_search_path: ClassVar[bool] = False
+    #: The schema tenants of one server can borrow the physical connections of
+    #: one per-process set (``?shared_connections=``, on by default where this
+    #: is true): ``apply_shared_connections`` sets it up; each transaction sets
+    #: its path as behind a pooler (needs ``supports_transaction_search_path``).
+    supports_shared_connections: ClassVar[bool] = False
     #: ``clone_database`` can copy a template database.
     can_clone_databases: ClassVar[bool] = False
     #: Longest identifier (table, column, index, database name) the engine takes.
@@ -129,8 +134,12 @@ class Dialect:
         settings["OPTIONS"] = dict(settings.get("OPTIONS", {}))
         if server.isolation != ISOLATION_SCHEMA:
             settings["NAME"] = database_name
-        elif server.pooler:  # PgBouncer refuses a start-up search_path in any pool mode
+        elif server.pooler or server.shared_connections:
+            # PgBouncer refuses a start-up search_path in any pool mode; a
+            # shared connection serves another tenant after this one.
             self.apply_transaction_search_path(settings, database_name)
+            if server.shared_connections:
+                self.apply_shared_connections(settings, server, database_name)
         else:
             self.apply_search_path(settings, database_name)
         return settings
@@ -152,6 +161,17 @@ class Dialect:
         raise ImproperlyConfigured(
             f"the {self.name} dialect cannot set a tenant's schema in each transaction (behind a pooler)"
         )
+
+    def apply_shared_connections(self, settings: dict[str, Any], server: Server, schema: str) -> None:
+        """Make a schema tenant's connections borrowed from ``server``'s shared ones (``?shared_connections``).
+
+        Called after ``apply_transaction_search_path`` (the path is set in
+        each transaction, so any tenant of the server may use a connection
+        next). The dialect puts its ``tenant_schema.aliases.SharedConnections``
+        (one per server and process) in ``settings`` under
+        ``SHARED_CONNECTIONS_SETTING``.
+        """
+        raise ImproperlyConfigured(f"the {self.name} dialect cannot share connections between schema tenants")
 
     def database_exists(self, server: Server, name: str) -> bool:
         """Whether the tenant database (or schema) ``name`` exists. A new dialect must override it."""

@@ -64,10 +64,11 @@ def gate_connect(
     returned or failed, ``after_close`` after every ``close``.
     """
     cls = type(wrapper)
+    physical_connect = wrapper.get_new_connection  # borrow_connections' one, if installed first
 
     def get_new_connection(conn_params):
         before_connect(wrapper)
-        return cls.get_new_connection(wrapper, conn_params)
+        return physical_connect(conn_params)
 
     def connect():
         try:
@@ -84,6 +85,42 @@ def gate_connect(
     wrapper.get_new_connection = get_new_connection
     wrapper.connect = connect
     wrapper.close = close
+
+
+def borrow_connections(
+    wrapper,
+    *,
+    borrow: Callable[[Any, Callable[[], Any], dict[str, Any]], Any],
+    give_back: Callable[[Any, Any], None],
+) -> None:
+    """Make one wrapper borrow its physical connections instead of opening and ending them.
+
+    ``BaseDatabaseWrapper.connect`` gets the physical connection from
+    ``self.get_new_connection(conn_params)``; it becomes
+    ``borrow(wrapper, connect, conn_params)``, where ``connect()`` is Django's
+    own physical connect. ``close`` ends it with ``self._close()`` (private);
+    that becomes ``give_back(wrapper, connection)``, after the wrapper has
+    dropped its reference, as Django's own pool does (``OPTIONS["pool"]``,
+    Django 5.1+: ``_close`` sets ``self.connection = None``): a wrapper
+    closed inside an atomic block then refuses to reconnect instead of
+    using a connection lent to someone else. Both are replaced on the
+    instance; install this before ``gate_connect``.
+    """
+    cls = type(wrapper)
+
+    def get_new_connection(conn_params):
+        return borrow(wrapper, lambda: cls.get_new_connection(wrapper, conn_params), conn_params)
+
+    def _close():
+        connection = wrapper.connection
+        if connection is None:
+            return
+        wrapper.connection = None
+        with wrapper.wrap_database_errors:
+            give_back(wrapper, connection)
+
+    wrapper.get_new_connection = get_new_connection
+    wrapper._close = _close
 
 
 # -- schema editor -----------------------------------------------------------------
@@ -163,6 +200,7 @@ def manager_db_for_write(manager) -> str:
     """The alias a related manager writes to: ``Manager._db``, else the router with its instance."""
     return manager._db or router.db_for_write(manager.model, instance=manager.instance)
 
+
 # -- migrating many databases with one migration graph ----------------------------
 
 
@@ -214,6 +252,7 @@ def applied_project_state(executor):
     state = executor._create_project_state(with_applied_migrations=True)
     state.apps  # noqa: B018 - rendering is the point
     return state
+
 
 def copy_instance(instance):
     """A copy of a model instance with its own field values and ``_state`` (``ModelState``).

@@ -17,7 +17,12 @@ are taken out of the query string:
   pooling no connection may rely on session state, so Django's server-side
   cursors are disabled; behind either, schema isolation sets the search
   path inside each transaction instead of as a start-up parameter (see
-  ``docs/operations.md``).
+  ``docs/operations.md``);
+- ``shared_connections=true|false``: the schema tenants of the server
+  borrow the physical connections of one per-process set instead of each
+  opening its own (each transaction sets its path, as behind a pooler). On
+  by default for schema isolation where the dialect can, without a
+  ``pooler`` and without ``tenant_roles``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,15 @@ from .dialects import (
 from .exceptions import UnknownDialect, UnknownServer
 from .plugins import get_plugins
 
-OUR_URL_OPTIONS = ("isolation", "conn_max_age", "conn_health_checks", "tenant_roles", "pool", "pooler")
+OUR_URL_OPTIONS = (
+    "isolation",
+    "conn_max_age",
+    "conn_health_checks",
+    "tenant_roles",
+    "pool",
+    "pooler",
+    "shared_connections",
+)
 MAX_POOL = 1000
 
 
@@ -67,6 +80,8 @@ class Server:
     pool: int = 0
     #: The connection pooler between us and the database (``?pooler=transaction``), or ``""``.
     pooler: str = POOLER_NONE
+    #: Schema tenants borrow the connections of one per-process set (``?shared_connections=``).
+    shared_connections: bool = False
 
     @property
     def alias(self) -> str:
@@ -254,6 +269,7 @@ def parse_server(key: str, url: str) -> Server:
         # session, which the pooler hands to another client after each
         # transaction: Django's documented setting for transaction pooling.
         parsed["DISABLE_SERVER_SIDE_CURSORS"] = True
+    shared = _shared_connections(key, dialect, isolation, tenant_roles, pooler, options.pop("shared_connections", None))
     return Server(
         key=key,
         url=url,
@@ -263,7 +279,42 @@ def parse_server(key: str, url: str) -> Server:
         tenant_roles=tenant_roles,
         pool=pool,
         pooler=pooler,
+        shared_connections=shared,
     )
+
+
+def _shared_connections(
+    key: str, dialect: Dialect, isolation: str, tenant_roles: bool, pooler: str, value: object
+) -> bool:
+    """``shared_connections`` from a URL; when absent, on for schema isolation where it can be."""
+    if value is None:
+        return (
+            isolation == ISOLATION_SCHEMA
+            and dialect.supports_shared_connections
+            and dialect.supports_transaction_search_path
+            and not tenant_roles
+            and not pooler
+        )
+    if value not in (True, False, 0, 1):
+        raise ImproperlyConfigured(f"tenant server {key!r}: shared_connections must be true or false, not {value!r}")
+    if not value:
+        return False
+    if isolation != ISOLATION_SCHEMA:
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: shared_connections=true needs isolation=schema (tenants in one "
+            "database); a tenant database is only reached through connections of its own"
+        )
+    if not (dialect.supports_shared_connections and dialect.supports_transaction_search_path):
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: the {dialect.name} dialect cannot share connections between "
+            "schema tenants; remove shared_connections=true from its URL"
+        )
+    if tenant_roles:
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: shared_connections=true cannot be combined with tenant_roles=true: "
+            "each tenant logs in as its own role, so its connections cannot serve another tenant"
+        )
+    return True
 
 
 def _pooler(key: str, dialect: Dialect, isolation: str, value: object) -> str:

@@ -51,11 +51,15 @@ def _tenant_schema_clone_templates(django_db_blocker):
     yield
     if not _template_servers:
         return
+    from tenant_schema.exceptions import UnknownServer
     from tenant_schema.provisioning import drop_clone_templates
 
     with django_db_blocker.unblock():
         for key in sorted(_template_servers):
-            drop_clone_templates(key)
+            try:
+                drop_clone_templates(key)
+            except UnknownServer:  # a server a test added with a settings override: gone with it
+                pass
 
 
 @pytest.fixture

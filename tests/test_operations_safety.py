@@ -191,7 +191,10 @@ def open_transaction_on(tenant: Tenant) -> _Session:
         user=settings["USER"],
         password=settings["PASSWORD"] or None,
         dbname=settings["NAME"],
-        options=options.get("options", ""),
+        # A schema tenant's own path (its settings may set it per transaction instead).
+        options=f"-c search_path={tenant.database_name}"
+        if server.isolation == "schema"
+        else options.get("options", ""),
     )
     raw.execute("SELECT COUNT(*) FROM tenantapp_note")  # psycopg opens a transaction implicitly
     return _Session(raw, raw.close)

@@ -187,7 +187,7 @@ def test_schema_tenants_behind_a_transaction_pooler_carry_no_session_state():
     options = session.dialect.tenant_settings(session, "tenant_acme")["OPTIONS"]  # PgBouncer refuses it there too
     assert "options" not in options and options["cursor_factory"].tenant_schema_search_path == "tenant_acme"
     assert not session.settings.get("DISABLE_SERVER_SIDE_CURSORS")  # a session pooler keeps the session
-    direct = parse_server("d", "postgres://app@db:5432/shared?isolation=schema")
+    direct = parse_server("d", "postgres://app@db:5432/shared?isolation=schema&shared_connections=false")
     assert direct.dialect.tenant_settings(direct, "tenant_acme")["OPTIONS"] == {"options": "-c search_path=tenant_acme"}
 
 

@@ -10,7 +10,9 @@ Schema isolation points a tenant's connection at its schema with the
 ``search_path`` startup parameter, once per connection. Behind a transaction
 pooler (``?pooler=transaction``, PgBouncer) a connection's session is shared
 by every client of the pool, so the path is set inside each transaction
-instead: see ``search_path_cursor``.
+instead: see ``search_path_cursor``. The same per-transaction path lets the
+schema tenants of one server share a process's connections
+(``?shared_connections``, on by default): see ``SharedPool``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import select
 import threading
 from typing import Any
 
@@ -28,6 +31,7 @@ from django.db import DatabaseError, transaction
 from django.db.backends.signals import connection_created
 
 from tenant_schema import hookimpl
+from tenant_schema.aliases import SHARED_CONNECTIONS_SETTING, SharedConnections
 from tenant_schema.dialects import ISOLATION_SCHEMA, POOLER_TRANSACTION, Dialect
 from tenant_schema.exceptions import TenantSchemaError
 from tenant_schema.names import validate_identifier
@@ -83,6 +87,26 @@ class PostgresDialect(Dialect):
                 )
         options["cursor_factory"] = search_path_cursor(schema)
         settings["DISABLE_SERVER_SIDE_CURSORS"] = True
+
+    #: PostgreSQL's own: tested here. A dialect derived from this one (CockroachDB)
+    #: does not inherit it; it opts in by setting the flag in its own class.
+    supports_shared_connections = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "supports_shared_connections" not in vars(cls):
+            cls.supports_shared_connections = False
+
+    def apply_shared_connections(self, settings: dict[str, Any], server, schema: str) -> None:
+        # Every tenant of the server borrows from one SharedPool per process.
+        # A connection starts with an empty search path (nothing but
+        # pg_catalog), never a tenant's: a statement that escaped the
+        # per-transaction path (psycopg's copy() outside a transaction)
+        # then fails instead of reaching the database's public schema.
+        # PgBouncer refuses the start-up parameter, so not behind a pooler.
+        settings[SHARED_CONNECTIONS_SETTING] = shared_pool(server)
+        if not server.pooler:
+            settings["OPTIONS"]["options"] = "-c search_path="
 
     def _is_schema(self, server) -> bool:
         return server.isolation == ISOLATION_SCHEMA
@@ -314,12 +338,12 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iteration
 
 #: psycopg's ``TransactionStatus.IDLE``: no transaction open on the connection.
 _IDLE = 0
-_cursor_classes: dict[str, type] = {}
-_cursor_lock = threading.Lock()
+_cursor_factories: dict[str, SearchPathCursorFactory] = {}
+_cursor_lock = threading.RLock()
 
 
-def search_path_cursor(schema: str) -> type:
-    """The psycopg cursor class of connections whose every transaction runs in ``schema``.
+def search_path_cursor(schema: str) -> SearchPathCursorFactory:
+    """The psycopg cursor factory of connections whose every transaction runs in ``schema``.
 
     A statement that starts a transaction (the connection has none open:
     Django's autocommit, or the first statement of an atomic block, after
@@ -333,21 +357,58 @@ def search_path_cursor(schema: str) -> type:
     transaction of its own first: ``BEGIN; set_config(...)``, the statements,
     ``COMMIT``.
 
-    The class derives from Django's own cursor (client-side binding), is
-    passed to psycopg as ``cursor_factory`` (so every cursor of the
-    connection, Django's and raw ones, is one) and is made once per schema.
+    The factory is passed to psycopg as ``cursor_factory`` (so every cursor
+    of the connection, Django's and raw ones, is made by it) and is made
+    once per schema; its cursors are ``SearchPathCursor``s, a class derived
+    from Django's own cursor (client-side binding), one for every schema.
+    A cursor runs only while its factory is its connection's: one kept
+    after its connection was lent to another tenant (shared connections)
+    refuses to.
     """
-    cls = _cursor_classes.get(schema)
-    if cls is None:
+    factory = _cursor_factories.get(schema)
+    if factory is None:
         validate_identifier(schema, "tenant schema name", PostgresDialect.max_identifier_length)
         with _cursor_lock:
-            cls = _cursor_classes.get(schema)
-            if cls is None:
-                cls = _cursor_classes[schema] = _make_search_path_cursor(schema)
-    return cls
+            factory = _cursor_factories.get(schema)
+            if factory is None:
+                factory = _cursor_factories[schema] = SearchPathCursorFactory(schema)
+    return factory
 
 
-def _make_search_path_cursor(schema: str) -> type:
+class SearchPathCursorFactory:
+    """Makes the ``SearchPathCursor``s of one schema (psycopg calls ``cursor_factory(connection, ...)``)."""
+
+    __slots__ = ("cursor_class", "search_path_sql", "tenant_schema_search_path")
+
+    def __init__(self, schema: str) -> None:
+        self.tenant_schema_search_path = schema
+        # A double-quoted identifier inside a string literal; the name is a
+        # plain identifier (checked by search_path_cursor): no quote, no %,
+        # no backslash.
+        self.search_path_sql = f"SELECT pg_catalog.set_config('search_path', '\"{schema}\"', true); "
+        self.cursor_class = _search_path_cursor_class()
+
+    def __call__(self, connection, *args, **kwargs):
+        cursor = self.cursor_class(connection, *args, **kwargs)
+        cursor.search_path_factory = self
+        return cursor
+
+    def __repr__(self) -> str:
+        return f"<search_path_cursor {self.tenant_schema_search_path!r}>"
+
+    def __copy__(self) -> SearchPathCursorFactory:
+        return self  # one per schema: settings dicts holding it are copied
+
+    def __deepcopy__(self, memo: dict) -> SearchPathCursorFactory:
+        return self
+
+
+_cursor_class: list[type] = []
+
+
+def _search_path_cursor_class() -> type:
+    if _cursor_class:
+        return _cursor_class[0]
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
     if not is_psycopg3:
@@ -355,17 +416,22 @@ def _make_search_path_cursor(schema: str) -> type:
     from django.db.backends.postgresql.base import Cursor
     from psycopg import sql
 
-    # A double-quoted identifier inside a string literal; the name is a
-    # plain identifier (checked above): no quote, no %, no backslash.
-    prefix = f"SELECT pg_catalog.set_config('search_path', '\"{schema}\"', true); "
-
     class SearchPathCursor(Cursor):
-        tenant_schema_search_path = schema
-        search_path_sql = prefix
+        """A cursor whose every transaction-starting statement sets its schema's path (``search_path_cursor``)."""
+
+        search_path_factory: SearchPathCursorFactory
+
+        @property
+        def tenant_schema_search_path(self) -> str:
+            return self.search_path_factory.tenant_schema_search_path
 
         def execute(self, query, params=None, **kwargs):
+            factory = self.search_path_factory
+            if self.connection.cursor_factory is not factory:
+                raise _lent_elsewhere(self)
             if self.connection.info.transaction_status != _IDLE:
                 return super().execute(query, params, **kwargs)
+            prefix = factory.search_path_sql
             if isinstance(query, bytes):
                 query = prefix.encode() + query
             elif isinstance(query, str):
@@ -378,10 +444,13 @@ def _make_search_path_cursor(schema: str) -> type:
 
         def executemany(self, query, params_seq, **kwargs):
             connection = self.connection
+            factory = self.search_path_factory
+            if connection.cursor_factory is not factory:
+                raise _lent_elsewhere(self)
             if connection.info.transaction_status != _IDLE:
                 return super().executemany(query, params_seq, **kwargs)
             own = connection.autocommit  # else set_config's BEGIN (sent by psycopg) is Django's transaction
-            Cursor(connection).execute(("BEGIN; " if own else "") + prefix)
+            Cursor(connection).execute(("BEGIN; " if own else "") + factory.search_path_sql)
             try:
                 super().executemany(query, params_seq, **kwargs)
             except BaseException:
@@ -393,8 +462,130 @@ def _make_search_path_cursor(schema: str) -> type:
                 Cursor(connection).execute("COMMIT")
             return None
 
-    SearchPathCursor.__qualname__ = SearchPathCursor.__name__ = f"SearchPathCursor[{schema}]"
-    return SearchPathCursor
+        def __repr__(self) -> str:
+            return f"<SearchPathCursor {self.tenant_schema_search_path!r} at {id(self):#x}>"
+
+    with _cursor_lock:
+        if not _cursor_class:
+            _cursor_class.append(SearchPathCursor)
+    return _cursor_class[0]
+
+
+def _lent_elsewhere(cursor) -> Exception:
+    """A cursor kept past its wrapper's close, whose shared connection now serves another tenant (or none)."""
+    from psycopg import InterfaceError
+
+    return InterfaceError(
+        f"this cursor of schema {cursor.tenant_schema_search_path!r} belongs to a connection that was given "
+        "back to its server's shared connections when the tenant's connection closed (another tenant may "
+        "be using it now): open a new cursor on the tenant's connection"
+    )
+
+
+# -- connections shared by a server's schema tenants (shared_connections) -----------------
+
+_shared_pools: dict[tuple[str, str], SharedPool] = {}
+_shared_pools_lock = threading.Lock()
+
+
+def shared_pool(server) -> SharedPool:
+    """The ``SharedPool`` of ``server`` in this process (one per server key and URL)."""
+    key = (server.key, server.url)
+    pool = _shared_pools.get(key)
+    if pool is None:
+        with _shared_pools_lock:
+            pool = _shared_pools.get(key)
+            if pool is None:
+                pool = _shared_pools[key] = SharedPool(server.key)
+    return pool
+
+
+class SharedPool(SharedConnections):
+    """psycopg connections to a schema-isolated server's database, lent to its tenants' aliases in turn.
+
+    A connection is opened by the first tenant wrapper that needs one
+    (Django's own connect, with that tenant's settings: they differ from
+    any other tenant's of the server only in the cursor factory). Lending
+    it to a wrapper sets the connection's ``cursor_factory`` to that
+    tenant's ``search_path_cursor``, so every statement that starts a
+    transaction sets the tenant's path for that transaction; giving it back
+    rolls back what is open and sets a cursor factory that refuses to make
+    cursors (``unlent_cursor``), so an idle connection serves no one. A
+    cursor kept past its wrapper's close refuses to run (its factory is no
+    longer the connection's).
+
+    The cap (``MAX_OPEN_CONNECTIONS``) counts these connections, lent or
+    idle (``tenant_schema.aliases``). What a tenant leaves in the session
+    (a session-level ``SET``, temporary tables, ``LISTEN``, session advisory
+    locks) stays with the connection, as behind PgBouncer in transaction
+    mode: see docs/operations.md.
+    """
+
+    def lend(self, connection, wrapper, conn_params) -> None:
+        connection.cursor_factory = conn_params["cursor_factory"]
+
+    def reclaim(self, connection) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        connection.cursor_factory = unlent_cursor
+        try:
+            if connection.closed or connection.broken:
+                return False
+            status = connection.info.transaction_status
+            if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                connection.rollback()  # a wrapper closed inside a transaction
+            elif status != TransactionStatus.IDLE:
+                return False  # a statement still running, or the connection is lost
+            if not connection.autocommit:
+                connection.autocommit = True
+        except Exception:  # noqa: BLE001 - a connection that cannot be reset is closed
+            return False
+        return connection.info.transaction_status == TransactionStatus.IDLE
+
+    def usable(self, connection) -> bool:
+        from psycopg.pq import ConnStatus, TransactionStatus
+
+        if connection.closed or connection.broken:
+            return False
+        pgconn = connection.pgconn
+        if pgconn.transaction_status != TransactionStatus.IDLE:
+            return False
+        # The server may have ended the session while it was idle (a restart,
+        # pg_terminate_backend): its goodbye (an error message, then the end
+        # of the stream) is then waiting on the socket. Reading the end of
+        # the stream marks the connection bad; a notice alone leaves it good.
+        try:
+            for _ in range(4):
+                if not _readable(pgconn.socket):
+                    break
+                pgconn.consume_input()
+                pgconn.is_busy()  # parses what was read
+                if pgconn.status != ConnStatus.OK:
+                    return False
+            else:
+                return False  # still more to read: not the quiet idle connection it should be
+        except Exception:  # noqa: BLE001 - any failure here means "do not lend it"
+            return False
+        return pgconn.status == ConnStatus.OK and pgconn.transaction_status == TransactionStatus.IDLE
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has something to read now (``poll``: no limit on descriptor numbers, unlike ``select``)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def unlent_cursor(connection, *args, **kwargs):
+    """The cursor factory of an idle shared connection: it makes no cursor (the connection serves no tenant)."""
+    from psycopg import InterfaceError
+
+    raise InterfaceError(
+        "this connection is idle in its server's shared connections and serves no tenant: "
+        "use the tenant's connection (connections['tenant:<slug>'])"
+    )
 
 
 def _check_search_path_cursor(sender, connection, **kwargs) -> None:
