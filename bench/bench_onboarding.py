@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 
 from _harness import Run, WorkerError, fmt_load, loadavg, mysql_reachable, pg_reachable
-from _report import Section, med, ms, ratio, table
+from _report import Section, Target, med, ms, ratio, table
 
 NAME = "onboarding"
 AFTERWORD = """
@@ -165,4 +165,34 @@ def run(bench: Run, argv: list[str]) -> Section:
     )
     print(f"Onboarding: median of {args.tenants} per variant (ms); load {fmt_load(load_start)} -> {fmt_load(load_end)}")
     print(text)
-    return Section(NAME, "Onboarding", body, load=(load_start, load_end))
+    return Section(NAME, "Onboarding", body, targets=_targets(samples, fastest_floor), load=(load_start, load_end))
+
+
+def _targets(samples, fastest_floor) -> list[Target]:
+    """Issue 9's onboarding targets, from this run's medians."""
+    out: list[Target] = []
+    for label, server, fl, goal in (
+        ("PostgreSQL, database", "pgpool", "pg", 0.1),
+        ("MariaDB", "mysqlpool", "mysql", 0.3),
+    ):
+        if ("pool", server) in samples:
+            value = med(samples[("pool", server)]) / fastest_floor(fl)
+            out.append(Target(f"warm-pool sign-up vs floor, {label}", f"≤ {goal}x", f"{value:.2f}x", value <= goal))
+    for label, server, fl in TS:
+        if ("ts", server) in samples:
+            value = med(samples[("ts", server)]) / fastest_floor(fl)
+            out.append(Target(f"sign-up without a pool vs floor, {label}", "≤ 1.3x", f"{value:.2f}x", value <= 1.3))
+    if ("dt", "pgschema") in samples:
+        dt_ms = med(samples[("dt", "pgschema")])
+        for label, server, _ in POOLS:
+            if ("pool", server) in samples:
+                times = dt_ms / med(samples[("pool", server)])
+                out.append(
+                    Target(
+                        f"warm-pool sign-up vs django-tenants creating a tenant, {label}",
+                        "≥ 5x faster",
+                        f"{times:.0f}x faster",
+                        times >= 5,
+                    )
+                )
+    return out

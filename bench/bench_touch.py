@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from _harness import Run, fmt_load, grow_fleets, loadavg, pg_reachable
-from _report import Section, med, table
+from _report import Section, Target, med, table
 
 NAME = "touch"
 AFTERWORD = """
@@ -104,4 +104,9 @@ def run(bench: Run, argv: list[str]) -> Section:
     )
     print(f"Touch {n} tenants, one query each; load {fmt_load(load_start)} -> {fmt_load(load_end)}")
     print(text)
-    return Section(NAME, f"Touching {n} tenants", body, load=(load_start, load_end))
+    targets = []
+    seconds = {key: med([r["seconds"] for r in results[key]]) for _, _, key in variants}
+    if "dt" in seconds and "pgschema" in seconds:
+        value = seconds["pgschema"] / seconds["dt"]
+        targets.append(Target(f"touch {n} schema tenants vs django-tenants", "≤ 1.5x", f"{value:.2f}x", value <= 1.5))
+    return Section(NAME, f"Touching {n} tenants", body, targets=targets, load=(load_start, load_end))
