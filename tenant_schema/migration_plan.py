@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from inspect import get_annotations
 
 from django.apps import apps
 from django.core.signals import setting_changed
@@ -26,6 +27,7 @@ from django.db.migrations.autodetector import MigrationAutodetector
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
 from django.db.migrations.state import ProjectState
+from django.utils.module_loading import import_string
 
 from . import conf
 from .lazy import Lazy
@@ -123,7 +125,7 @@ def _build() -> MigrationPlan:
                 seen.add(node)
                 nodes.append(node)
     replaces = {node: tuple(graph.nodes[node].replaces) for node in nodes if graph.nodes[node].replaces}
-    tables = tuple(json.dumps(raw if isinstance(raw, str) else list(raw)) for raw in conf.get("TENANT_TABLES"))
+    tables = tuple(_table_entry(raw) for raw in conf.get("TENANT_TABLES"))
     return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes), tables)
 
 
@@ -150,6 +152,21 @@ def _replay_reason(loader: MigrationLoader, nodes: list[Key]) -> str | None:
     if changed:
         return f"the models of {', '.join(changed)} differ from their migrations (run makemigrations)"
     return None
+
+
+def _table_entry(raw) -> str:
+    """One ``TENANT_TABLES`` entry with its class's fields (names and annotations), for the fingerprint.
+
+    A field added to a table's class changes the fingerprint, so clone
+    templates and pooled databases built before it are not taken as current.
+    """
+    parts = [raw] if isinstance(raw, str) else list(raw)
+    try:
+        cls = import_string(parts[0])
+        fields = [[name, repr(annotation)] for name, annotation in get_annotations(cls).items()]
+    except Exception:  # noqa: BLE001 - a bad path is reported where the table is created
+        fields = []
+    return json.dumps([parts, fields], default=str)
 
 
 def graph_operations(loader: MigrationLoader, node: Key):

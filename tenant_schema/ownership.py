@@ -104,21 +104,29 @@ def write_marker(tenant_db, tenant, *, origin: str = "created", empty: bool = Fa
         insert()
 
 
-def rewrite_marker(tenant_db, tenant) -> None:
-    """Make the marker of a database cloned from a clone template ``tenant``'s.
+def rewrite_marker(tenant_db, tenant) -> str:
+    """Make the marker of a database cloned from a clone template ``tenant``'s; the plan fingerprint it held.
 
-    A clone carries its template's marker (origin ``template``); only such a
-    marker is rewritten, so no tenant's marker is ever taken over.
+    A clone carries its template's marker (origin ``template``, holding the
+    migration fingerprint the template was built at); only such a marker is
+    rewritten, so no tenant's marker is ever taken over. The caller compares
+    the returned fingerprint with its own plan: a clone of another plan's
+    template still needs migrating.
     """
     connection = tenant_db.admin_connection
+    marker = read_marker(tenant_db)
+    if marker is None or marker.origin != TEMPLATE_ORIGIN:
+        check_owner(tenant_db, tenant)  # NotOurDatabase, naming whose it is
+        return ""
     updated = (
         marker_model()
         .objects.using(connection.alias)
-        .filter(pk=1, origin=TEMPLATE_ORIGIN)
+        .filter(pk=1, origin=TEMPLATE_ORIGIN, tenant_uid=marker.tenant_uid)
         .update(tenant_uid=tenant.uid.hex, origin="created", slug=tenant.slug, created_at=timezone.now())
     )
     if updated != 1:
-        check_owner(tenant_db, tenant)  # NotOurDatabase, naming whose it is
+        check_owner(tenant_db, tenant)
+    return marker.tenant_uid
 
 
 def is_unclaimed_clone(tenant_db) -> bool:

@@ -22,13 +22,14 @@ import dataclasses
 import logging
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -166,15 +167,21 @@ def claim_pooled(slug: str, server: Server, *, name: str = "") -> Tenant | None:
     """
     fingerprint = migration_plan().fingerprint
     pooled = Tenant.objects.filter(status=Tenant.Status.POOLED, server=server.key, migrated_to=fingerprint)
+    using = registry_db()
+    skip_locked = connections[using].features.has_select_for_update_skip_locked
     for _attempt in range(3):
         try:
-            with transaction.atomic(using=registry_db()):
-                row = pooled.select_for_update(skip_locked=True).order_by("pk").first()
+            with transaction.atomic(using=using):
+                candidates = pooled.select_for_update(skip_locked=True) if skip_locked else pooled
+                row = candidates.order_by("pk").first()
                 if row is None:
                     return None
                 taken = _take(pooled.filter(pk=row.pk), slug, name)
         except IntegrityError:
             return None  # ``slug`` was registered meanwhile: the caller finds that row
+        except OperationalError:  # SQLite's "database is locked" under concurrent claims: the pool is busy
+            logger.warning("claiming a pooled database on server %s failed; creating one", server.key, exc_info=True)
+            return None
         if taken:
             tenant = Tenant.objects.get(pk=row.pk)
             ready_tenants.forget(slug)
@@ -199,11 +206,16 @@ def drain_pool(server: str | None = None) -> int:
         rows = rows.filter(server=get_server(server).key)
     drained = 0
     for row in rows.order_by("pk"):
-        # Taken out of the pool first (a claim skips it), then dropped.
-        if not Tenant.objects.filter(pk=row.pk, status=row.status).update(status=Tenant.Status.FAILED):
+        # Taken out of the pool first: archived, which neither a claim nor a
+        # fill (resuming unfinished rows) touches; then dropped.
+        if not Tenant.objects.filter(pk=row.pk, status=row.status).update(status=Tenant.Status.ARCHIVED):
             continue  # claimed meanwhile
-        drop_owned_database(row)
-        row.delete()
+        try:
+            drop_owned_database(row)
+        except Exception:
+            logger.exception("could not drop pooled database %s", row.database_name)
+            continue
+        Tenant.objects.filter(pk=row.pk, status=Tenant.Status.ARCHIVED).delete()
         drained += 1
     return drained
 
@@ -280,13 +292,17 @@ def fill_pool(server: str | None = None) -> int:
             )
             .order_by("pk")
         )
-        for row in unfinished:
-            _provision_row(row, Tenant.Status.POOLED)
-            made += 1
-        for _ in range(status.missing - len(unfinished)):
-            slug = pool_slug()
-            row = Tenant.objects.create(slug=slug, server=srv.key, database_name=database_name(slug, srv))
-            _provision_row(row, Tenant.Status.POOLED)
+        unfinished = list(unfinished)
+        rows = unfinished + [None] * max(status.missing - len(unfinished), 0)
+        for row in rows:
+            if row is None:
+                slug = pool_slug()
+                row = Tenant.objects.create(slug=slug, server=srv.key, database_name=database_name(slug, srv))
+            try:
+                _provision_row(row, Tenant.Status.POOLED)
+            except Exception:
+                logger.exception("could not provision pooled database %s on server %s", row.database_name, srv.key)
+                continue
             made += 1
     return made
 
@@ -319,16 +335,23 @@ def provision(tenant: Tenant) -> None:
     server = tenant_db.server
     hook = get_plugins().hook
     plan = migration_plan()
+    held = ""  # the plan fingerprint a clone's template marker held
     cloned = tenant.provisioned_at is None and clone_into(tenant_db, plan)
     fresh = cloned or hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
     if fresh:
-        _mark_or_undo(tenant_db, tenant, cloned=cloned)
+        held = _mark_or_undo(tenant_db, tenant, cloned=cloned)
     elif tenant.provisioned_at is None and ownership.is_unclaimed_clone(tenant_db):
         # A clone an interrupted attempt made and did not mark: complete, and nobody's yet.
-        ownership.rewrite_marker(tenant_db, tenant)
+        held = ownership.rewrite_marker(tenant_db, tenant)
         cloned = fresh = True
     else:
         ownership.check_owner(tenant_db, tenant)  # never adopt or recreate someone else's database
+    if cloned and held != plan.fingerprint:
+        # A template of another plan (another process rebuilt it, a deploy in
+        # progress): the clone is the tenant's, but is migrated below like
+        # any existing database, never recorded as at this plan.
+        _templates.pop(server.key, None)
+        cloned = fresh = False
     # Before anything connects as the tenant: with ?tenant_roles=true the
     # tenant's alias logs in as its own role, which this creates or re-keys.
     credentials.ensure_tenant_role(server, tenant_db.name)
@@ -362,6 +385,10 @@ def provision(tenant: Tenant) -> None:
 # plan's fingerprint, and a template of another plan is replaced.
 
 _templates: dict[str, str] = {}  # server key -> fingerprint of the template verified in this process
+#: The handles (slugs) of templates: not valid tenant ids (a leading "-"), so
+#: their aliases can never be a tenant's.
+TEMPLATE_HANDLE = "-clone-template"
+TEMPLATE_BUILD_HANDLE = "-clone-template-build"
 
 
 def template_name(server: Server) -> str:
@@ -411,7 +438,7 @@ def ensure_template(server: Server, plan: MigrationPlan) -> str:
     fingerprint = plan.fingerprint
     if _templates.get(server.key) == fingerprint:
         return name
-    template = TenantDatabase("clone-template", server, name)
+    template = TenantDatabase(TEMPLATE_HANDLE, server, name)
     marker = None
     with _released(template):
         if template.exists():
@@ -435,7 +462,7 @@ def _build_template(server: Server, plan: MigrationPlan, *, replace: bool) -> No
     # dropped by the next build (it is half-built and nobody's), so leftovers
     # never accumulate. Two processes building at once make each other fall
     # back to creating their tenant's database with DDL: slower, never wrong.
-    building = TenantDatabase("clone-template-build", server, databases._valid_name(f"{name}_build", server))
+    building = TenantDatabase(TEMPLATE_BUILD_HANDLE, server, databases._valid_name(f"{name}_build", server))
     hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=building.name)
     hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=building.name)
     try:
@@ -447,6 +474,14 @@ def _build_template(server: Server, plan: MigrationPlan, *, replace: bool) -> No
             hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=name)
         if not server.dialect.rename_database(server, building.name, name):
             raise DatabaseError(f"another process installed a template {name!r} first")
+        # Another process's build may have replaced ours under the build name
+        # before the rename: what is in place now must be a complete template.
+        installed = TenantDatabase(TEMPLATE_HANDLE, server, name)
+        with _released(installed):
+            marker = ownership.read_marker(installed)
+        if marker is None or marker.origin != ownership.TEMPLATE_ORIGIN or marker.tenant_uid != plan.fingerprint:
+            hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=name)
+            raise DatabaseError(f"the template {name!r} was replaced while it was built")
     except BaseException:
         building.close()
         hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=building.name)
@@ -466,7 +501,7 @@ def drop_clone_templates(server: str | None = None) -> int:
         if not srv.dialect.can_clone_databases or srv.isolation != ISOLATION_DATABASE:
             continue
         _templates.pop(srv.key, None)
-        template = TenantDatabase("clone-template", srv, template_name(srv))
+        template = TenantDatabase(TEMPLATE_HANDLE, srv, template_name(srv))
         with _released(template):
             if not template.exists() or not ownership.is_unclaimed_clone(template):
                 continue
@@ -479,7 +514,7 @@ def _write_template_marker(template: TenantDatabase, fingerprint: str) -> None:
     ownership.write_marker(template, stand_in, origin=ownership.TEMPLATE_ORIGIN)
 
 
-def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = False) -> None:
+def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = False) -> str:
     """Write the ownership marker into the database this call just created, or drop it again.
 
     If writing the marker fails (the server dropped the connection), the
@@ -489,11 +524,12 @@ def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = F
     """
     try:
         if cloned:
-            ownership.rewrite_marker(tenant_db, tenant)
-        else:
-            ownership.write_marker(tenant_db, tenant, empty=True)
+            return ownership.rewrite_marker(tenant_db, tenant)
+        ownership.write_marker(tenant_db, tenant, empty=True)
+        return ""
     except BaseException:
         server = tenant_db.server
+        _templates.pop(server.key, None)
         try:
             tenant_db.close_everywhere()
             get_plugins().hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=tenant_db.name)
@@ -651,11 +687,13 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
         state = None
         if plan and loader is not None:  # tenants with one history share one rendered state
             history = frozenset(executor.loader.applied_migrations)
-            if history not in states:
-                if len(states) >= 8:
-                    states.clear()
-                states[history] = django_private.applied_project_state(executor)
-            state = states[history].clone()
+            with _graphs_lock:
+                rendered = states.get(history)
+                if rendered is None:
+                    if len(states) >= 8:
+                        states.clear()
+                    rendered = states[history] = django_private.applied_project_state(executor)
+                state = rendered.clone()
         if plan:
             record_migration_state(tenant, "")
         # Where DDL rolls back, one transaction around the whole plan: Django
@@ -694,6 +732,7 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
 
 
 _graphs: dict[str, Any] = {}
+_graphs_lock = threading.Lock()
 
 
 def _shared_graph() -> tuple[Any, dict]:
@@ -730,6 +769,8 @@ def refresh_migration_state(tenant: Tenant) -> bool:
     """
     plan = migration_plan()
     current = not plan.pending(applied_migrations(tenant.database) or set())
+    if current:
+        create_tenant_tables(tenant.database)  # the fingerprint covers TENANT_TABLES too
     record_migration_state(tenant, plan.fingerprint if current else "")
     return current
 

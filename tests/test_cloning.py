@@ -118,3 +118,21 @@ def test_a_crash_at_each_step_of_a_clone_is_never_ready_and_a_rerun_completes(cl
     assert tenant.status == Tenant.Status.READY
     ownership.check_owner(tenant.database, tenant)
     assert not unapplied(tenant) and "audit_event" in tables(tenant)
+
+
+def test_a_clone_of_another_plans_template_is_migrated_not_recorded_as_current(cloning_server):
+    """Another process rebuilds the template at its own plan while this one trusts its cached check."""
+    key, made = cloning_server
+    first = register_tenant(unique_slug("clone"), server=key)  # this process verifies the template
+    made.append(first.slug)
+    other_plan = {**settings.TENANT_SCHEMA, "TENANT_TABLES": []}
+    slug = unique_slug("clone")
+    made.append(slug)
+    child = start_child(slug, key, tenant_schema=other_plan)  # rebuilds the template without audit_event
+    _, err = child.communicate(timeout=180)
+    assert child.returncode == 0, err
+    assert template_marker(key).tenant_uid != migration_plan().fingerprint
+    tenant = register_tenant(unique_slug("clone"), server=key)  # clones the other plan's template
+    made.append(tenant.slug)
+    assert "audit_event" in tables(tenant) and not unapplied(tenant)
+    assert Tenant.objects.get(pk=tenant.pk).migrated_to == migration_plan().fingerprint

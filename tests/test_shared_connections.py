@@ -484,3 +484,19 @@ def test_a_forked_child_leaves_the_parents_shared_connections_alone(two_tenants)
     assert raw_titles(B) == [f"note of {b.slug}"] and backend_pid(B) == lent
     with transaction.atomic(using=B):
         assert raw_titles(A) == [f"note of {a.slug}"] and backend_pid(A) == idle
+
+
+def test_a_temporary_table_left_by_a_tenant_is_gone_for_the_next(two_tenants):
+    """pg_temp is searched first: without DISCARD TEMP on give-back, B would read A's temporary rows."""
+    a, b = two_tenants
+    A, B = a.database.alias, b.database.alias
+    with connections[A].cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE tenantapp_note (title text)")
+        cursor.execute("INSERT INTO tenantapp_note VALUES ('temporary row of a')")
+    pid = backend_pid(A)
+    connections[A].close()
+    assert backend_pid(B) == pid  # the same physical connection
+    assert raw_titles(B) == [f"note of {b.slug}"]
+    with connections[B].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname LIKE 'pg_temp%%'")
+        assert cursor.fetchone() == (0,)

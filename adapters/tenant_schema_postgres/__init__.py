@@ -525,7 +525,7 @@ class SharedPool(SharedConnections):
         connection.cursor_factory = conn_params["cursor_factory"]
 
     def reclaim(self, connection) -> bool:
-        from psycopg.pq import TransactionStatus
+        from psycopg.pq import ExecStatus, TransactionStatus
 
         connection.cursor_factory = unlent_cursor
         try:
@@ -538,6 +538,12 @@ class SharedPool(SharedConnections):
                 return False  # a statement still running, or the connection is lost
             if not connection.autocommit:
                 connection.autocommit = True
+            # Temporary tables live in the session and pg_temp is searched
+            # first: the next tenant must not see this one's (nor its
+            # LISTENs or session advisory locks).
+            result = connection.pgconn.exec_(b"DISCARD TEMP; UNLISTEN *; SELECT pg_advisory_unlock_all()")
+            if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
+                return False
         except Exception:  # noqa: BLE001 - a connection that cannot be reset is closed
             return False
         return connection.info.transaction_status == TransactionStatus.IDLE
