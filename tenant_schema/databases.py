@@ -167,6 +167,15 @@ class TenantDatabase:
         for alias in (self.alias, self.admin_alias):
             close_alias_connections(alias)
 
+    def released(self):
+        """A context manager for a visit to this tenant: the connections it opens inside are closed,
+        and the aliases it registers forgotten, afterwards (``aliases.released``).
+
+        For code that visits many tenants once (fleet migration, listings),
+        so visiting 10,000 tenants holds one connection and no 10,000 aliases.
+        """
+        return released(self.alias, self.admin_alias)
+
     def close(self) -> None:
         """Close this thread's connections to the tenant."""
         for alias in (self.alias, self.admin_alias):

@@ -440,7 +440,7 @@ def ensure_template(server: Server, plan: MigrationPlan) -> str:
         return name
     template = TenantDatabase(TEMPLATE_HANDLE, server, name)
     marker = None
-    with _released(template):
+    with template.released():
         if template.exists():
             marker = ownership.read_marker(template)
             if marker is None or marker.origin != ownership.TEMPLATE_ORIGIN:
@@ -466,7 +466,7 @@ def _build_template(server: Server, plan: MigrationPlan, *, replace: bool) -> No
     hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=building.name)
     hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=building.name)
     try:
-        with _released(building):
+        with building.released():
             create_from_models(building, plan, fresh=True)
             create_tenant_tables(building)
             _write_template_marker(building, plan.fingerprint)
@@ -477,7 +477,7 @@ def _build_template(server: Server, plan: MigrationPlan, *, replace: bool) -> No
         # Another process's build may have replaced ours under the build name
         # before the rename: what is in place now must be a complete template.
         installed = TenantDatabase(TEMPLATE_HANDLE, server, name)
-        with _released(installed):
+        with installed.released():
             marker = ownership.read_marker(installed)
         if marker is None or marker.origin != ownership.TEMPLATE_ORIGIN or marker.tenant_uid != plan.fingerprint:
             hook.tenant_schema_drop_database(dialect=server.dialect, server=server, name=name)
@@ -502,7 +502,7 @@ def drop_clone_templates(server: str | None = None) -> int:
             continue
         _templates.pop(srv.key, None)
         template = TenantDatabase(TEMPLATE_HANDLE, srv, template_name(srv))
-        with _released(template):
+        with template.released():
             if not template.exists() or not ownership.is_unclaimed_clone(template):
                 continue
         dropped += bool(hook.tenant_schema_drop_database(dialect=srv.dialect, server=srv, name=template.name))
@@ -853,7 +853,7 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
     recorded = migrated_to == plan.fingerprint
     drift = False
     try:
-        with _released(tenant.database):
+        with tenant.database.released():
             ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
             if not plan.pending(applied_migrations(tenant.database) or set()):
                 if not recorded:
@@ -866,22 +866,6 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
         logger.exception("migrating tenant %s failed", slug)
         hint = getattr(exc, "partly_applied", None)
         return TenantMigration(slug, error=_describe(exc) + (f"; {hint}" if hint else ""), drift=drift)
-
-
-class _released:
-    """Close the tenant's connection afterwards, and forget its alias if we added it."""
-
-    def __init__(self, tenant_db: TenantDatabase) -> None:
-        self.tenant_db = tenant_db
-
-    def __enter__(self) -> TenantDatabase:
-        self.added = [a for a in (self.tenant_db.alias, self.tenant_db.admin_alias) if a not in connections.settings]
-        return self.tenant_db
-
-    def __exit__(self, *exc_info) -> None:
-        self.tenant_db.close()
-        for alias in self.added:
-            databases.unregister_alias(alias)
 
 
 def _describe(exc: BaseException) -> str:
