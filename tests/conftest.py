@@ -45,6 +45,27 @@ def require_server(key: str) -> None:
         pytest.skip(problem)
 
 
+def require_redis() -> str:
+    """The URL of the Redis ``./run test`` started (``TENANT_SCHEMA_REDIS_URL``), once it answers.
+
+    Skips without one, except under ``CI=true``, where a missing Redis fails.
+    """
+    url = os.environ.get("TENANT_SCHEMA_REDIS_URL")
+    problem = None if url else "TENANT_SCHEMA_REDIS_URL is not set (./run test starts Redis and sets it)"
+    if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            problem = f"Redis at {url} does not answer: {exc}"
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true and Redis is missing: {problem}")
+        pytest.skip(problem)
+    return url
+
+
 def new_tenant_id() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 

@@ -20,7 +20,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("registry", {"models", "registry", "ownership", "migration_plan"}),
     ("schema and rows", {"schema"}),
     ("life cycle", {"provisioning", "fleet_worker"}),
-    ("run-time selection", {"context", "routers", "middleware", "object_isolation"}),
+    (
+        "run-time selection",
+        {"context", "routers", "middleware", "object_isolation", "cache", "storage", "celery", "channels", "logging"},
+    ),
     ("interfaces", {"admin", "apps", "checks", "testing", "standalone", "management", "migrations", "__init__"}),
 ]
 LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}
