@@ -30,6 +30,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
+from django.core.management.sql import emit_post_migrate_signal
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -46,7 +47,7 @@ from .registry import check_server, get_tenant, normalize_slug, ready_tenants, r
 from .schema.batch import DDLBatch
 from .schema.ddl import register_tables
 from .servers import Server, get_server, server_urls
-from .signals import tenant_archived, tenant_dropped, tenant_provisioned
+from .signals import pre_tenant_migrate, tenant_archived, tenant_dropped, tenant_migrated, tenant_provisioned
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +357,8 @@ def provision(tenant: Tenant) -> None:
     # tenant's alias logs in as its own role, which this creates or re-keys.
     credentials.ensure_tenant_role(server, tenant_db.name)
     if cloned:
-        return  # the template holds the plan and the TENANT_TABLES
+        with _announcing(tenant, plan.records()):
+            return  # the template held the plan and the TENANT_TABLES: nothing to build
     if (
         not fresh
         and tenant.provisioned_at is None
@@ -370,10 +372,40 @@ def provision(tenant: Tenant) -> None:
     # A database this call created is empty: no need to ask it what it has.
     applied = set() if fresh else applied_migrations(tenant_db)
     if not applied and plan.direct_ok:
-        create_from_models(tenant_db, plan, fresh=bool(fresh))
-    elif plan.pending(applied or set()):
+        with _announcing(tenant, plan.records()):
+            create_from_models(tenant_db, plan, fresh=bool(fresh))
+            create_tenant_tables(tenant_db)
+        return
+    if plan.pending(applied or set()):
         migrate_tenant(tenant)
     create_tenant_tables(tenant_db)
+
+
+@contextlib.contextmanager
+def _announcing(tenant: Tenant, records: Iterable[Key]):
+    """Send the migration signals around building ``tenant``'s database at the plan (``records``).
+
+    The tenant is selected while receivers run (whatever its status), so a
+    receiver seeding rows uses the default manager. ``post_migrate`` goes to
+    the tenant's alias, as Django's ``migrate`` sends it: its receivers
+    (contenttypes, permissions, the site's own) act where the router lets
+    their models live.
+    """
+    records = list(records)
+    token = registry.activate(tenant)
+    try:
+        pre_tenant_migrate.send(sender=Tenant, tenant=tenant, plan=records)
+        yield
+        _migrated(tenant, [f"{app}.{name}" for app, name in records])
+    finally:
+        registry.deactivate(token)
+
+
+def _migrated(tenant: Tenant, applied: list[str]) -> None:
+    """``tenant_migrated``, then ``post_migrate`` on the tenant's alias when anything was applied."""
+    tenant_migrated.send(sender=Tenant, tenant=tenant, applied=applied)
+    if applied:
+        emit_post_migrate_signal(0, False, tenant.database.alias)
 
 
 # -- clone templates ------------------------------------------------------------
@@ -694,6 +726,9 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
                         states.clear()
                     rendered = states[history] = django_private.applied_project_state(executor)
                 state = rendered.clone()
+        pre_tenant_migrate.send(
+            sender=Tenant, tenant=tenant, plan=[(m.app_label, m.name) for m, backwards in plan if not backwards]
+        )
         if plan:
             record_migration_state(tenant, "")
         # Where DDL rolls back, one transaction around the whole plan: Django
@@ -726,6 +761,7 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
             raise
         create_tenant_tables(tenant_db)
         record_migration_state(tenant, migration_plan().fingerprint)
+        _migrated(tenant, applied)
     finally:
         registry.deactivate(token)
     return applied

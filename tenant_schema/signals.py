@@ -5,12 +5,32 @@ the registry change it announces is committed:
 
 - ``tenant_provisioned``: the tenant became ready (``register_tenant``);
 - ``tenant_archived``: the tenant was archived, its data kept;
+- ``tenant_restored``: an archived tenant was brought back to ready
+  (``restore_tenant``);
+- ``tenant_maintenance_changed``: the tenant's maintenance mode was switched
+  on or off (``set_maintenance``; also ``maintenance=<bool>``);
 - ``tenant_dropped``: the tenant's database (or schema) was dropped and its
   row deleted (the ``tenant`` instance no longer exists in the registry).
+
+Around each tenant's migration (``register_tenant`` on a new database,
+``migrate_tenant``, every tenant of a fleet run), in the process doing it:
+
+- ``pre_tenant_migrate``: before anything is applied, with
+  ``plan=[(app_label, migration_name), ...]``, the migrations about to be
+  applied (empty when there is nothing to apply);
+- ``tenant_migrated``: after they were applied and recorded, with
+  ``applied=[...]``, the names applied, in order.
+
+Neither is sent for a tenant a fleet run skips without connecting (its
+registry row says it is at the current plan).
 """
 
 from django.dispatch import Signal
 
 tenant_provisioned = Signal()
 tenant_archived = Signal()
+tenant_restored = Signal()
+tenant_maintenance_changed = Signal()
 tenant_dropped = Signal()
+pre_tenant_migrate = Signal()
+tenant_migrated = Signal()

@@ -45,6 +45,21 @@ def require_server(key: str) -> None:
         pytest.skip(problem)
 
 
+def require_live_server(key: str) -> None:
+    """``require_server``, and for a schema-isolated server its shared database, created when missing."""
+    from tenant_schema.plugins import get_plugins
+    from tenant_schema.servers import get_server
+
+    server = get_server(key)
+    if server.isolation != "schema":
+        require_server(key)
+        return
+    base = {"pgschema": "pg", "pgschemaroles": "pg", "pgbouncerschema": "pgbouncer"}.get(key, key)
+    require_server(base)
+    plain = get_server(base)
+    get_plugins().hook.tenant_schema_create_database(dialect=plain.dialect, server=plain, name=server.settings["NAME"])
+
+
 def require_redis() -> str:
     """The URL of the Redis ``./run test`` started (``TENANT_SCHEMA_REDIS_URL``), once it answers.
 

@@ -22,17 +22,14 @@ from tenant_schema.provisioning import migrate_tenants, purge_tenant, register_t
 from tenant_schema.servers import get_server
 from tenant_schema.testing import unique_slug
 
-from .conftest import require_server
+from .conftest import require_live_server, require_server
 
 SERVERS = ["sqlite", "pg", "pgschema", "mysql"]
 
 
 @pytest.fixture(params=SERVERS)
 def any_server(request, db_access):
-    require_server("pg" if request.param == "pgschema" else request.param)
-    if request.param == "pgschema":
-        pg, shared = get_server("pg"), get_server("pgschema").settings["NAME"]
-        get_plugins().hook.tenant_schema_create_database(dialect=pg.dialect, server=pg, name=shared)
+    require_live_server(request.param)
     return request.param
 
 
