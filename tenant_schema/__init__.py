@@ -53,6 +53,9 @@ _EXPORTS = {
     "migrate_tenants": "provisioning",
     "archive_tenant": "provisioning",
     "purge_tenant": "provisioning",
+    "restore_tenant": "provisioning",
+    "set_maintenance": "provisioning",
+    "TenantUnavailable": "exceptions",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -33,11 +33,17 @@ STATUS_COLORS = {
 }
 
 
-# Detail-page buttons: action -> (label, statuses it makes sense for).
+# Detail-page buttons: action -> (label, whether it makes sense for a tenant).
 BUTTONS = {
-    "provision": (_("Provision / retry"), (Tenant.Status.PROVISIONING, Tenant.Status.FAILED)),
-    "migrate": (_("Migrate"), (Tenant.Status.READY, Tenant.Status.ARCHIVED)),
-    "archive": (_("Archive"), (Tenant.Status.PROVISIONING, Tenant.Status.READY, Tenant.Status.FAILED)),
+    "provision": (_("Provision / retry"), lambda t: t.status in (Tenant.Status.PROVISIONING, Tenant.Status.FAILED)),
+    "migrate": (_("Migrate"), lambda t: t.status in (Tenant.Status.READY, Tenant.Status.ARCHIVED)),
+    "maintenance_on": (_("Maintenance on"), lambda t: t.status == Tenant.Status.READY and not t.maintenance),
+    "maintenance_off": (_("Maintenance off"), lambda t: t.maintenance),
+    "archive": (
+        _("Archive"),
+        lambda t: t.status in (Tenant.Status.PROVISIONING, Tenant.Status.READY, Tenant.Status.FAILED),
+    ),
+    "restore": (_("Restore"), lambda t: t.status == Tenant.Status.ARCHIVED),
 }
 
 
@@ -68,10 +74,20 @@ class DialectFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _server_label(key: str) -> str:
+    """``pg (postgresql)``: the server's key and its dialect, as the add form offers it."""
+    try:
+        return f"{key} ({get_server(key).dialect.name})"
+    except Exception:  # noqa: BLE001 - a misconfigured server is still offered (registering it fails clearly)
+        return key
+
+
 class TenantAddForm(forms.ModelForm):
     """Slug, name and a server picked from ``TENANT_SCHEMA["SERVERS"]``."""
 
-    server = forms.ChoiceField(label=_("server"))
+    server = forms.ChoiceField(
+        label=_("Server"), help_text=_("Where the tenant's database is created: a key of TENANT_SCHEMA['SERVERS'].")
+    )
 
     class Meta:
         model = Tenant
@@ -79,7 +95,7 @@ class TenantAddForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["server"].choices = [(key, key) for key in server_urls()]
+        self.fields["server"].choices = [(key, _server_label(key)) for key in server_urls()]
         self.fields["server"].initial = get_server().key
 
 
@@ -98,16 +114,17 @@ class PurgeForm(forms.Form):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "status_badge", "server", "dialect", "tables")
-    list_filter = ("status", DialectFilter, "server")
+    list_display = ("slug", "name", "status_badge", "maintenance", "server", "dialect", "tables")
+    list_filter = ("status", "maintenance", DialectFilter, "server")
     search_fields = ("slug", "name", "database_name")
-    actions = ["provision", "migrate", "archive"]
+    actions = ["provision", "migrate", "maintenance_on", "maintenance_off", "archive", "restore"]
     change_form_template = "tenant_schema/admin/change_form.html"
     add_fields = ("slug", "name", "server")
     change_fields = (
         "slug",
         "name",
         "status_badge",
+        "maintenance",
         "server",
         "dialect",
         "database_name",
@@ -259,6 +276,61 @@ class TenantAdmin(admin.ModelAdmin):
                     messages.SUCCESS,
                 )
 
+    def _switch_maintenance(self, request, queryset, on: bool) -> None:
+        from .provisioning import set_maintenance
+
+        for tenant in queryset:
+            try:
+                set_maintenance(tenant, on)
+            except Exception as exc:  # noqa: BLE001 - reported to the operator
+                self.message_user(
+                    request,
+                    _("Switching maintenance mode of %(slug)s failed: %(error)s")
+                    % {"slug": tenant.slug, "error": one_line(exc)},
+                    messages.ERROR,
+                )
+            else:
+                done = (
+                    _("Tenant %(slug)s is in maintenance mode: reads are served, writes are refused.")
+                    if on
+                    else _("Tenant %(slug)s is out of maintenance mode: writes are accepted again.")
+                )
+                self.message_user(request, done % {"slug": tenant.slug}, messages.SUCCESS)
+
+    @admin.action(description=_("Switch maintenance mode on (reads only)"), permissions=["change"])
+    def maintenance_on(self, request, queryset):
+        self._switch_maintenance(request, queryset, True)
+
+    @admin.action(description=_("Switch maintenance mode off"), permissions=["change"])
+    def maintenance_off(self, request, queryset):
+        self._switch_maintenance(request, queryset, False)
+
+    @admin.action(description=_("Restore archived tenants"), permissions=["change"])
+    def restore(self, request, queryset):
+        from .provisioning import restore_tenant
+
+        for tenant in queryset:
+            if tenant.status != Tenant.Status.ARCHIVED:
+                self.message_user(
+                    request,
+                    _("Tenant %(slug)s is %(status)s, not archived; it was not restored.")
+                    % {"slug": tenant.slug, "status": tenant.get_status_display()},
+                    messages.WARNING,
+                )
+                continue
+            try:
+                restore_tenant(tenant)
+            except Exception as exc:  # noqa: BLE001 - reported; the row stays archived
+                self.message_user(
+                    request,
+                    _("Restoring %(slug)s failed: %(error)s") % {"slug": tenant.slug, "error": one_line(exc)},
+                    messages.ERROR,
+                )
+            else:
+                self.message_user(
+                    request, _("Tenant %(slug)s restored: it is ready again.") % {"slug": tenant.slug}, messages.SUCCESS
+                )
+
     # -- detail page --------------------------------------------------------
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -285,8 +357,8 @@ class TenantAdmin(admin.ModelAdmin):
         allowed = self.get_actions(request)
         extra_context["tenant_actions"] = [
             (name, label, allowed[name][2])
-            for name, (label, statuses) in BUTTONS.items()
-            if name in allowed and tenant.status in statuses
+            for name, (label, applies) in BUTTONS.items()
+            if name in allowed and applies(tenant)
         ]
         extra_context["can_purge"] = self.has_purge_permission(request)
         return super().change_view(request, object_id, form_url, extra_context)

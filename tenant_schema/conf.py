@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # save) take effect at once; other processes see them within this many
     # seconds. 0 looks the tenant up on every request.
     "ROUTING_CACHE_SECONDS": 5,
+    # Seconds a client is told to wait (Retry-After) when TenantMiddleware
+    # answers a write to a tenant in maintenance mode with a 503.
+    "MAINTENANCE_RETRY_AFTER": 120,
 }
 
 AUTOLOAD_ENV = "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD"

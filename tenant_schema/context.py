@@ -8,7 +8,9 @@ nesting works. The router reads it on every query, through
 
 Only ``ready`` tenants are selected: a tenant that is provisioning, failed
 or archived raises ``TenantNotReady`` unless the caller says
-``maintenance=True`` (migrations, exports, repairs).
+``maintenance=True`` (migrations, exports, repairs). ``maintenance=True``
+also lets the block write to a tenant in maintenance mode, whose writes are
+otherwise refused (``TenantUnavailable``).
 
 As a decorator, ``tenant_context`` holds the tenant for as long as the
 function's body runs. For a generator or an async generator that is every
@@ -61,8 +63,9 @@ def _resolve(tenant_or_slug: Tenant | str, maintenance: bool = False) -> Tenant:
     return tenant
 
 
-def _select(tenant: Tenant) -> contextvars.Token:
-    return activate(tenant)
+def _select(tenant: Tenant, maintenance: bool = False) -> contextvars.Token:
+    """Make ``tenant`` current; ``maintenance=True`` also lets its code write to a tenant in maintenance mode."""
+    return activate(tenant, maintenance_writes=maintenance)
 
 
 class tenant_context:
@@ -84,7 +87,7 @@ class tenant_context:
 
     def __enter__(self) -> Tenant:
         tenant = _resolve(self.target, self.maintenance)
-        self._tokens.append(_select(tenant))
+        self._tokens.append(_select(tenant, self.maintenance))
         return tenant
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -142,7 +145,7 @@ def _generator_in_tenant(func, target, maintenance: bool):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         context = contextvars.copy_context()
-        context.run(lambda: _select(_resolve(target, maintenance)))  # when the body starts, not before
+        context.run(lambda: _select(_resolve(target, maintenance), maintenance))  # when the body starts
         return (yield from _stepped(func(*args, **kwargs), context))
 
     return wrapper
@@ -196,7 +199,7 @@ def _async_generator_in_tenant(func, target, maintenance: bool):
     async def wrapper(*args, **kwargs):
         tenant = await _aresolve(target, maintenance)  # when the body starts, not before
         context = contextvars.copy_context()
-        context.run(_select, tenant)
+        context.run(_select, tenant, maintenance)
         agen = func(*args, **kwargs)
         value: Any = None
         error: BaseException | None = None

@@ -47,3 +47,24 @@ class NotOurDatabase(TenantSchemaError):
 
     tenant-schema never uses, changes or drops such a database.
     """
+
+
+class TenantUnavailable(TenantSchemaError):
+    """A write to a tenant in maintenance mode, refused before any SQL; reads still work.
+
+    ``slug`` names the tenant. ``TenantMiddleware`` answers it with a 503.
+    """
+
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        super().__init__(
+            f"tenant {slug!r} is in maintenance mode: writes to it are refused, reads still work; "
+            f"end it with `manage.py tenant_maintenance {slug} off` (set_maintenance({slug!r}, False))"
+        )
+
+    def __reduce__(self):  # pickled by slug (task queues, worker processes), not by message
+        return (type(self), (self.slug,))
+
+
+class RegistryNotMigrated(TenantSchemaError):
+    """The tenant registry's table does not exist yet: ``manage.py migrate`` was not run."""

@@ -15,10 +15,17 @@ The tenant comes from ``TENANT_SCHEMA["RESOLVER"]``:
 - a dotted path to your own ``resolver(request) -> slug | None``.
 
 No slug (``example.com`` itself) means no tenant: shared pages work, tenant
-models fail closed. A slug that is unknown, invalid or not ``ready`` is a
-404, never another tenant's data. The tenant is ``request.tenant`` and the
-current tenant while the view runs and while a streaming body is iterated.
-Works under WSGI and ASGI.
+models fail closed, and a view that queries them anyway is a 404 (as for a
+slug that names no tenant), not a 500. A slug that is unknown, invalid or
+not ``ready`` is a 404, never another tenant's data. The tenant is
+``request.tenant`` and the current tenant while the view runs and while a
+streaming body is iterated. Works under WSGI and ASGI.
+
+A tenant in maintenance mode (``Tenant.maintenance``) is served for reads:
+``GET``, ``HEAD``, ``OPTIONS`` and ``TRACE`` reach the view; any other
+method is answered with a 503 and a ``Retry-After`` header
+(``TENANT_SCHEMA["MAINTENANCE_RETRY_AFTER"]`` seconds) before the view runs,
+and a view whose write raises ``TenantUnavailable`` gets the same 503.
 """
 
 from __future__ import annotations
@@ -30,16 +37,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.http.request import split_domain_port
 from django.urls import get_script_prefix, set_script_prefix
+from django.utils.cache import add_never_cache_headers
 from django.utils.module_loading import import_string
 
 from . import conf
+from .exceptions import NoTenantSelected, TenantUnavailable
 from .models import Tenant
 from .registry import activate, deactivate, normalize_slug, ready_tenants
 
 RESOLVERS = ("subdomain", "header", "path")
+#: Methods a tenant in maintenance mode still serves (RFC 9110's safe methods).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+MAINTENANCE_BODY = "Down for maintenance: changes cannot be saved right now. Please try again later.\n"
 
 
 def from_subdomain(request: HttpRequest) -> str | None:
@@ -135,6 +147,19 @@ def _lookup(slug: str | None) -> Tenant | None:
     return tenant
 
 
+def resolve_tenant(request: HttpRequest) -> Tenant | None:
+    """The ready tenant ``request`` names through ``TENANT_SCHEMA["RESOLVER"]``; ``None`` if it names none.
+
+    ``Http404`` for a slug that is invalid, unknown or not ready, as
+    ``TenantMiddleware`` answers. For other entry points that must find the
+    tenant exactly as HTTP requests do (``tenant_schema.channels``). It may
+    query the registry (and a site's own resolver may too): async code calls
+    it in a thread.
+    """
+    slug = get_resolver()(request)
+    return None if slug is None else _lookup(slug)
+
+
 def _select(tenant: Tenant):
     return activate(tenant)
 
@@ -176,6 +201,16 @@ def _wrap_streaming(response, tenant: Tenant):
     return response
 
 
+def retry_after() -> int:
+    """``TENANT_SCHEMA["MAINTENANCE_RETRY_AFTER"]``: whole seconds, 0 or more."""
+    value = conf.get("MAINTENANCE_RETRY_AFTER")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ImproperlyConfigured(
+            f'TENANT_SCHEMA["MAINTENANCE_RETRY_AFTER"] must be a whole number of seconds (0 or more), not {value!r}'
+        )
+    return value
+
+
 class TenantMiddleware:
     """Select the request's tenant (see the module docstring)."""
 
@@ -203,6 +238,28 @@ class TenantMiddleware:
             if old_prefix is not None:
                 set_script_prefix(old_prefix)
 
+    def maintenance_response(self, request: HttpRequest, slug: str) -> HttpResponse:
+        """The 503 for a write to tenant ``slug`` in maintenance mode; override it for your own page."""
+        response = HttpResponse(MAINTENANCE_BODY, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(retry_after())
+        add_never_cache_headers(response)
+        return response
+
+    def _refused(self, request: HttpRequest, tenant: Tenant) -> HttpResponse | None:
+        """The 503 for an unsafe request to a tenant in maintenance mode, before its view runs."""
+        if tenant.maintenance and request.method not in SAFE_METHODS:
+            return self.maintenance_response(request, tenant.slug)
+        return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        """A view's write refused in maintenance mode is a 503; a view run with no tenant a 404."""
+        if isinstance(exception, TenantUnavailable):
+            return self.maintenance_response(request, exception.slug)
+        if isinstance(exception, NoTenantSelected):
+            # Raised here, Django answers it as it answers an unknown tenant (the site's handler404).
+            raise Http404("no tenant selected") from None
+        return None
+
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)
@@ -211,6 +268,9 @@ class TenantMiddleware:
         if slug is None:
             return self.get_response(request)
         tenant = request.tenant = _lookup(slug)
+        refused = self._refused(request, tenant)
+        if refused is not None:
+            return refused
         with self._serving(request, tenant):
             response = self.get_response(request)
         return _wrap_streaming(response, tenant)
@@ -224,6 +284,9 @@ class TenantMiddleware:
             return await self.get_response(request)
         tenant = ready_tenants.peek(slug) or await sync_to_async(_lookup)(slug)
         request.tenant = tenant
+        refused = self._refused(request, tenant)
+        if refused is not None:
+            return refused
         with self._serving(request, tenant):
             response = await self.get_response(request)
         return _wrap_streaming(response, tenant)

@@ -64,6 +64,15 @@ class Tenant(models.Model):
     #: brought to (or found at); empty when unknown. A fleet migration skips,
     #: without connecting, every tenant whose fingerprint is the current plan's.
     migrated_to = models.CharField(max_length=64, blank=True, default="", editable=False)
+    #: Maintenance mode: the tenant stays ``ready`` and is served for reads,
+    #: but writes through the ORM or the Table API raise ``TenantUnavailable``
+    #: and ``TenantMiddleware`` answers unsafe requests with a 503.
+    #: ``provisioning.set_maintenance`` switches it.
+    maintenance = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text=_("Reads are served; writes are refused until maintenance ends."),
+    )
 
     class Meta:
         ordering = ["slug"]

@@ -23,14 +23,15 @@ import logging
 import os
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
 from django.core.management.sql import emit_post_migrate_signal
+from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -64,6 +65,8 @@ __all__ = [
     "migrate_tenants",
     "purge_tenant",
     "register_tenant",
+    "restore_tenant",
+    "set_maintenance",
 ]
 
 
@@ -80,6 +83,7 @@ def _row(tenant_or_slug: Tenant | str) -> Tenant:
 # -- register -----------------------------------------------------------------
 
 
+@registry.needs_registry
 def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
     """Create the tenant ``slug`` (or finish creating it) and return it, ready.
 
@@ -92,6 +96,7 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
     """
     slug = normalize_slug(slug)
     srv = get_server(server)
+    migration_plan().check_complete()  # before any row or database exists
     tenant = Tenant.objects.filter(slug=slug).first() if srv.pool else None
     if tenant is None and srv.pool:
         claimed = claim_pooled(slug, srv, name=name)
@@ -104,7 +109,8 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
         )
     if tenant.status == Tenant.Status.ARCHIVED:
         raise TenantSchemaError(
-            f"tenant {slug!r} is archived (its data is kept); purge_tenant({slug!r}) before registering it again"
+            f"tenant {slug!r} is archived (its data is kept): `manage.py tenant_restore {slug}` serves it again, "
+            f"`manage.py tenant_drop {slug} --purge` deletes it so the slug can be registered anew"
         )
     check_server(tenant, None if server is None else srv.key)
     if tenant.status == Tenant.Status.READY:
@@ -282,6 +288,7 @@ def fill_pool(server: str | None = None) -> int:
     finished first. Pooled databases that are behind the migration plan are
     not counted as ready: ``tenant_migrate`` brings them up to date.
     """
+    migration_plan().check_complete()
     made = 0
     for status in pool_status(server):
         srv = get_server(status.server)
@@ -392,7 +399,7 @@ def _announcing(tenant: Tenant, records: Iterable[Key]):
     their models live.
     """
     records = list(records)
-    token = registry.activate(tenant)
+    token = registry.activate(tenant, maintenance_writes=True)
     try:
         pre_tenant_migrate.send(sender=Tenant, tenant=tenant, plan=records)
         yield
@@ -417,7 +424,7 @@ def _migrated(tenant: Tenant, applied: list[str]) -> None:
 # plan's fingerprint, and a template of another plan is replaced.
 
 _templates: dict[str, str] = {}  # server key -> fingerprint of the template verified in this process
-#: The handles (slugs) of templates: not valid tenant ids (a leading "-"), so
+#: The handles (slugs) of templates: not valid tenant slugs (a leading "-"), so
 #: their aliases can never be a tenant's.
 TEMPLATE_HANDLE = "-clone-template"
 TEMPLATE_BUILD_HANDLE = "-clone-template-build"
@@ -668,6 +675,8 @@ class TenantMigration:
     drift: bool = False
     #: False when the registry's fingerprint alone showed it up to date.
     connected: bool = True
+    #: The failure's traceback (``tenant_migrate -v 2`` prints it); also logged at INFO.
+    traceback: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -710,7 +719,9 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
                 # a data migration followed by an ALTER TABLE works as under Django's migrate.
                 tenant_db.connection.check_constraints()
 
-    token = registry.activate(tenant)  # archived and half-registered tenants too: no status check
+    # Archived and half-registered tenants too (no status check), and writes from
+    # RunPython code even in maintenance mode: the usual "on, migrate, off" routine.
+    token = registry.activate(tenant, maintenance_writes=True)
     try:
         loader, states = _shared_graph()
         executor = django_private.migration_executor(tenant_db.connection, progress, loader=loader)
@@ -884,7 +895,7 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
         slug=slug, server=server, database_name=name, uid=uuid.UUID(uid), status=status, migrated_to=migrated_to
     )
     if status not in MIGRATABLE:
-        return TenantMigration(slug, error=f"tenant is {status}; register_tenant() completes it")
+        return TenantMigration(slug, error=f"tenant is {status}; `manage.py tenant_register {slug}` completes it")
     plan = migration_plan()
     recorded = migrated_to == plan.fingerprint
     drift = False
@@ -899,9 +910,15 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
             drift = recorded  # the registry said "done": the database changed behind its back
             return TenantMigration(slug, applied=migrate_tenant(tenant), drift=drift)
     except Exception as exc:
-        logger.exception("migrating tenant %s failed", slug)
+        # Reported in the result; a traceback on stderr would bury the fleet's summary.
+        logger.info("migrating tenant %s failed", slug, exc_info=True)
         hint = getattr(exc, "partly_applied", None)
-        return TenantMigration(slug, error=_describe(exc) + (f"; {hint}" if hint else ""), drift=drift)
+        return TenantMigration(
+            slug,
+            error=_describe(exc) + (f"; {hint}" if hint else ""),
+            drift=drift,
+            traceback="".join(traceback.format_exception(exc)),
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -977,6 +994,94 @@ def archive_tenant(tenant_or_slug: Tenant | str) -> Tenant:
     tenant.save(update_fields=["status", "updated_at"])
     databases.close_alias_connections(tenant.database.alias)
     tenant_archived.send(sender=Tenant, tenant=tenant)
+    return tenant
+
+
+def restore_tenant(tenant_or_slug: Tenant | str) -> Tenant:
+    """Bring an archived tenant back to ``ready``, its schema at the current migration plan.
+
+    Only an archived tenant: any other status is an error saying what to do
+    instead. Its database (or schema) must still be on its server
+    (``TenantDatabaseDoesNotExist`` otherwise) and hold the tenant's
+    ownership marker (``NotOurDatabase`` otherwise); either way nothing is
+    changed and the row stays archived. The migrations it lacks are applied
+    and ``TENANT_TABLES`` added since are created, and only then does the
+    status become ``ready``: a restore that fails half-way leaves an archived
+    row, and calling it again resumes. Maintenance mode stays as it was.
+    Sends ``tenant_restored``.
+    """
+    from .exceptions import TenantDatabaseDoesNotExist
+    from .signals import tenant_restored
+
+    tenant = _row(tenant_or_slug)
+    if tenant.status != Tenant.Status.ARCHIVED:
+        raise TenantSchemaError(_not_restorable(tenant))
+    if tenant.provisioned_at is None:
+        raise TenantSchemaError(
+            f"tenant {tenant.slug!r} was archived before its registration finished, so it was never ready: "
+            f"`manage.py tenant_drop {tenant.slug} --purge`, then register it again"
+        )
+    tenant_db = tenant.database
+    with tenant_db.released():
+        if not tenant_db.exists():
+            raise TenantDatabaseDoesNotExist(
+                f"tenant {tenant.slug!r} cannot be restored: its {tenant_db.server.isolation} {tenant_db.name!r} "
+                f"is not on server {tenant_db.server.key!r} ({tenant_db.dialect.name}); the row stays "
+                f"archived (`manage.py tenant_drop {tenant.slug} --purge` removes it)"
+            )
+        ownership.check_owner(tenant_db, tenant)  # never serve someone else's database
+        plan = migration_plan()
+        if plan.pending(applied_migrations(tenant_db) or set()):
+            migrate_tenant(tenant)  # records the plan's fingerprint
+        elif tenant.migrated_to != plan.fingerprint:
+            create_tenant_tables(tenant_db)  # TENANT_TABLES added since it was archived
+            record_migration_state(tenant, plan.fingerprint)
+    restored = Tenant.objects.filter(pk=tenant.pk, status=Tenant.Status.ARCHIVED).update(
+        status=Tenant.Status.READY, last_error="", updated_at=timezone.now()
+    )
+    if not restored:
+        raise TenantSchemaError(f"tenant {tenant.slug!r} was changed or purged while it was being restored")
+    ready_tenants.forget(tenant.slug)
+    tenant.refresh_from_db()
+    tenant_restored.send(sender=Tenant, tenant=tenant)
+    return tenant
+
+
+def _not_restorable(tenant: Tenant) -> str:
+    """Why ``tenant`` (not archived) cannot be restored, and what to do instead."""
+    if tenant.status == Tenant.Status.READY:
+        return f"tenant {tenant.slug!r} is ready, not archived: there is nothing to restore"
+    if tenant.status == Tenant.Status.POOLED:
+        return f"{tenant.slug!r} is a pooled database, not an archived tenant: there is nothing to restore"
+    return (
+        f"tenant {tenant.slug!r} is {tenant.status}, not archived: only archived tenants are restored; "
+        f"`manage.py tenant_register {tenant.slug}` finishes its registration"
+    )
+
+
+def set_maintenance(tenant_or_slug: Tenant | str, on: bool) -> Tenant:
+    """Switch the tenant's maintenance mode on (``True``) or off (``False``); the row.
+
+    While it is on the tenant stays ``ready`` and is served for reads, but
+    writes through the ORM or the Table API raise ``TenantUnavailable`` and
+    ``TenantMiddleware`` answers unsafe requests with a 503. This process
+    sees the switch at once (saving the row forgets it in the routing
+    cache), other processes within ``ROUTING_CACHE_SECONDS``: wait that long
+    (and for requests already running to end) before relying on no process
+    writing. A tenant that is not ready keeps the flag for when it is
+    restored. Sends ``tenant_maintenance_changed`` (``maintenance=on``)
+    when the mode changed; a tenant already in it is returned as it is.
+    """
+    from .signals import tenant_maintenance_changed
+
+    if not isinstance(on, bool):
+        raise TypeError(f"set_maintenance() takes on=True or on=False, not {on!r}")
+    tenant = _row(tenant_or_slug)
+    if tenant.maintenance == on:
+        return tenant
+    tenant.maintenance = on
+    tenant.save(update_fields=["maintenance", "updated_at"])
+    tenant_maintenance_changed.send(sender=Tenant, tenant=tenant, maintenance=on)
     return tenant
 
 

@@ -7,7 +7,9 @@ no code derives a tenant's database from a slug without the registry row.
 
 ``ready_tenants`` keeps ready rows for ``ROUTING_CACHE_SECONDS`` so routing
 a request costs no registry query; any change to a tenant in this process
-forgets it at once.
+forgets it at once. ``check_writable`` reads a tenant's maintenance mode
+from it, so the router and the Table API refuse writes to a tenant in
+maintenance at no registry query either.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from typing import TYPE_CHECKING
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db import router
+from django.db import DatabaseError, connections, router
 from django.db.models.signals import post_delete, post_save
 
 from . import conf, django_private
 from .databases import TenantDatabase
-from .exceptions import NoTenantSelected, TenantDatabaseDoesNotExist, TenantNotFound, TenantSchemaError
+from .exceptions import (
+    NoTenantSelected,
+    RegistryNotMigrated,
+    TenantDatabaseDoesNotExist,
+    TenantNotFound,
+    TenantSchemaError,
+    TenantUnavailable,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import Tenant
@@ -38,6 +47,7 @@ __all__ = [
     "accepts_tenant",
     "activate",
     "as_tenant_db",
+    "check_writable",
     "current_tenant",
     "current_tenant_db",
     "deactivate",
@@ -60,6 +70,43 @@ def tenant_model():
 def registry_db() -> str:
     """The alias holding the ``Tenant`` table (``default`` unless a router says otherwise)."""
     return router.db_for_write(tenant_model())
+
+
+def missing_registry() -> RegistryNotMigrated | None:
+    """The error to raise instead of a database error when the registry's table was never created.
+
+    Called after a ``DatabaseError``, so the introspection query costs nothing
+    on the way that works. ``None`` when the table exists (or the registry
+    cannot even be asked): the original error stands.
+    """
+    using, table = registry_db(), tenant_model()._meta.db_table
+    connection = connections[using]
+    try:
+        with connection.cursor() as cursor:
+            if table in connection.introspection.table_names(cursor):
+                return None
+    except DatabaseError:
+        return None
+    return RegistryNotMigrated(
+        f"the tenant registry is not set up: table {table!r} does not exist in database {using!r}; "
+        "run `manage.py migrate` once before registering tenants"
+    )
+
+
+def needs_registry(func):
+    """Raise ``RegistryNotMigrated`` instead of a bare "no such table" when ``func`` meets an unmigrated registry."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DatabaseError as exc:
+            missing = missing_registry()
+            if missing is None:
+                raise
+            raise missing from exc
+
+    return wrapper
 
 
 def get_tenant(slug: str) -> Tenant:
@@ -99,9 +146,9 @@ def get_tenant_db(slug: str, server: str | None = None):
         raise TenantDatabaseDoesNotExist(
             f"tenant {tenant.slug!r} is {tenant.status}, not ready: "
             + (
-                "its data is kept; restore or purge it"
+                f"its data is kept; `manage.py tenant_restore {tenant.slug}` serves it again"
                 if tenant.status == Tenant.Status.ARCHIVED
-                else f"register_tenant({tenant.slug!r}) completes it"
+                else f"`manage.py tenant_register {tenant.slug}` completes it"
             )
         )
     return tenant.database
@@ -158,6 +205,17 @@ class ReadyTenants:
             return _copy_row(hit[0])
         return None
 
+    def in_maintenance(self, slug: str) -> bool:
+        """Whether the ready tenant ``slug`` is in maintenance mode (False for one that is not ready).
+
+        A cache hit costs no query and no copy of the row.
+        """
+        hit = self._entries.get(slug)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0].maintenance
+        tenant = self.get(slug)
+        return tenant is not None and tenant.maintenance
+
     def forget(self, slug: str | None = None) -> None:
         with self._lock:
             self._generation += 1
@@ -184,6 +242,15 @@ post_save.connect(_forget, sender="tenant_schema.Tenant", dispatch_uid="tenant_s
 post_delete.connect(_forget, sender="tenant_schema.Tenant", dispatch_uid="tenant_schema.routing_cache.delete")
 tenant_archived.connect(_forget, dispatch_uid="tenant_schema.routing_cache.archived")
 tenant_dropped.connect(_forget, dispatch_uid="tenant_schema.routing_cache.dropped")
+
+
+def _forget_all_on_settings(*, setting: str, **kwargs) -> None:
+    """Overridden settings (tests): rows are looked up again under the new ``ROUTING_CACHE_SECONDS`` and servers."""
+    if setting == "TENANT_SCHEMA":
+        ready_tenants.forget()
+
+
+setting_changed.connect(_forget_all_on_settings, dispatch_uid="tenant_schema.routing_cache.settings")
 
 
 def as_tenant_db(target):
@@ -214,14 +281,19 @@ def accepts_tenant(func):
 # are the primitive under it, for code below the run-time layer (the fleet
 # migration selects each tenant while its RunPython code runs).
 
-_current: contextvars.ContextVar[tuple[Tenant, TenantDatabase] | None] = contextvars.ContextVar(
+_current: contextvars.ContextVar[tuple[Tenant, TenantDatabase, bool] | None] = contextvars.ContextVar(
     "tenant_schema_current_tenant", default=None
 )
 
 
-def activate(tenant: Tenant) -> contextvars.Token:
-    """Make ``tenant`` the current tenant (no status check); ``deactivate(token)`` undoes it."""
-    return _current.set((tenant, tenant.database))
+def activate(tenant: Tenant, *, maintenance_writes: bool = False) -> contextvars.Token:
+    """Make ``tenant`` the current tenant (no status check); ``deactivate(token)`` undoes it.
+
+    ``maintenance_writes=True`` lets the code that runs while it is current
+    write to the tenant even in maintenance mode: the work maintenance mode
+    is switched on for (migrations, repairs, copying it elsewhere).
+    """
+    return _current.set((tenant, tenant.database, maintenance_writes))
 
 
 def deactivate(token: contextvars.Token) -> None:
@@ -244,6 +316,24 @@ def current_tenant_db() -> TenantDatabase:
             "(TenantMiddleware sets it per request)"
         )
     return active[1]
+
+
+def check_writable(slug: str) -> None:
+    """``TenantUnavailable`` if tenant ``slug`` is in maintenance mode: the router and the Table API ask before a write.
+
+    The flag comes from ``ready_tenants``: this process sees a switch at
+    once, other processes within ``ROUTING_CACHE_SECONDS``. Writes are let
+    through while the tenant is current with ``maintenance_writes=True``,
+    or current as a row that is not ready (a migration or repair of an
+    archived tenant: maintenance mode is about what is served).
+    """
+    active = _current.get()
+    if active is not None and active[0].slug == slug:
+        tenant, _db, maintenance_writes = active
+        if maintenance_writes or tenant.status != tenant_model().Status.READY:
+            return
+    if ready_tenants.in_maintenance(slug):
+        raise TenantUnavailable(slug)
 
 
 # -- tenant apps --------------------------------------------------------------------

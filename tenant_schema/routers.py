@@ -9,6 +9,11 @@ migrations, so ``allow_migrate`` refuses that label everywhere.
 Routing fails closed: a tenant model queried with no current tenant raises
 ``NoTenantSelected`` instead of falling back to ``default``, and an object
 loaded from one tenant is never read, written or related through another.
+A write to a tenant in maintenance mode raises ``TenantUnavailable`` before
+any SQL (``registry.check_writable``): everything Django routes as a write
+(``save``, ``create``, ``QuerySet.update``/``delete``, ``bulk_create``,
+``get_or_create``, ``select_for_update``, related managers) asks
+``db_for_write``. Reads go on.
 Add it to ``DATABASE_ROUTERS``::
 
     DATABASE_ROUTERS = ["tenant_schema.routers.TenantRouter"]
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 from .databases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX, touch
 from .exceptions import CrossTenantAccess
-from .registry import current_tenant_db, tenant_app_labels
+from .registry import check_writable, current_tenant_db, tenant_app_labels
 from .schema.mapping import APP_LABEL as TABLES_APP_LABEL
 
 
@@ -35,10 +40,12 @@ def is_tenant_alias(alias: str | None) -> bool:
 class TenantRouter:
     """Database router for database-per-tenant (see the module docstring)."""
 
-    def _tenant_alias(self, model, hints) -> str | None:
+    def _tenant_alias(self, model, hints, *, write: bool = False) -> str | None:
         if not is_tenant_model(model):
             return None
         tenant_db = current_tenant_db()  # NoTenantSelected: never a fallback to default
+        if write:
+            check_writable(tenant_db.slug)  # TenantUnavailable in maintenance mode
         alias = tenant_db.alias
         instance = hints.get("instance")
         state = getattr(instance, "_state", None)
@@ -55,7 +62,7 @@ class TenantRouter:
         return self._tenant_alias(model, hints)
 
     def db_for_write(self, model, **hints):
-        return self._tenant_alias(model, hints)
+        return self._tenant_alias(model, hints, write=True)
 
     def allow_relation(self, obj1, obj2, **hints):
         db1, db2 = obj1._state.db, obj2._state.db

@@ -8,6 +8,8 @@ the tenant's database).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import OperationalError
@@ -141,6 +143,9 @@ def test_adding_a_tenant_provisions_it_and_a_failure_can_be_retried(login, db_ac
     from tenant_schema.provisioning import purge_tenant
 
     client = login(superuser=True)
+    page = client.get(reverse("admin:tenant_schema_tenant_add")).content.decode()
+    assert re.search(r'<label[^>]*for="id_server"[^>]*>Server:</label>', page), "a label like the others"
+    assert '<option value="pg">pg (postgres)</option>' in page, "each server with its dialect"
     slug = new_tenant_id()
     form = {"slug": slug, "name": "Retry Co", "server": "default"}
     pm = get_plugin_manager()
@@ -175,3 +180,44 @@ def test_migrate_action_applies_pending_migrations(login, tenant):
     assert f"Tenant {tenant.slug}: applied tenantapp.0002_note_pinned" in response.content.decode()
     response = client.post(changelist, {"action": "migrate", "_selected_action": [tenant.pk]}, follow=True)
     assert f"Tenant {tenant.slug} is up to date." in response.content.decode()
+
+
+def test_maintenance_and_restore_actions(login, tenant):
+    client = login("view_tenant", "change_tenant")
+    changelist = reverse("admin:tenant_schema_tenant_changelist")
+    in_maintenance = changelist + "?maintenance__exact=1"
+    assert tenant.slug not in client.get(in_maintenance).content.decode()
+
+    response = client.post(changelist, {"action": "maintenance_on", "_selected_action": [tenant.pk]}, follow=True)
+    assert f"Tenant {tenant.slug} is in maintenance mode: reads are served, writes are refused." in (
+        response.content.decode()
+    )
+    tenant.refresh_from_db()
+    assert tenant.maintenance and tenant.status == Tenant.Status.READY
+    assert tenant.slug in client.get(in_maintenance).content.decode(), "the list filters on maintenance"
+    detail = client.get(urls(tenant)["change"]).content.decode()
+    assert 'value="maintenance_off"' in detail and 'value="maintenance_on"' not in detail
+
+    run = reverse("admin:tenant_schema_tenant_run", args=[tenant.pk, "maintenance_off"])
+    response = client.post(run, follow=True)
+    assert f"Tenant {tenant.slug} is out of maintenance mode" in response.content.decode()
+    tenant.refresh_from_db()
+    assert not tenant.maintenance
+
+    response = client.post(changelist, {"action": "restore", "_selected_action": [tenant.pk]}, follow=True)
+    assert f"Tenant {tenant.slug} is ready, not archived; it was not restored." in response.content.decode()
+    client.post(urls(tenant)["archive"])
+    detail = client.get(urls(tenant)["change"]).content.decode()
+    assert 'value="restore"' in detail and 'value="maintenance_on"' not in detail
+    response = client.post(reverse("admin:tenant_schema_tenant_run", args=[tenant.pk, "restore"]), follow=True)
+    assert f"Tenant {tenant.slug} restored: it is ready again." in response.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.status == Tenant.Status.READY
+
+
+def test_view_permission_cannot_switch_maintenance(login, tenant):
+    client = login("view_tenant")
+    for action in ("maintenance_on", "restore"):
+        assert client.post(reverse("admin:tenant_schema_tenant_run", args=[tenant.pk, action])).status_code == 403
+    tenant.refresh_from_db()
+    assert not tenant.maintenance

@@ -7,10 +7,14 @@ columns before any SQL (see ``rows.py``), and so is a ``None`` for a NOT
 NULL column; bulk writes use Django's compiled
 SQL with column-at-a-time conversion (see ``bulk.py``).
 
-Async methods carry Django's ``a`` prefix. Single queries use Django's async
-ORM (``afirst``, ``acount``, ``asave``, async iteration); calls that need a
-transaction run their sync twin through ``sync_to_async``, as Django's own
-``abulk_create`` does.
+Writes to a tenant in maintenance mode raise ``TenantUnavailable`` before
+any SQL (``registry.check_writable``, as the router asks); reads go on.
+
+Async methods carry Django's ``a`` prefix. Single reads use Django's async
+ORM (``afirst``, ``acount``, async iteration); writes (which first ask the
+registry about maintenance mode) and calls that need a transaction run
+their sync twin through ``sync_to_async``, as Django's own ``asave`` and
+``abulk_create`` do.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from django.db.models.deletion import Collector
 
 from ..databases import TenantDatabase, set_table_opener
 from ..names import validate_identifier
+from ..registry import check_writable
 from . import bulk
 from .mapping import introspect_model
 from .rows import RowCodec, foreign_to_tenant
@@ -80,6 +85,10 @@ class Table:
     def _connection(self):
         return self.tenant_db.connection  # registers the alias, marks it used
 
+    def _writable(self) -> None:
+        """``TenantUnavailable`` when the tenant is in maintenance mode; called before a write's SQL."""
+        check_writable(self.tenant_db.slug)
+
     def _queryset(self) -> models.QuerySet:
         return self.model._default_manager.db_manager(self._alias).all()
 
@@ -113,9 +122,14 @@ class Table:
     def create(self, data: Any) -> Any:
         """Insert one row (a dict or a row instance); the stored row, generated key and defaults filled in."""
         obj = self._instance_for_create(data)
+        self._save_new(obj)
+        return self._codec.from_instance(obj)
+
+    def _save_new(self, obj: models.Model) -> None:
+        """Insert ``obj`` (checked and converted by the caller)."""
+        self._writable()
         self._connection()
         obj.save(force_insert=True, using=self._alias)
-        return self._codec.from_instance(obj)
 
     def insert(self, obj: Any) -> Any:
         """Same as ``create``."""
@@ -151,6 +165,7 @@ class Table:
         """
         pk = self._pk_value(pk)
         values = self._update_values(pk, data)
+        self._writable()
         with transaction.atomic(using=self._alias):
             if values and not self._queryset().filter(pk=pk).update(**values):
                 return None
@@ -159,6 +174,7 @@ class Table:
     def delete(self, pk: Any) -> bool:
         """Delete row ``pk`` (and rows that cascade from it); whether it existed."""
         queryset = self._queryset().filter(pk=self._pk_value(pk))
+        self._writable()
         self._connection()
         collector = _TenantCollector(self.tenant_db, using=self._alias, origin=queryset)
         collector.collect(queryset)
@@ -221,6 +237,7 @@ class Table:
         codec = self._codec
         batch = bulk.collect(codec, rows)
         codec.check_batch_nulls(batch.fields, batch.columns, batch.index)
+        self._writable()
         connection = self._connection()
         parts = bulk.split_generated_keys(codec, batch)
         need_keys = returning and any(codec.pk not in p.fields for p in parts)
@@ -278,6 +295,7 @@ class Table:
             prepared.append(values)
         if not prepared:
             return 0
+        self._writable()
         connection = self._connection()
         with transaction.atomic(using=connection.alias):
             return bulk.update(codec, connection, key, prepared)
@@ -321,6 +339,7 @@ class Table:
         else:
             update_fields = [codec.field_for(c, "update") for c in update]
         self._check_duplicates(batch, targets)
+        self._writable()
         connection = self._connection()
         self._check_unique(connection, targets)
         conflict_args = {
@@ -463,7 +482,7 @@ class Table:
     async def acreate(self, data: Any) -> Any:
         """Async ``create``."""
         obj = self._instance_for_create(data)
-        await obj.asave(force_insert=True, using=self._alias)
+        await sync_to_async(self._save_new)(obj)  # what asave() does, with the maintenance check
         return self._codec.from_instance(obj)
 
     async def ainsert(self, obj: Any) -> Any:

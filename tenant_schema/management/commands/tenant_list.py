@@ -4,6 +4,9 @@ Each tenant is visited once: its connection is closed and the alias the
 visit added forgotten before the next, so listing 10,000 tenants holds one
 tenant connection (and the servers' own) at a time, well inside
 ``MAX_OPEN_CONNECTIONS``.
+
+A tenant in maintenance mode shows as ``ready+maintenance`` in the table,
+and with ``"maintenance": true`` in the JSON.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No tenants registered.")
             return
-        for line in table_lines(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]):
+        shown = [{**r, "status": r["status"] + ("+maintenance" if r["maintenance"] else "")} for r in rows]
+        for line in table_lines(COLUMNS, [[r[c] for c in COLUMNS] for r in shown]):
             self.stdout.write(line)
 
     @staticmethod
@@ -58,6 +62,7 @@ class Command(BaseCommand):
         return {
             "slug": tenant.slug,
             "status": tenant.status,
+            "maintenance": tenant.maintenance,
             "server": tenant.server,
             "dialect": tenant.dialect_name,
             "tables": tables,
