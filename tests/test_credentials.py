@@ -622,7 +622,7 @@ def test_tenant_rekey_reports_each_failure_and_exits_non_zero():
 
     Tenant.objects.create(slug="orphan", server="gone", database_name="tstest_orphan", status=Tenant.Status.READY)
     out, err = io.StringIO(), io.StringIO()
-    with pytest.raises(CommandError, match=r"^1 of 1 tenants could not be re-keyed: orphan$"):
+    with pytest.raises(CommandError, match=r"^1 of 1 tenant could not be re-keyed: orphan$"):
         call_command("tenant_rekey", "--json", stdout=out, stderr=err)
     (result,) = json.loads(out.getvalue())
     assert result["slug"] == "orphan" and result["result"] == "failed"

@@ -354,14 +354,14 @@ OPTION_CASES = [
     (["tenant_register", "acme", "--server", ""], f"unknown tenant server ''; {CONFIGURED}"),
     (["tenant_register", "acme", "--server", " default"], f"unknown tenant server ' default'; {CONFIGURED}"),
     (["tenant_register", "acme", "--name", "x" * 201], "--name must be at most 200 characters, not 201"),
-    (["tenant_register", ""], "invalid tenant id ''"),
-    (["tenant_tables", ""], "invalid tenant id ''"),
-    (["tenant_drop", "", "--purge", "--noinput"], "invalid tenant id ''"),
-    (["tenant_migrate", ""], "invalid tenant id ''"),
+    (["tenant_register", ""], "invalid tenant slug ''"),
+    (["tenant_tables", ""], "invalid tenant slug ''"),
+    (["tenant_drop", "", "--purge", "--noinput"], "invalid tenant slug ''"),
+    (["tenant_migrate", ""], "invalid tenant slug ''"),
     (["tenant_migrate", "--jobs", "-3"], "--jobs must be 1 or more, not -3"),
     (["migrate", "--database", ""], "unknown database '': use one of default, or tenant:<slug> for one tenant"),
     (["migrate", "--database", "nosuch"], "unknown database 'nosuch': use one of default, or tenant:<slug>"),
-    (["migrate", "--database", "tenant:"], "invalid tenant id ''"),
+    (["migrate", "--database", "tenant:"], "invalid tenant slug ''"),
     (["migrate", "--database", "tenant:nobody"], "no tenant 'nobody' is registered"),
 ]
 
@@ -905,7 +905,7 @@ def test_tenant_migrate_dropped_half_way_reports_it_and_a_rerun_completes(tenant
                 first, (rerun_error, rerun_stderr) = attempt_then_retry(attempt, look_then_rerun)
             assert killer.killed_before is not None, "it never ran"
             assert isinstance(first, CommandError), repr(first)
-            assert str(first) == f"1 of 1 tenants failed to migrate: {tenant.slug}"
+            assert str(first) == f"1 of 1 tenant failed to migrate: {tenant.slug}"
             assert seen["status"] == Tenant.Status.READY, "a failed migration does not unserve the tenant"
             column, index, recorded = seen["state"]
             consistent = recorded == (column and index)

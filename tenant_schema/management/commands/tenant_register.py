@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ...names import normalize_slug
@@ -17,9 +19,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("slug", help="Tenant id: lower-case letters, digits and hyphens (a DNS label).")
+        parser.add_argument("slug", help="Tenant slug: lower-case letters, digits and hyphens (a DNS label).")
         parser.add_argument("--server", help='Key in TENANT_SCHEMA["SERVERS"] (default: DEFAULT_SERVER).')
         parser.add_argument("--name", default="", help="Human-readable name shown in the admin.")
+        parser.add_argument(
+            "--json", action="store_true", help="Print the registered tenant as a JSON object (for scripts)."
+        )
 
     def handle(self, *args, slug, server, name, **options):
         from ...models import Tenant
@@ -33,8 +38,22 @@ class Command(BaseCommand):
             slug = normalize_slug(slug)
             get_server(server)  # an unknown server fails here, before any SQL
             tenant = register_tenant(slug, server=server, name=name)
-        if options["verbosity"] >= 1:
+        if options["json"]:
+            self.stdout.write(json.dumps(as_dict(tenant), indent=2))
+        elif options["verbosity"] >= 1:
             self.stdout.write(
                 f"Tenant {tenant.slug!r} is {tenant.status} on server {tenant.server!r} "
                 f"({tenant.dialect_name}, database {tenant.database_name!r})."
             )
+
+
+def as_dict(tenant) -> dict:
+    """The ``--json`` shape: ``tenant_list``'s keys, with the name and the database."""
+    return {
+        "slug": tenant.slug,
+        "name": tenant.name,
+        "status": tenant.status,
+        "server": tenant.server,
+        "dialect": tenant.dialect_name,
+        "database": tenant.database_name,
+    }

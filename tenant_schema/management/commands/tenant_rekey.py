@@ -14,6 +14,7 @@ import json
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from ..inspection import command_errors, one_line
 
@@ -43,7 +44,8 @@ class Command(BaseCommand):
             self.report(results, verbosity)
         if failures:
             names = ", ".join(r["slug"] for r in failures)
-            raise CommandError(f"{len(failures)} of {len(results)} tenants could not be re-keyed: {names}")
+            total = f"{len(results)} tenant{pluralize(len(results))}"
+            raise CommandError(f"{len(failures)} of {total} could not be re-keyed: {names}")
 
     def tenants(self, slugs: list[str]) -> list:
         """The tenants to re-key; an explicit slug on a server without tenant roles is an error."""
@@ -74,7 +76,7 @@ class Command(BaseCommand):
         from ... import credentials, ownership
         from ...servers import get_server
 
-        row = {"slug": tenant.slug, "server": tenant.server, "role": None, "result": FAILED, "error": None}
+        row = {"slug": tenant.slug, "ok": False, "server": tenant.server, "role": None, "result": FAILED, "error": None}
         try:
             server = get_server(tenant.server)
             row["role"] = credentials.role_name(server, tenant.database_name)
@@ -97,6 +99,7 @@ class Command(BaseCommand):
                     row["error"] = f"database {tenant.database_name!r} does not exist"
         except Exception as exc:  # noqa: BLE001 - reported per tenant, on one line
             row["result"], row["error"] = FAILED, one_line(exc)
+        row["ok"] = row["result"] != FAILED
         return row
 
     def report(self, results: list[dict], verbosity: int) -> None:
@@ -112,6 +115,6 @@ class Command(BaseCommand):
         if verbosity >= 1:
             counts = {k: sum(1 for r in results if r["result"] == k) for k in (REKEYED, CREATED, SKIPPED, FAILED)}
             self.stdout.write(
-                f"{len(results)} tenants: {counts[REKEYED]} re-keyed, {counts[CREATED]} roles created, "
-                f"{counts[SKIPPED]} skipped, {counts[FAILED]} failed."
+                f"{len(results)} tenant{pluralize(len(results))}: {counts[REKEYED]} re-keyed, "
+                f"{counts[CREATED]} roles created, {counts[SKIPPED]} skipped, {counts[FAILED]} failed."
             )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from ...names import normalize_slug
 from ..inspection import command_errors, tables_and_indexes
@@ -13,6 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
+        parser.add_argument("--json", action="store_true", help="Print the tenant and its tables as a JSON object.")
 
     def handle(self, *args, slug, **options):
         from ...provisioning import get_tenant
@@ -27,9 +31,32 @@ class Command(BaseCommand):
                 f"tenant {slug!r} ({tenant.status}) has no database {tenant.database_name!r} "
                 f"on server {tenant.server!r}; run tenant_register {slug} to create it"
             )
-        self.stdout.write(f"{slug}: {len(tables)} tables on {tenant.server!r} ({tenant.dialect_name})")
+        if options["json"]:
+            self.stdout.write(json.dumps(as_dict(tenant, tables), indent=2))
+            return
+        self.stdout.write(
+            f"{slug}: {len(tables)} table{pluralize(len(tables))} on {tenant.server!r} ({tenant.dialect_name})"
+        )
         for table, indexes in tables.items():
             self.stdout.write(f"  {table}")
             for index in indexes:
                 unique = " unique" if index.unique else ""
                 self.stdout.write(f"    {index.name} ({', '.join(index.columns)}){unique}")
+
+
+def as_dict(tenant, tables: dict) -> dict:
+    """The ``--json`` shape (docs/operations.md, "JSON output")."""
+    return {
+        "slug": tenant.slug,
+        "status": tenant.status,
+        "server": tenant.server,
+        "dialect": tenant.dialect_name,
+        "database": tenant.database_name,
+        "tables": [
+            {
+                "name": table,
+                "indexes": [{"name": i.name, "columns": list(i.columns), "unique": i.unique} for i in indexes],
+            }
+            for table, indexes in tables.items()
+        ],
+    }
