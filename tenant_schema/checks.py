@@ -90,10 +90,15 @@ def _app_config(entry: str):
     return next((c for c in apps.get_app_configs() if entry in (c.name, c.label)), None)
 
 
-def _migrated_apps() -> set[str]:
-    from django.db.migrations.loader import MigrationLoader
+def _unmigrated_apps() -> tuple[str, ...]:
+    from django.core.exceptions import ImproperlyConfigured
 
-    return set(MigrationLoader(None, ignore_no_migrations=True).migrated_apps)
+    from .migration_plan import migration_plan
+
+    try:
+        return migration_plan().unmigrated
+    except ImproperlyConfigured:  # a TENANT_APPS entry that is not installed: E005 says so
+        return ()
 
 
 @register("tenant_schema")
@@ -120,7 +125,7 @@ def check_apps(app_configs=None, **kwargs):
                     id="tenant_schema.E006",
                 )
             )
-        if config.label not in _migrated_apps():
+        if config.label in _unmigrated_apps():
             errors.append(
                 Error(
                     f"tenant app {config.label!r} has no migrations: tenant databases would get no tables for it",

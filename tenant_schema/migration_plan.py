@@ -30,6 +30,7 @@ from django.db.migrations.state import ProjectState
 from django.utils.module_loading import import_string
 
 from . import conf
+from .exceptions import TenantSchemaError
 from .lazy import Lazy
 from .registry import tenant_app_labels
 
@@ -72,6 +73,10 @@ class MigrationPlan:
 
     #: The ``TENANT_TABLES`` setting this plan was built with (its dotted paths and names).
     tables: tuple[str, ...] = ()
+    #: Tenant apps with models but not one migration (no ``migrations``
+    #: package, or one holding only ``__init__.py``): no tenant database
+    #: would get their tables (check ``tenant_schema.E012``).
+    unmigrated: tuple[str, ...] = ()
 
     @property
     def direct_ok(self) -> bool:
@@ -87,6 +92,17 @@ class MigrationPlan:
         """
         payload = json.dumps([sorted(map(list, self.records())), list(self.tables)])
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def check_complete(self) -> None:
+        """``TenantSchemaError`` when a tenant app has no migrations: a new tenant would lack its tables."""
+        if self.unmigrated:
+            apps_named = " ".join(self.unmigrated)
+            raise TenantSchemaError(
+                f"tenant app{'s' if len(self.unmigrated) > 1 else ''} {', '.join(map(repr, self.unmigrated))} "
+                f"ha{'ve' if len(self.unmigrated) > 1 else 's'} no migrations, so a tenant database would get no "
+                f"tables for {'them' if len(self.unmigrated) > 1 else 'it'}: run `manage.py makemigrations "
+                f"{apps_named}` first"
+            )
 
     def records(self) -> list[Key]:
         """The ``django_migrations`` rows a full ``migrate`` leaves behind."""
@@ -126,14 +142,30 @@ def _build() -> MigrationPlan:
                 nodes.append(node)
     replaces = {node: tuple(graph.nodes[node].replaces) for node in nodes if graph.nodes[node].replaces}
     tables = tuple(_table_entry(raw) for raw in conf.get("TENANT_TABLES"))
-    return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes), tables)
+    unmigrated = _unmigrated(loader)
+    return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes, unmigrated), tables, unmigrated)
 
 
-def _replay_reason(loader: MigrationLoader, nodes: list[Key]) -> str | None:
+def _unmigrated(loader: MigrationLoader) -> tuple[str, ...]:
+    """Tenant apps with managed models and no migration on disk.
+
+    Django counts an app whose ``migrations`` package holds only
+    ``__init__.py`` as migrated; it has nothing to apply all the same.
+    """
+    with_migrations = {app for app, _ in loader.disk_migrations}
+    return tuple(
+        label
+        for label in sorted(tenant_app_labels())
+        if label not in with_migrations
+        and label in {config.label for config in apps.get_app_configs()}
+        and any(model._meta.managed for model in apps.get_app_config(label).get_models())
+    )
+
+
+def _replay_reason(loader: MigrationLoader, nodes: list[Key], unmigrated: tuple[str, ...]) -> str | None:
     labels = tenant_app_labels()
-    for label in sorted(labels):
-        if label not in loader.migrated_apps:
-            return f"tenant app {label!r} has no migrations"
+    for label in unmigrated:
+        return f"tenant app {label!r} has no migrations"
     for node in nodes:
         if node[0] not in labels:
             continue

@@ -22,31 +22,31 @@ POOL_SLUG_RE = re.compile(r"pool-[0-9a-f]{16}")
 
 
 def validate_slug(value: object) -> str:
-    """Return ``value`` if it is a valid tenant id, else raise ``ValueError``.
+    """Return ``value`` if it is a valid tenant slug, else raise ``ValueError``.
 
-    Tenant ids are DNS labels (so they work as subdomains): lower-case ASCII
+    Tenant slugs are DNS labels (so they work as subdomains): lower-case ASCII
     letters, digits and inner hyphens, 1 to 40 characters. No underscores, so
     the database name derived from an id (hyphens become underscores) is
     unique per id.
     """
     if not isinstance(value, str):
-        raise ValueError(f"tenant id must be a string, got {type(value).__name__}")
+        raise ValueError(f"tenant slug must be a string, got {type(value).__name__}")
     if not value or len(value) > SLUG_MAX_LENGTH or not SLUG_RE.fullmatch(value):
         raise ValueError(
-            f"invalid tenant id {value!r}: use 1-{SLUG_MAX_LENGTH} lower-case letters, "
+            f"invalid tenant slug {value!r}: use 1-{SLUG_MAX_LENGTH} lower-case letters, "
             "digits and hyphens, starting and ending with a letter or digit"
         )
     return value
 
 
 def normalize_slug(value: object) -> str:
-    """The canonical form of a tenant id a person typed, validated.
+    """The canonical form of a tenant slug a person typed, validated.
 
-    Tenant ids are DNS labels, which are case-insensitive, and the database
-    name derived from an id turns hyphens into underscores, so ``Tenant_123``,
+    Tenant slugs are DNS labels, which are case-insensitive, and the database
+    name derived from a slug turns hyphens into underscores, so ``Tenant_123``,
     ``tenant_123`` and ``tenant-123`` name one tenant: they normalise to
     ``tenant-123`` (lower case, underscores become hyphens). Anything else
-    that is not a valid id is a ``ValueError`` saying what is allowed.
+    that is not a valid slug is a ``ValueError`` saying what is allowed.
     """
     if not (isinstance(value, str) and value.isascii()):
         return validate_slug(value)
@@ -57,7 +57,7 @@ def normalize_slug(value: object) -> str:
         raise
     if POOL_SLUG_RE.fullmatch(slug):
         raise ValueError(
-            f"invalid tenant id {value!r}: ids of the form {POOL_SLUG_PREFIX}<16 hex digits> are reserved "
+            f"invalid tenant slug {value!r}: slugs of the form {POOL_SLUG_PREFIX}<16 hex digits> are reserved "
             "for the warm pool's databases"
         )
     return slug

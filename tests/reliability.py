@@ -16,7 +16,7 @@ from pathlib import Path
 
 ATTACKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "hostile names": (
-        "Tenant ids, table, column, index and database names carrying SQL, quotes, NULs, newlines, "
+        "Tenant slugs, table, column, index and database names carrying SQL, quotes, NULs, newlines, "
         "path traversal or Django model internals: refused before any SQL, or quoted and working.",
         [
             ("test_names.py", ""),

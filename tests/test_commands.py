@@ -99,6 +99,7 @@ def test_register_list_tables_archive_purge(register, server_key):
     assert {
         "slug": tenant.slug,
         "status": "ready",
+        "maintenance": False,
         "server": server_key,
         "dialect": tenant.dialect_name,
         "tables": len(tables),
@@ -140,9 +141,19 @@ def test_purge_asks_for_the_slug(register, monkeypatch):
     assert Tenant.objects.filter(slug=tenant.slug).exists()
     assert database_exists(tenant)
 
+    monkeypatch.setattr("builtins.input", lambda prompt: "")
+    with pytest.raises(CommandError, match="cancelled: nothing was typed"):
+        run("tenant_drop", tenant.slug, "--purge")
+    monkeypatch.setattr("builtins.input", lambda prompt: tenant.slug + "x")
+    with pytest.raises(CommandError, match=f"cancelled: '{tenant.slug}x' was typed, not the slug '{tenant.slug}'"):
+        run("tenant_drop", tenant.slug, "--purge")
+    assert Tenant.objects.filter(slug=tenant.slug).exists()
+
     monkeypatch.setattr("builtins.input", lambda prompt: tenant.slug)
     out, _ = run("tenant_drop", tenant.slug, "--purge")
     assert "It cannot be undone" in out
+    assert f"all the data of tenant '{tenant.slug}'" in out and "''s" not in out
+    assert "database" in out and "dropped, registry row deleted" in out
     assert not Tenant.objects.filter(slug=tenant.slug).exists()
     assert not database_exists(tenant)
 
@@ -191,6 +202,9 @@ def test_a_tenant_without_database_is_listed_and_not_created(db_access):
     with pytest.raises(CommandError, match=f"tenant '{slug}' \\(failed\\) has no database"):
         run("tenant_tables", slug)
     assert not database_exists(tenant), "looking must not create an empty SQLite file"
+    out, _ = run("tenant_drop", slug, "--purge", "--noinput")
+    assert "was never created (or was already gone), so nothing was dropped" in out
+    assert not Tenant.objects.filter(slug=slug).exists()
 
 
 # -- migrate ------------------------------------------------------------------------
@@ -228,7 +242,7 @@ def test_migrate_lists_what_it_applied(register):
     roll_back_last_migration(tenant)
     out, _ = run("tenant_migrate", tenant.slug, "--no-progress")
     assert f"{tenant.slug}: applied tenantapp.0002_note_pinned" in out
-    assert "1 tenants: 1 migrated, 0 up to date, 0 failed." in out
+    assert "1 tenant: 1 migrated, 0 up to date, 0 failed." in out
     assert "pinned" in note_columns(tenant)
 
 
@@ -238,16 +252,45 @@ def test_migrate_shows_a_progress_bar(register, capsys):
     assert "2/2" in capsys.readouterr().err
 
 
+def test_a_failed_migration_is_one_line_its_traceback_only_at_v2(db_access):
+    """Through manage.py: the failure's line and the summary; no traceback unless -v 2 asks for it."""
+    from django.conf import settings
+
+    from tenant_schema.provisioning import purge_tenant, register_tenant
+
+    registry = settings.DATABASES["default"]
+    if "sqlite" not in registry["ENGINE"]:
+        pytest.skip("the child process reaches the test registry through a SQLite file")
+    broken = register_tenant(new_tenant_id(), server="default")
+    try:
+        forget_history(broken)
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        env["TENANT_SCHEMA_REGISTRY_URL"] = f"sqlite:///{registry['NAME']}"
+        command = [sys.executable, "-m", "django", "tenant_migrate", broken.slug, "--verify", "--no-progress"]
+        quiet, verbose = (
+            subprocess.run(command + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            for extra in ([], ["-v", "2"])
+        )
+        assert quiet.returncode == verbose.returncode == 1
+        assert "Traceback" not in quiet.stderr
+        assert f"  {broken.slug}: OperationalError: table " in quiet.stderr
+        assert quiet.stderr.splitlines()[-1] == f"CommandError: 1 of 1 tenant failed to migrate: {broken.slug}"
+        assert "1 tenant: 0 migrated, 0 up to date, 1 failed." in quiet.stdout
+        assert "    Traceback (most recent call last):" in verbose.stderr
+    finally:
+        purge_tenant(broken)
+
+
 # -- errors -------------------------------------------------------------------------
 
 ERROR_CASES = [
-    (["tenant_register", "Bad Slug"], "invalid tenant id 'Bad Slug'"),
+    (["tenant_register", "Bad Slug"], "invalid tenant slug 'Bad Slug'"),
     (["tenant_register", "good-slug", "--server", "nowhere"], "unknown tenant server 'nowhere'"),
-    (["tenant_tables", "trailing-hyphen-"], "invalid tenant id"),
+    (["tenant_tables", "trailing-hyphen-"], "invalid tenant slug"),
     (["tenant_tables", "no-such-tenant"], "no-such-tenant"),
     (["tenant_drop", "no-such-tenant"], "no-such-tenant"),
     (["tenant_drop", "no-such-tenant", "--purge", "--noinput"], "no-such-tenant"),
-    (["tenant_migrate", "UP PER"], "invalid tenant id 'UP PER'"),
+    (["tenant_migrate", "UP PER"], "invalid tenant slug 'UP PER'"),
     (["tenant_migrate", "--jobs", "0"], "--jobs must be 1 or more"),
 ]
 
@@ -274,7 +317,32 @@ def test_command_line_error_has_no_traceback(tmp_path):
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("CommandError: invalid tenant id 'Bad Slug'")
+    assert result.stderr.strip().splitlines()[-1].startswith("CommandError: invalid tenant slug 'Bad Slug'")
+
+
+def test_registering_before_migrate_says_to_run_migrate(tmp_path):
+    """A new site's first ``tenant_register``, with the registry's table not created yet."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TENANT_SCHEMA_TEST_DIR": str(tmp_path),
+        "TENANT_SCHEMA_REGISTRY_URL": f"sqlite:///{tmp_path}/never-migrated.sqlite3",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "tenant_register", "acme"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "CommandError: the tenant registry is not set up: table 'tenant_schema_tenant' does not exist in "
+        "database 'default'; run `manage.py migrate` once before registering tenants"
+    )
+    assert not list(tmp_path.glob("*acme*")), "no tenant database was created"
 
 
 def test_dialects_lists_each_plugin_with_its_distribution():

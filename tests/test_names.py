@@ -72,13 +72,13 @@ def test_bad_tenant_ids_are_rejected_before_any_sql(bad, server_key):
     server = get_server(server_key)
     if server.dialect.name == "sqlite":
         files = set(server.path.glob("*")) if server.path.exists() else set()
-        with pytest.raises(ValueError, match="invalid tenant id|must be a string"):
+        with pytest.raises(ValueError, match="invalid tenant slug|must be a string"):
             get_or_create_tenant_db(bad, server=server_key)
         assert (set(server.path.glob("*")) if server.path.exists() else set()) == files
         return
     counter = CountingSQL()
     with server.connection().execute_wrapper(counter):
-        with pytest.raises(ValueError, match="invalid tenant id|must be a string"):
+        with pytest.raises(ValueError, match="invalid tenant slug|must be a string"):
             get_or_create_tenant_db(bad, server=server_key)
     assert counter.statements == []
 
@@ -183,7 +183,7 @@ def test_normalising_tells_exactly_what_is_allowed():
 
     assert normalize_slug("tenant_123") == "tenant-123"
     assert normalize_slug("ACME") == "acme"
-    with pytest.raises(ValueError, match="invalid tenant id 'Acme Corp': use 1-40 lower-case letters"):
+    with pytest.raises(ValueError, match="invalid tenant slug 'Acme Corp': use 1-40 lower-case letters"):
         normalize_slug("Acme Corp")
 
 
@@ -248,5 +248,5 @@ def test_a_trailing_newline_cannot_reach_another_tenants_schema():
     server = parse_server("pgs", "postgres://postgres@127.0.0.1:5432/shared?isolation=schema")
     with pytest.raises(ValueError, match="invalid tenant schema name"):
         server.dialect.tenant_settings(server, "tenant_victim\n")
-    with pytest.raises(ValueError, match="invalid tenant id"):
+    with pytest.raises(ValueError, match="invalid tenant slug"):
         get_or_create_tenant_db("victim\n", server="pgschema")

@@ -89,7 +89,7 @@ def test_register_is_idempotent(cleanup):
 
 @pytest.mark.django_db
 def test_bad_input_fails_before_anything_is_written(db_access):
-    with pytest.raises(ValueError, match="invalid tenant id 'Bad Slug'"):
+    with pytest.raises(ValueError, match="invalid tenant slug 'Bad Slug'"):
         register_tenant("Bad Slug")
     with pytest.raises(UnknownServer, match="unknown tenant server 'nowhere'"):
         register_tenant(unique_slug(), server="nowhere")

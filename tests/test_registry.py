@@ -18,7 +18,7 @@ def test_slug_is_validated_with_a_clear_message():
     tenant = Tenant(slug="Not_OK", server="default", database_name="x")
     with pytest.raises(ValidationError) as info:
         tenant.full_clean()
-    assert "invalid tenant id 'Not_OK'" in str(info.value.message_dict["slug"])
+    assert "invalid tenant slug 'Not_OK'" in str(info.value.message_dict["slug"])
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_the_row_holds_no_credentials():
 def test_get_tenant_names_what_was_wrong():
     with pytest.raises(TenantNotFound, match="no tenant 'ghost' is registered"):
         get_tenant("ghost")
-    with pytest.raises(TenantNotFound, match="invalid tenant id"):
+    with pytest.raises(TenantNotFound, match="invalid tenant slug"):
         get_tenant("Robert'); DROP TABLE")
 
 
@@ -144,3 +144,25 @@ def test_bad_cap_resolver_and_tenant_tables(settings):
 def test_tenant_app_without_migrations(settings):
     settings.MIGRATION_MODULES = {"tenantapp": None}
     assert "'tenantapp' has no migrations" in errors()["tenant_schema.E012"]
+
+
+def test_tenant_app_whose_migrations_package_is_empty(settings):
+    """Only ``__init__.py`` in ``migrations/``: Django counts the app as migrated, yet it has no migration."""
+    settings.MIGRATION_MODULES = {"tenantapp": "tests.tenantapp.migrations_empty"}
+    assert "'tenantapp' has no migrations" in errors()["tenant_schema.E012"]
+
+
+@pytest.mark.django_db
+def test_registration_refuses_a_tenant_app_with_no_migration_before_anything_exists(settings):
+    from tenant_schema import register_tenant
+    from tenant_schema.exceptions import TenantSchemaError
+    from tenant_schema.models import Tenant
+
+    settings.MIGRATION_MODULES = {"tenantapp": "tests.tenantapp.migrations_empty"}
+    with pytest.raises(TenantSchemaError, match=r"'tenantapp' has no migrations.*makemigrations tenantapp"):
+        register_tenant("no-tables-yet", server="sqlite")
+    assert not Tenant.objects.filter(slug="no-tables-yet").exists()
+
+
+def test_tenant_app_with_migrations_passes(settings):
+    assert "tenant_schema.E012" not in errors()

@@ -18,6 +18,7 @@ from django.db import DatabaseError
 from ..exceptions import TenantSchemaError
 from ..models import Tenant
 from ..plugins import get_plugins
+from ..registry import missing_registry
 from ..schema.ddl import list_tables
 from ..schema.indexes import IndexInfo, list_indexes
 from ..servers import get_server
@@ -83,7 +84,8 @@ def command_errors() -> Iterator[None]:
     except (TenantSchemaError, ImproperlyConfigured, ValueError) as exc:
         raise CommandError(one_line(exc)) from None
     except DatabaseError as exc:
-        raise CommandError(f"database error: {one_line(exc)}") from None
+        missing = missing_registry()
+        raise CommandError(one_line(missing) if missing else f"database error: {one_line(exc)}") from None
 
 
 def table_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:

@@ -47,22 +47,34 @@ class Command(BaseCommand):
         if interactive:
             self.confirm(tenant)
         try:
-            purge_tenant(tenant)
+            dropped = purge_tenant(tenant)
         except Exception as exc:  # noqa: BLE001 - reported on one line, row kept
             raise CommandError(
                 f"could not purge {slug!r}: {one_line(exc)}; its registry row is kept, "
                 f"run 'tenant_drop {slug} --purge' again once the cause is fixed"
             ) from None
-        self.stdout.write(f"Tenant {slug!r} purged: database {tenant.database_name!r} dropped, registry row deleted.")
+        if dropped:
+            self.stdout.write(
+                f"Tenant {slug!r} purged: database {tenant.database_name!r} dropped, registry row deleted."
+            )
+        else:
+            self.stdout.write(
+                f"Tenant {slug!r} purged: its database {tenant.database_name!r} was never created (or was "
+                "already gone), so nothing was dropped; registry row deleted."
+            )
 
     def confirm(self, tenant) -> None:
         self.stdout.write(
             f"This drops database {tenant.database_name!r} on server {tenant.server!r} "
-            f"({tenant.dialect_name}) with all of tenant {tenant.slug!r}'s data. It cannot be undone."
+            f"({tenant.dialect_name}) with all the data of tenant {tenant.slug!r}. It cannot be undone."
         )
         try:
-            answer = input(f"Type the tenant's slug ({tenant.slug}) to confirm: ")
+            answer = input(f"Type the tenant's slug ({tenant.slug}) to confirm: ").strip()
         except EOFError:
             answer = ""
-        if answer.strip() != tenant.slug:
-            raise CommandError(f"purge of {tenant.slug!r} cancelled: the slug was not typed")
+        if not answer:
+            raise CommandError(f"purge of {tenant.slug!r} cancelled: nothing was typed")
+        if answer != tenant.slug:
+            raise CommandError(
+                f"purge of {tenant.slug!r} cancelled: {answer!r} was typed, not the slug {tenant.slug!r}"
+            )
