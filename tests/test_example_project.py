@@ -80,24 +80,44 @@ class Site:
         assert status == 200, f"{host}: HTTP {status}\n{text[:2000]}"
         return text
 
-    def add_transaction(self, host: str, description: str) -> None:
-        """Submit the dashboard's form as a browser would (CSRF cookie and token)."""
+    def add_transaction(self, host: str, description: str, receipt: bytes | None = None) -> str:
+        """Submit the dashboard's form as a browser would (CSRF cookie and token, multipart); the redirect."""
         _, text, headers = self.request(host)
         cookie = re.search(r"csrftoken=([^;]+)", headers.get("Set-Cookie", "")).group(1)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', text).group(1)
         account = re.search(r'name="account".*?<option value="(\d+)"', text, re.S).group(1)
-        form = (
-            f"csrfmiddlewaretoken={token}&account={account}&date=2025-02-01"
-            f"&description={description}&amount=-12.50&category=test"
-        )
-        status, text, _ = self.request(
+        fields = {
+            "csrfmiddlewaretoken": token,
+            "account": account,
+            "date": "2025-02-01",
+            "description": description,
+            "amount": "-12.50",
+            "category": "test",
+        }
+        boundary = uuid.uuid4().hex
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            for name, value in fields.items()
+        ]
+        if receipt is not None:
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="receipt"; filename="receipt.txt"\r\n'
+                f"Content-Type: text/plain\r\n\r\n{receipt.decode()}\r\n"
+            )
+        body = "".join(parts) + f"--{boundary}--\r\n"
+        status, text, headers = self.request(
             host,
             "POST",
             "/transactions/new/",
-            form,
-            {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}"},
+            body,
+            {"Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": f"csrftoken={cookie}"},
         )
         assert status == 302, f"adding a transaction to {host}: HTTP {status}\n{text[:2000]}"
+        return headers["Location"]
+
+
+def total(page: str) -> str:
+    return re.search(r'id="total">([^<]+)<', page).group(1)
 
 
 def wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
@@ -123,6 +143,8 @@ def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_acce
     try:
         first = manage(env, "demo", "--no-serve")
         assert "tenant acme: ready" in first and "tenant globex: ready" in first
+        assert "No Celery broker configured (CELERY_BROKER_URL is unset): tasks run in-process" in first
+        assert "balances recalculated in-process" in first
         assert "user 'admin', password 'admin'" in first
         second = manage(env, "demo", "--no-serve")
         assert "tenant acme: ready" in second and "0 rows added" in second, "set-up is idempotent"
@@ -144,9 +166,22 @@ def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_acce
         for mine in ("Globex Current", "Globex Card", "Pension", "Train tickets"):
             assert mine in globex and mine not in acme
 
-        site.add_transaction("acme.localhost", "Written-by-test")
-        assert "Written-by-test" in site.page("acme.localhost")
-        assert "Written-by-test" not in site.page("globex.localhost")
+        # Each tenant's total comes from the cache, under its own key: never the other's.
+        assert (total(acme), total(globex)) == ("3117.60", "2596.95")
+        assert "2617.60" in acme and "never" not in acme, "the task stored the balances"
+
+        location = site.add_transaction("acme.localhost", "Written-by-test", receipt=b"paid in cash")
+        assert "recalculated+in-process" in location
+        acme, globex = site.page("acme.localhost"), site.page("globex.localhost")
+        assert "Written-by-test" in acme and "Written-by-test" not in globex
+        assert (total(acme), total(globex)) == ("3105.10", "2596.95"), "the task forgot acme's cached total only"
+        assert "2605.10" in acme
+        receipt_url = re.search(r'class="receipt" href="([^"]+)"', acme).group(1)
+        assert 'class="receipt"' not in globex
+        status, content, _ = site.request("acme.localhost", path=receipt_url)
+        assert (status, content) == (200, "paid in cash")
+        (stored,) = (tmp_path / "var" / "media").glob("acme-*/receipts/receipt*.txt")
+        assert stored.read_text() == "paid in cash", "under acme's own media directory"
 
         landing = site.page("localhost")
         assert "acme.localhost" in landing and "globex.localhost" in landing
@@ -164,3 +199,62 @@ def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_acce
                 capture_output=True,
                 check=False,
             )
+
+
+def test_demo_task_runs_on_a_celery_worker_in_each_tenant(tmp_path, db_access):
+    """With a broker, the demo queues each tenant's "recalculate balances" task; a real worker runs it there."""
+    from .conftest import require_redis
+
+    require_server("sqlite")
+    env = demo_env("sqlite", tmp_path / "var")
+    env["CELERY_BROKER_URL"] = require_redis() + "/6"
+    queue = f"demo-{uuid.uuid4().hex[:8]}"
+    env["CELERY_TASK_DEFAULT_QUEUE"] = queue
+    log = tmp_path / "worker.log"
+    worker = None
+    try:
+        out = manage(env, "demo", "--no-serve")
+        assert "Celery broker configured" in out and "balances queued for the Celery worker" in out
+        assert "never" in balances_as_of(env, "acme"), "nothing ran the task yet"
+        with log.open("w") as stream:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "finance_site", "worker", "--pool=solo", "-Q", queue],
+                env=env,
+                cwd=ROOT / "example_project",
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all("never" not in balances_as_of(env, slug) for slug in ("acme", "globex")):
+                break
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the worker did not recalculate both tenants' balances:\n{log.read_text()}")
+        assert "2617.60" in balances_as_of(env, "acme") and "2703.85" in balances_as_of(env, "globex")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=30)
+        for slug in ("acme", "globex"):
+            subprocess.run(
+                [sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                check=False,
+            )
+
+
+def balances_as_of(env: dict[str, str], slug: str) -> str:
+    """The tenant's stored balances and when they were computed ("never" before the task ran)."""
+    code = (
+        "from finance.models import Account;"
+        "print([(a.name, str(a.balance), a.balance_updated_at or 'never') for a in Account.objects.all()])"
+    )
+    return manage(env, "tenant_command", "shell", "-c", code, "--tenant", slug)

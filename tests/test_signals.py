@@ -97,9 +97,7 @@ def test_post_migrate_receivers_fill_every_new_tenant_database_cloned_or_not(ser
     finally:
         post_migrate.disconnect(seed_categories)
     for tenant in (first, second):
-        assert list(Category.objects.using(tenant.database.alias).values_list("name", flat=True)) == [
-            "uncategorised"
-        ]
+        assert list(Category.objects.using(tenant.database.alias).values_list("name", flat=True)) == ["uncategorised"]
 
 
 def test_the_registry_database_is_not_seeded_by_tenant_post_migrate(tenant_factory):

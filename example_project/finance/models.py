@@ -12,6 +12,9 @@ class Account(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CHECKING)
     currency = models.CharField(max_length=3, default="USD")
+    #: Written by the ``recalculate_balances`` task (finance/tasks.py), not by the views.
+    balance = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    balance_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -26,6 +29,8 @@ class Transaction(models.Model):
     description = models.CharField(max_length=200)
     amount = models.DecimalField(max_digits=12, decimal_places=2, help_text="Negative for money going out.")
     category = models.CharField(max_length=50, blank=True)
+    #: Stored by the default storage, TenantFileSystemStorage: under the tenant's own media directory.
+    receipt = models.FileField(upload_to="receipts/", blank=True)
 
     class Meta:
         ordering = ["-date", "-id"]

@@ -33,14 +33,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Resolves the tenant from the subdomain and sets it for the request; first,
+    # so everything after it (sessions, caches) runs inside the tenant.
+    "tenant_schema.middleware.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    # Resolves the tenant from the subdomain and sets it for the request.
-    "tenant_schema.middleware.TenantMiddleware",
 ]
 
 ROOT_URLCONF = "finance_site.urls"
@@ -71,4 +72,40 @@ TENANT_SCHEMA = {
     "DATABASE_PREFIX": os.environ.get("TENANT_SCHEMA_DEMO_PREFIX", "demo_"),
     "TENANT_APPS": ["finance"],
     "RESOLVER": "subdomain",
+}
+
+# Every cache key carries the current tenant: acme's cached total is never globex's.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "KEY_FUNCTION": "tenant_schema.cache.make_key",
+    }
+}
+if os.environ.get("TENANT_SCHEMA_DEMO_REDIS"):  # e.g. redis://127.0.0.1:6379/1
+    CACHES["default"].update(
+        BACKEND="django.core.cache.backends.redis.RedisCache", LOCATION=os.environ["TENANT_SCHEMA_DEMO_REDIS"]
+    )
+
+# Uploaded receipts: each tenant's files under MEDIA_ROOT/<tenant prefix>/, served from MEDIA_URL/<prefix>/.
+MEDIA_ROOT = VAR_DIR / "media"
+MEDIA_URL = "/media/"
+STORAGES = {
+    "default": {"BACKEND": "tenant_schema.storage.TenantFileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Celery (finance_site/celery.py): a task sent inside a tenant runs inside it on the
+# worker. Without a broker the demo runs the task in-process and says so.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+CELERY_TASK_IGNORE_RESULT = True
+
+# The current tenant on every log line.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"tenant": {"()": "tenant_schema.logging.TenantContextFilter"}},
+    "formatters": {"tenant": {"format": "%(levelname)s [%(tenant)s] %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["tenant"], "formatter": "tenant"}},
+    "loggers": {"finance": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -18,6 +18,7 @@ from tenant_schema.provisioning import register_tenant
 from tenant_schema.servers import get_server
 
 from ...models import Account, Transaction
+from ...tasks import broker_configured, schedule_recalculation
 
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"
 
@@ -75,11 +76,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, addrport, no_serve, **options):
         call_command("migrate", verbosity=0, interactive=False)
+        if broker_configured():
+            self.stdout.write("Celery broker configured: tasks go to the worker (celery -A finance_site worker)")
+        else:
+            self.stdout.write("No Celery broker configured (CELERY_BROKER_URL is unset): tasks run in-process")
         with command_errors():
             for slug, (name, ledger) in DEMO_TENANTS.items():
                 tenant = register_tenant(slug, name=name)
                 created = self.seed(slug, ledger)
-                self.stdout.write(f"tenant {slug}: {tenant.status} on {tenant.dialect_name}, {created} rows added")
+                with tenant_context(slug):
+                    balances = schedule_recalculation()
+                self.stdout.write(
+                    f"tenant {slug}: {tenant.status} on {tenant.dialect_name}, {created} rows added, "
+                    f"balances {balances}"
+                )
         self.ensure_admin()
 
         port = addrport.rsplit(":", 1)[-1]
