@@ -54,10 +54,22 @@ from .context import current_tenant, tenant_context
 from .exceptions import TenantNotFound, TenantNotReady
 from .registry import get_tenant
 
-__all__ = ["FOR_EACH_TENANT_TASK", "TENANT_HEADER", "TenantTask", "for_each_tenant", "install", "stagger"]
+__all__ = [
+    "FOR_EACH_TENANT_TASK",
+    "TENANT_HEADER",
+    "TENANT_UID_HEADER",
+    "TenantTask",
+    "for_each_tenant",
+    "install",
+    "stagger",
+]
 
 #: The message header holding the slug of the tenant a task runs in.
 TENANT_HEADER = "tenant_schema_slug"
+#: The header holding that tenant's ``uid`` (set with the slug when a task is sent from inside a
+#: tenant, or by ``for_each_tenant``): a slug purged and registered again by someone else while the
+#: task waited names another tenant, and the task fails instead of running there.
+TENANT_UID_HEADER = "tenant_schema_uid"
 #: Name of the task ``install`` registers: ``for_each_tenant`` as a task, for beat entries.
 FOR_EACH_TENANT_TASK = "tenant_schema.for_each_tenant"
 #: Attributes set on a task's request (``task.request``) between prerun and postrun.
@@ -117,21 +129,22 @@ def _put_tenant_in_headers(sender=None, headers: dict | None = None, **kwargs: A
     tenant = current_tenant()
     if tenant is not None:
         headers[TENANT_HEADER] = tenant.slug
+        headers[TENANT_UID_HEADER] = tenant.uid.hex
 
 
 # -- running -----------------------------------------------------------------------------
 
 
-def _header(request) -> Any:
-    """The tenant header of a task's request (``None`` when absent)."""
+def _header(request, name: str = TENANT_HEADER) -> Any:
+    """Header ``name`` of a task's request (``None`` when absent)."""
     headers = request.headers or {}
-    if TENANT_HEADER in headers:
-        return headers[TENANT_HEADER]
-    return getattr(request, TENANT_HEADER, None)  # message headers are also request attributes
+    if name in headers:
+        return headers[name]
+    return getattr(request, name, None)  # message headers are also request attributes
 
 
-def _ready_tenant(slug: Any, task) -> Any:
-    """The ready tenant ``slug`` names, read from the registry now; a clear error otherwise."""
+def _ready_tenant(slug: Any, task, uid: Any = None) -> Any:
+    """The ready tenant ``slug`` names (and ``uid``, when the sender gave it), read from the registry now."""
     from .models import Tenant
 
     if not isinstance(slug, str):
@@ -145,6 +158,11 @@ def _ready_tenant(slug: Any, task) -> Any:
             f"task {task.name!r} was not run: it was sent for tenant {slug!r}, which is not registered "
             "(purged, or never registered)"
         ) from None
+    if uid is not None and uid != tenant.uid.hex:
+        raise TenantNotFound(
+            f"task {task.name!r} was not run: it was sent for tenant {slug!r}, which was purged since; "
+            "the slug now names another tenant"
+        )
     if tenant.status != Tenant.Status.READY:
         raise TenantNotReady(
             f"task {task.name!r} was not run: it was sent for tenant {slug!r}, which is {tenant.status} now "
@@ -160,7 +178,7 @@ def _select_tenant(sender=None, task=None, **kwargs: Any) -> None:
     if slug is None:
         return
     try:
-        tenant = _ready_tenant(slug, task)
+        tenant = _ready_tenant(slug, task, _header(request, TENANT_UID_HEADER))
         with contextlib.ExitStack() as stack:
             stack.enter_context(tenant_context(tenant))
             stack.enter_context(tenant.database.released())
@@ -193,8 +211,8 @@ def stagger(slug: str, window: float) -> float:
     return int.from_bytes(digest[:8], "big") * window / 2**64
 
 
-def _ready_slugs(batch_size: int) -> Iterator[str]:
-    """Slugs of the ready tenants, read ``batch_size`` rows at a time (keyset pages by primary key)."""
+def _ready_slugs(batch_size: int) -> Iterator[tuple[str, str]]:
+    """(slug, uid hex) of the ready tenants, read ``batch_size`` rows at a time (keyset pages by primary key)."""
     from .models import Tenant
 
     last = 0
@@ -202,10 +220,10 @@ def _ready_slugs(batch_size: int) -> Iterator[str]:
         page = list(
             Tenant.objects.filter(status=Tenant.Status.READY, pk__gt=last)
             .order_by("pk")
-            .values_list("pk", "slug")[:batch_size]
+            .values_list("pk", "slug", "uid")[:batch_size]
         )
-        for _pk, slug in page:
-            yield slug
+        for _pk, slug, uid in page:
+            yield slug, uid.hex
         if len(page) < batch_size:
             return
         last = page[-1][0]
@@ -253,10 +271,10 @@ def for_each_tenant(
     countdown = options.pop("countdown", None) or 0
     sent = 0
     with (app or sig.app).producer_or_acquire(options.pop("producer", None)) as producer:
-        for slug in _ready_slugs(batch_size):
+        for slug, uid in _ready_slugs(batch_size):
             delay = countdown + (stagger(slug, spread) if spread else 0)
             sig.apply_async(
-                headers={**headers, TENANT_HEADER: slug},
+                headers={**headers, TENANT_HEADER: slug, TENANT_UID_HEADER: uid},
                 producer=producer,
                 **({"countdown": delay} if delay else {}),
                 **options,

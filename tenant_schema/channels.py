@@ -32,7 +32,18 @@ Django's own ``ASGIRequest`` and goes through ``TENANT_SCHEMA["RESOLVER"]``
 - a slug that is invalid, unknown or not ready: the handshake is refused
   with close code ``UNKNOWN_TENANT`` (4404), the consumer never runs;
 - a ``Host`` that ``ALLOWED_HOSTS`` refuses: refused with ``BAD_REQUEST``
-  (4400), logged to ``django.security.DisallowedHost`` as Django does.
+  (4400), logged to ``django.security.DisallowedHost`` as Django does,
+  whichever resolver is configured.
+
+While the socket lives, each message it receives first checks that its
+tenant is still the ready tenant of that slug (the ready-tenant cache, so
+no query while the row is cached): a tenant archived meanwhile, or purged
+and its slug registered again by someone else, closes the socket with
+``UNKNOWN_TENANT`` instead of handing the message to the consumer.
+
+Channels groups are shared by every socket of the channel layer: a group
+named ``"chat"`` would join every tenant's sockets. ``tenant_group(name)``
+gives the current tenant its own group of that name.
 
 A refusal is a ``websocket.close`` before ``websocket.accept``: servers
 answer the handshake with HTTP 403 (the code is what the application sent,
@@ -45,6 +56,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -52,13 +64,14 @@ from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest
 
+from .exceptions import NoTenantSelected
 from .middleware import resolve_tenant
-from .registry import activate, deactivate
+from .registry import activate, current_tenant, deactivate, ready_tenants
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import Tenant
 
-__all__ = ["BAD_REQUEST", "UNKNOWN_TENANT", "TenantWebsocketMiddleware", "request_for_scope"]
+__all__ = ["BAD_REQUEST", "UNKNOWN_TENANT", "TenantWebsocketMiddleware", "request_for_scope", "tenant_group"]
 
 #: Close code of a handshake naming an invalid, unknown or not-ready tenant.
 UNKNOWN_TENANT = 4404
@@ -66,6 +79,33 @@ UNKNOWN_TENANT = 4404
 BAD_REQUEST = 4400
 
 _SCHEMES = {"ws": "http", "wss": "https"}
+#: Channels' own rule for group names (``channels.layers.BaseChannelLayer``): ASCII letters,
+#: digits, hyphens, underscores and periods, shorter than 100 characters.
+_GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
+_GROUP_MAX = 99
+
+
+def tenant_group(name: str) -> str:
+    """The current tenant's own Channels group called ``name``: ``tenant-<uid>.<name>``.
+
+    Use it wherever a consumer names a group (``group_add``, ``group_send``,
+    ``group_discard``), so a ``"chat"`` group of one tenant never reaches
+    another tenant's sockets. The tenant's ``uid`` (not its slug, which can
+    be registered again after a purge) keeps the group its own.
+    ``NoTenantSelected`` outside a tenant; ``ValueError`` for a name Channels
+    would refuse.
+    """
+    tenant = current_tenant()
+    if tenant is None:
+        raise NoTenantSelected("tenant_group() needs a current tenant: call it in a consumer of a tenant's socket")
+    prefix = f"tenant-{tenant.uid.hex}."
+    longest = _GROUP_MAX - len(prefix)
+    if not isinstance(name, str) or not _GROUP_RE.fullmatch(name) or len(name) > longest:
+        raise ValueError(
+            f"invalid group name {name!r}: use 1-{longest} ASCII letters, digits, hyphens, underscores "
+            "and periods (the tenant's prefix takes the rest of Channels' 99)"
+        )
+    return prefix + name
 
 
 def request_for_scope(scope: dict[str, Any]) -> HttpRequest:
@@ -92,7 +132,7 @@ class TenantWebsocketMiddleware:
             return await self.inner(scope, receive, send)
         request = request_for_scope(scope)
         try:
-            tenant: Tenant | None = await database_sync_to_async(resolve_tenant)(request)
+            tenant: Tenant | None = await database_sync_to_async(_resolve)(request)
         except Http404:
             return await _refuse(receive, send, UNKNOWN_TENANT)
         except SuspiciousOperation as exc:
@@ -106,9 +146,33 @@ class TenantWebsocketMiddleware:
             return await self.inner(scope, receive, send)
         token = activate(tenant)
         try:
-            return await self.inner(scope, receive, send)
+            return await self.inner(scope, _checking(tenant, receive, send), send)
         finally:
             deactivate(token)
+
+
+def _resolve(request: HttpRequest) -> Tenant | None:
+    request.get_host()  # ALLOWED_HOSTS, whichever resolver reads the tenant (DisallowedHost otherwise)
+    return resolve_tenant(request)
+
+
+def _checking(tenant: Tenant, receive, send):
+    """``receive`` that closes the socket instead of delivering a message once ``tenant`` is gone."""
+
+    async def checked():
+        message = await receive()
+        if message["type"] == "websocket.receive" and not await _still_served(tenant):
+            await send({"type": "websocket.close", "code": UNKNOWN_TENANT})
+            return {"type": "websocket.disconnect", "code": UNKNOWN_TENANT}
+        return message
+
+    return checked
+
+
+async def _still_served(tenant: Tenant) -> bool:
+    """Whether the slug still names this tenant, ready (a cached row costs no query)."""
+    row = ready_tenants.peek(tenant.slug) or await database_sync_to_async(ready_tenants.get)(tenant.slug)
+    return row is not None and row.uid == tenant.uid
 
 
 async def _refuse(receive, send, code: int) -> None:

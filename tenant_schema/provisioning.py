@@ -385,33 +385,42 @@ def provision(tenant: Tenant) -> None:
         return
     if plan.pending(applied or set()):
         migrate_tenant(tenant)
+    elif tenant.provisioned_at is None:
+        # A registration resumed after everything was built: its receivers
+        # (post_migrate seeding) may not have run, or may have failed. They
+        # run again, as Django's post_migrate receivers expect to.
+        with _announcing(tenant, [], post_migrate=True):
+            create_tenant_tables(tenant_db)
+        return
     create_tenant_tables(tenant_db)
 
 
 @contextlib.contextmanager
-def _announcing(tenant: Tenant, records: Iterable[Key]):
+def _announcing(tenant: Tenant, records: Iterable[Key], *, post_migrate: bool = False):
     """Send the migration signals around building ``tenant``'s database at the plan (``records``).
 
     The tenant is selected while receivers run (whatever its status), so a
     receiver seeding rows uses the default manager. ``post_migrate`` goes to
     the tenant's alias, as Django's ``migrate`` sends it: its receivers
     (contenttypes, permissions, the site's own) act where the router lets
-    their models live.
+    their models live. They run before the registry records the tenant as
+    ready at the plan: a receiver that fails leaves it unrecorded, and the
+    next attempt sends them again.
     """
     records = list(records)
     token = registry.activate(tenant, maintenance_writes=True)
     try:
         pre_tenant_migrate.send(sender=Tenant, tenant=tenant, plan=records)
         yield
-        _migrated(tenant, [f"{app}.{name}" for app, name in records])
+        _migrated(tenant, [f"{app}.{name}" for app, name in records], post_migrate=post_migrate)
     finally:
         registry.deactivate(token)
 
 
-def _migrated(tenant: Tenant, applied: list[str]) -> None:
-    """``tenant_migrated``, then ``post_migrate`` on the tenant's alias when anything was applied."""
+def _migrated(tenant: Tenant, applied: list[str], *, post_migrate: bool = False) -> None:
+    """``tenant_migrated``, then ``post_migrate`` on the tenant's alias (when anything was applied, or asked)."""
     tenant_migrated.send(sender=Tenant, tenant=tenant, applied=applied)
-    if applied:
+    if applied or post_migrate:
         emit_post_migrate_signal(0, False, tenant.database.alias)
 
 
@@ -605,9 +614,11 @@ def tenant_table_specs() -> list[tuple[Any, ...]]:
 
 
 def create_tenant_tables(tenant_db: TenantDatabase) -> None:
+    """Create the ``TENANT_TABLES`` the database lacks (life-cycle work: allowed in maintenance mode)."""
     specs = tenant_table_specs()
     if specs:
-        register_tables(tenant_db, specs)
+        with registry.lifecycle_writes(tenant_db.slug):
+            register_tables(tenant_db, specs)
 
 
 def tenant_models() -> list:
@@ -771,8 +782,8 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
                 )
             raise
         create_tenant_tables(tenant_db)
+        _migrated(tenant, applied)  # before the fingerprint: a failing receiver is retried by the next run
         record_migration_state(tenant, migration_plan().fingerprint)
-        _migrated(tenant, applied)
     finally:
         registry.deactivate(token)
     return applied
@@ -904,7 +915,10 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
             ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
             if not plan.pending(applied_migrations(tenant.database) or set()):
                 if not recorded:
-                    create_tenant_tables(tenant.database)  # TENANT_TABLES added since it was provisioned
+                    # At the plan but not recorded there: TENANT_TABLES added since, or a run
+                    # whose migration signals' receivers failed (they run again here).
+                    with _announcing(tenant, [], post_migrate=True):
+                        create_tenant_tables(tenant.database)
                     record_migration_state(tenant, plan.fingerprint)
                 return TenantMigration(slug, skipped=True)
             drift = recorded  # the registry said "done": the database changed behind its back

@@ -14,6 +14,7 @@ maintenance at no registry query either.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import threading
@@ -318,6 +319,28 @@ def current_tenant_db() -> TenantDatabase:
     return active[1]
 
 
+#: Slugs whose writes the life cycle is making right now (provisioning, migrating): never refused.
+_lifecycle_writes: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "tenant_schema_lifecycle_writes", default=frozenset()
+)
+
+
+@contextlib.contextmanager
+def lifecycle_writes(slug: str):
+    """Let the block write to (and change the tables of) tenant ``slug`` even in maintenance mode.
+
+    For tenant-schema's own life-cycle work (creating ``TENANT_TABLES``
+    while provisioning or migrating), which is what maintenance mode waits
+    for; it also spares ``check_writable`` a registry query for a tenant that
+    is not ready yet.
+    """
+    token = _lifecycle_writes.set(_lifecycle_writes.get() | {slug})
+    try:
+        yield
+    finally:
+        _lifecycle_writes.reset(token)
+
+
 def check_writable(slug: str) -> None:
     """``TenantUnavailable`` if tenant ``slug`` is in maintenance mode: the router and the Table API ask before a write.
 
@@ -327,6 +350,8 @@ def check_writable(slug: str) -> None:
     or current as a row that is not ready (a migration or repair of an
     archived tenant: maintenance mode is about what is served).
     """
+    if slug in _lifecycle_writes.get():
+        return
     active = _current.get()
     if active is not None and active[0].slug == slug:
         tenant, _db, maintenance_writes = active

@@ -275,6 +275,28 @@ def test_a_purged_tenants_queued_task_fails_cleanly_without_running(worker, tena
     assert worker.idle_state() == IDLE
 
 
+def test_a_task_for_a_purged_tenant_never_runs_in_the_tenant_registered_under_its_slug_since(worker, tenants):
+    """The slug is free again after a purge: a new customer takes it while the old task waits in the queue."""
+    from tenant_schema import TenantNotFound, drop_tenant_db, register_tenant, tenant_context
+
+    from .celeryapp import record, redis_client
+
+    acme, key = tenants(), redis_key()
+    with tenant_context(acme):
+        queued = record.apply_async((key,), countdown=1.5)
+    drop_tenant_db(acme.slug)
+    newcomer = register_tenant(acme.slug, server=acme.server)
+    try:
+        error = worker.failure(queued)
+    finally:
+        drop_tenant_db(newcomer.slug)
+    assert isinstance(error, TenantNotFound), error
+    assert f"tenant {acme.slug!r}, which was purged since; the slug now names another tenant" in str(error)
+    assert redis_client().llen(key) == 0, "the old tenant's task did not run in the new tenant"
+    assert queued.retries == 0
+    assert worker.idle_state() == IDLE
+
+
 # -- fan-out and the beat recipe -------------------------------------------------------------
 
 

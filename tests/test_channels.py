@@ -18,7 +18,7 @@ from django.db import connections
 from django.urls import path
 
 from tenant_schema import NoTenantSelected, tenant_context
-from tenant_schema.channels import BAD_REQUEST, UNKNOWN_TENANT, TenantWebsocketMiddleware
+from tenant_schema.channels import BAD_REQUEST, UNKNOWN_TENANT, TenantWebsocketMiddleware, tenant_group
 from tenant_schema.context import current_tenant
 from tenant_schema.provisioning import archive_tenant
 from tests.tenantapp.models import Note
@@ -50,7 +50,7 @@ class SyncNotes(WebsocketConsumer):
     def connect(self):
         self.accept()
         if self.channel_layer is not None:
-            async_to_sync(self.channel_layer.group_add)("notes", self.channel_name)
+            async_to_sync(self.channel_layer.group_add)(tenant_group("notes"), self.channel_name)
         self.send(text_data=json.dumps(state(self.scope)))
 
     def receive(self, text_data=None, bytes_data=None):
@@ -65,7 +65,7 @@ class SyncNotes(WebsocketConsumer):
 
     def disconnect(self, code):
         if self.channel_layer is not None:
-            async_to_sync(self.channel_layer.group_discard)("notes", self.channel_name)
+            async_to_sync(self.channel_layer.group_discard)(tenant_group("notes"), self.channel_name)
 
 
 class AsyncNotes(AsyncWebsocketConsumer):
@@ -223,12 +223,18 @@ async def test_no_slug_means_no_tenant_and_tenant_models_fail_closed(two_tenants
     assert hello["tenant"] is None
 
 
-async def test_a_host_allowed_hosts_refuses_is_refused_and_logged(two_tenants, settings, caplog):
+@pytest.mark.parametrize("name", ["subdomain", "header", "path"])
+async def test_a_host_allowed_hosts_refuses_is_refused_and_logged(name, two_tenants, settings, caplog):
+    """Whichever resolver reads the tenant: the header and path resolvers never look at the host themselves."""
     a, _ = two_tenants
     settings.ALLOWED_HOSTS = [".example.com"]
+    resolver(settings, name)
+    url = f"/{a.slug}/ws/notes/" if name == "path" else "/ws/notes/"
+    headers = [(b"host", f"{a.slug}.evil.test".encode()), (b"x-tenant", a.slug.encode())]
     with caplog.at_level(logging.ERROR, logger="django.security.DisallowedHost"):
-        assert await refused_with("/ws/notes/", [(b"host", b"acme.evil.test")]) == BAD_REQUEST
-    assert "acme.evil.test" in caplog.text
+        assert await refused_with(url, headers) == BAD_REQUEST
+    assert f"{a.slug}.evil.test" in caplog.text
+    resolver(settings, "subdomain")
     communicator, hello = await opened("/ws/notes/", host(a.slug))
     await communicator.disconnect()
     assert hello["tenant"] == a.slug
@@ -256,15 +262,63 @@ async def test_channel_layer_events_are_handled_in_each_sockets_tenant(two_tenan
     to_a, _ = await opened("/ws/notes/", host(a.slug))
     to_b, _ = await opened("/ws/notes/", host(b.slug))
     try:
-        await get_channel_layer().group_send("notes", {"type": "notes.refresh"})  # sent with no tenant
-        answers = [await to_a.receive_json_from(timeout=TIMEOUT), await to_b.receive_json_from(timeout=TIMEOUT)]
+        async with tenant_context(a):  # a's group "notes" is a's only
+            await get_channel_layer().group_send(tenant_group("notes"), {"type": "notes.refresh"})
+        first = await to_a.receive_json_from(timeout=TIMEOUT)
+        assert await to_b.receive_nothing(timeout=0.3), "b's socket in a group of the same name heard nothing"
+        async with tenant_context(b):
+            await get_channel_layer().group_send(tenant_group("notes"), {"type": "notes.refresh"})
+        second = await to_b.receive_json_from(timeout=TIMEOUT)
+        assert await to_a.receive_nothing(timeout=0.3)
     finally:
         await to_a.disconnect()
         await to_b.disconnect()
-    assert [(x["tenant"], x["titles"]) for x in answers] == [
+    assert [(x["tenant"], x["titles"]) for x in (first, second)] == [
         (a.slug, [f"note of {a.slug}"]),
         (b.slug, [f"note of {b.slug}"]),
     ]
+
+
+def test_tenant_group_names_are_the_tenants_own_and_valid(two_tenants):
+    a, b = two_tenants
+    with tenant_context(a):
+        mine = tenant_group("chat.room-1")
+    with tenant_context(b):
+        theirs = tenant_group("chat.room-1")
+    assert mine == f"tenant-{a.uid.hex}.chat.room-1" and mine != theirs
+    with pytest.raises(NoTenantSelected):
+        tenant_group("chat")
+    with tenant_context(a):
+        for bad in ("", "room 1", "ròom", "x" * 60):
+            with pytest.raises(ValueError, match="invalid group name"):
+                tenant_group(bad)
+        assert len(tenant_group("x" * 59)) == 99
+
+
+async def test_a_socket_whose_tenant_goes_away_is_closed_at_its_next_message(two_tenants):
+    from tenant_schema import drop_tenant_db, register_tenant
+
+    a, b = two_tenants
+    archived, _ = await opened("/ws/notes/", host(a.slug))
+    await sync_to_async(archive_tenant)(a.slug)
+    await archived.send_json_to({"add": "after archive"})
+    assert await archived.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": UNKNOWN_TENANT}
+
+    reused, _ = await opened("/ws/notes/", host(b.slug))
+    await sync_to_async(drop_tenant_db)(b.slug)
+    newcomer = await sync_to_async(register_tenant)(b.slug, server=b.server)  # someone else takes the slug
+    try:
+        await reused.send_json_to({"add": "into the newcomer?"})
+        assert await reused.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": UNKNOWN_TENANT}
+        assert await titles_in(newcomer) == []
+    finally:
+        await sync_to_async(drop_tenant_db)(newcomer.slug)
+    assert await sync_to_async(archived_titles)(a) == [f"note of {a.slug}"], "nothing written after the archive"
+
+
+def archived_titles(tenant) -> list[str]:
+    with tenant_context(tenant.slug, maintenance=True):
+        return sorted(Note.objects.values_list("title", flat=True))
 
 
 async def test_handlers_give_their_tenant_connections_back(two_tenants):

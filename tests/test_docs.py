@@ -9,6 +9,7 @@ registers are purged afterwards.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 import sys
@@ -41,6 +42,10 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     before = set(Tenant.objects.values_list("pk", flat=True))
+    # Examples configure logging as a site does (dictConfig, a Celery worker that sets the root
+    # logger up): put the process's logging back afterwards, for the tests that run later.
+    root = logging.getLogger()
+    logging_before = (root.level, list(root.handlers), logging.root.manager.disable)
     module = types.ModuleType(f"doc_example_{path.stem.replace('-', '_')}")
     sys.modules[module.__name__] = module
     ran = 0
@@ -56,6 +61,9 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
                     call_command(*args)
                     ran += 1
     finally:
+        root.setLevel(logging_before[0])
+        root.handlers[:] = logging_before[1]
+        logging.disable(logging_before[2])
         sys.modules.pop(module.__name__, None)
         plugins.reset_plugins()  # examples register throwaway plugins
         for tenant in Tenant.objects.exclude(pk__in=before):

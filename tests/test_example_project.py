@@ -233,6 +233,16 @@ def test_demo_task_runs_on_a_celery_worker_in_each_tenant(tmp_path, db_access):
         else:
             pytest.fail(f"the worker did not recalculate both tenants' balances:\n{log.read_text()}")
         assert "2617.60" in balances_as_of(env, "acme") and "2703.85" in balances_as_of(env, "globex")
+        cached = manage(
+            env,
+            "tenant_command",
+            "shell",
+            "-c",
+            "from django.conf import settings; print(settings.CACHES)",
+            "--tenant",
+            "acme",
+        )
+        assert "RedisCache" in cached, "web and worker share the cache the task clears"
     finally:
         if worker is not None:
             worker.terminate()

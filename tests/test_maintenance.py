@@ -167,6 +167,34 @@ def test_table_api_writes_are_refused_and_reads_work(server, tenant_factory):
     assert plain(table.list()) == [{"id": 1, "action": "changed"}, {"id": 2, "action": "more"}]
 
 
+def test_schema_changes_are_refused_and_change_nothing(server, tenant_factory):
+    """New tables, dropped tables, new and dropped indexes: the Table API's DDL waits for maintenance to end."""
+    from tenant_schema import create_index, drop_index, drop_table, list_indexes, list_tables, register_table
+
+    @dataclasses.dataclass
+    class Invoice:
+        number: str = dataclasses.field(metadata={"max_length": 20})
+        id: int | None = None
+
+    tenant = tenant_factory(server=server)
+    index = create_index(tenant.database, AUDIT, ["action"])
+    tables = list_tables(tenant.database)
+    set_maintenance(tenant, True)
+    for name, change in {
+        "register_table": lambda: register_table(tenant.database, Invoice, "invoice"),
+        "drop_table": lambda: drop_table(tenant.database, AUDIT),
+        "create_index": lambda: create_index(tenant.database, AUDIT, ["id", "action"]),
+        "drop_index": lambda: drop_index(tenant.database, index, AUDIT),
+    }.items():
+        refused(change)
+        assert list_tables(tenant.database) == tables, name
+        assert [i.name for i in list_indexes(tenant.database, AUDIT) if i.name == index] == [index], name
+    assert create_index(tenant.database, AUDIT, ["action"]) == index, "an index already there is no change"
+    set_maintenance(tenant, False)
+    register_table(tenant.database, Invoice, "invoice")
+    assert "invoice" in list_tables(tenant.database)
+
+
 async def test_async_writes_are_refused(tenant_factory):
     tenant = await sync_to_async(tenant_factory)()
     table = await sync_to_async(tenant.database.table)(AUDIT)  # opening it reads the catalogue
@@ -467,7 +495,7 @@ def test_only_archived_tenants_are_restored(tenant_factory, db_access):
         restore_tenant(ready.slug)
     slug = new_tenant_id()
     failed = Tenant.objects.create(slug=slug, server="default", database_name=f"x_{slug}", status="failed")
-    with pytest.raises(TenantSchemaError, match=rf"is failed, not archived: .*register_tenant\('{slug}'\)"):
+    with pytest.raises(TenantSchemaError, match=rf"is failed, not archived: .*`manage.py tenant_register {slug}`"):
         restore_tenant(slug)
     pooled = Tenant.objects.create(slug=pool_slug(), server="default", database_name="x_pooled", status="pooled")
     with pytest.raises(TenantSchemaError, match="is a pooled database, not an archived tenant"):

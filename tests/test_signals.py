@@ -145,3 +145,69 @@ def test_a_failed_migration_sends_no_tenant_migrated(tenant_factory, monkeypatch
         report = migrate_tenants([tenant.slug])
     assert [r.error for r in report.results] == ["RuntimeError: boom"]
     assert [event[0] for event in seen] == ["pre_tenant_migrate"]
+
+
+class FailsOnce:
+    """A seeding receiver that fails the first time (a deploy's bug, a lost connection), then seeds."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, sender, app_config, using, **kwargs):
+        from django.db import router
+
+        if app_config.label != "tenantapp" or not router.allow_migrate_model(using, Category):
+            return
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("seeding failed")
+        Category.objects.using(using).get_or_create(name="uncategorised")
+
+
+def seeded(tenant) -> list[str]:
+    return list(Category.objects.using(tenant.database.alias).values_list("name", flat=True))
+
+
+@pytest.mark.parametrize("server", ["sqlite", "pg", "mysql"])
+def test_a_failing_receiver_fails_the_registration_and_runs_again_when_it_resumes(server, tenant_factory):
+    from tenant_schema import register_tenant
+    from tenant_schema.models import Tenant
+
+    require_live_server(server)
+    receiver = FailsOnce()
+    slug = unique_slug("seed")
+    post_migrate.connect(receiver)
+    try:
+        with pytest.raises(RuntimeError, match="seeding failed"):
+            tenant_factory(slug, server=server)
+        assert Tenant.objects.get(slug=slug).status == Tenant.Status.FAILED
+        tenant = register_tenant(slug, server=server)  # resumes: the tables are there, the seed is not
+    finally:
+        post_migrate.disconnect(receiver)
+        tenant_factory(slug, server=server)  # purged after the test, whatever happened
+    assert tenant.status == Tenant.Status.READY
+    assert receiver.calls == 2 and seeded(tenant) == ["uncategorised"]
+
+
+def test_a_failing_receiver_leaves_the_tenant_unrecorded_and_the_next_fleet_run_sends_again(tenant_factory):
+    (tenant,) = old_tenants(tenant_factory, "sqlite", 1)
+    receiver = FailsOnce()
+    post_migrate.connect(receiver)
+    try:
+        first = migrate_tenants([tenant.slug])
+        assert [r.error for r in first.results] == ["RuntimeError: seeding failed"]
+        from tenant_schema.models import Tenant
+
+        assert Tenant.objects.get(pk=tenant.pk).migrated_to == "", "not recorded at the plan"
+        second = migrate_tenants([tenant.slug])
+    finally:
+        post_migrate.disconnect(receiver)
+    assert [r.error for r in second.results] == [None]
+    assert receiver.calls == 2 and seeded(tenant) == ["uncategorised"]
+    assert recorded_at_plan(tenant)
+
+
+def recorded_at_plan(tenant) -> bool:
+    from tenant_schema.models import Tenant
+
+    return Tenant.objects.get(pk=tenant.pk).migrated_to == migration_plan().fingerprint

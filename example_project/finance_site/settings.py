@@ -81,10 +81,13 @@ CACHES = {
         "KEY_FUNCTION": "tenant_schema.cache.make_key",
     }
 }
-if os.environ.get("TENANT_SCHEMA_DEMO_REDIS"):  # e.g. redis://127.0.0.1:6379/1
-    CACHES["default"].update(
-        BACKEND="django.core.cache.backends.redis.RedisCache", LOCATION=os.environ["TENANT_SCHEMA_DEMO_REDIS"]
-    )
+# A Celery worker forgets a tenant's cached total after recalculating: web and worker processes
+# must then share the cache, so a Redis broker doubles as the cache unless one is named.
+_shared_cache = os.environ.get("TENANT_SCHEMA_DEMO_REDIS") or (
+    os.environ.get("CELERY_BROKER_URL", "") if os.environ.get("CELERY_BROKER_URL", "").startswith("redis") else ""
+)
+if _shared_cache:  # e.g. redis://127.0.0.1:6379/1
+    CACHES["default"].update(BACKEND="django.core.cache.backends.redis.RedisCache", LOCATION=_shared_cache)
 
 # Uploaded receipts: each tenant's files under MEDIA_ROOT/<tenant prefix>/, served from MEDIA_URL/<prefix>/.
 MEDIA_ROOT = VAR_DIR / "media"

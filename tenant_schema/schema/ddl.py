@@ -18,7 +18,7 @@ from ..databases import TenantDatabase
 from ..names import validate_identifier
 from ..ownership import MARKER_TABLE
 from ..plugins import get_plugins
-from ..registry import accepts_tenant
+from ..registry import accepts_tenant, check_writable
 from .batch import DDLBatch, run_hook_statements
 from .building import build_models, fk_order, normalize_specs
 from .compare import adopt_existing
@@ -69,6 +69,7 @@ def register_tables(tenant_db: TenantDatabase, specs: Iterable[Any]) -> dict[str
             adopt_existing(tenant_db, built[spec.table])
     to_create = [built[s.table] for s in fk_order(todo, built) if s.table not in existing]
     if to_create:
+        check_writable(tenant_db.slug)  # no new tables in maintenance mode (TenantUnavailable)
         try:
             _create_tables(tenant_db, to_create)
         except DatabaseError:
@@ -122,6 +123,7 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     schema editor.
     """
     validate_identifier(table_name, "table name", tenant_db.dialect.max_identifier_length)
+    check_writable(tenant_db.slug)
     if not table_exists(tenant_db, table_name):
         return False
     model = tenant_db.table(table_name).model
