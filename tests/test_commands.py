@@ -305,16 +305,16 @@ def test_errors_are_one_clear_line(args, expected):
     assert not Tenant.objects.exists(), "nothing was registered"
 
 
-def test_command_line_error_has_no_traceback(tmp_path):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TENANT_SCHEMA_TEST_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "django", "tenant_register", "Bad Slug"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+def manage_py(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m django <args>`` in a new process with the test settings (and ``env`` added)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TENANT_SCHEMA_TEST_DIR": str(tmp_path), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
+
+
+def test_command_line_error_has_no_traceback(tmp_path):
+    result = manage_py(tmp_path, "tenant_register", "Bad Slug")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("CommandError: invalid tenant slug 'Bad Slug'")
@@ -322,20 +322,8 @@ def test_command_line_error_has_no_traceback(tmp_path):
 
 def test_registering_before_migrate_says_to_run_migrate(tmp_path):
     """A new site's first ``tenant_register``, with the registry's table not created yet."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "TENANT_SCHEMA_TEST_DIR": str(tmp_path),
-        "TENANT_SCHEMA_REGISTRY_URL": f"sqlite:///{tmp_path}/never-migrated.sqlite3",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "django", "tenant_register", "acme"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    registry = f"sqlite:///{tmp_path}/never-migrated.sqlite3"
+    result = manage_py(tmp_path, "tenant_register", "acme", TENANT_SCHEMA_REGISTRY_URL=registry)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (

@@ -120,6 +120,17 @@ def total(page: str) -> str:
     return re.search(r'id="total">([^<]+)<', page).group(1)
 
 
+def purge_demo_tenants(env: dict[str, str]) -> None:
+    for slug in ("acme", "globex"):
+        subprocess.run(
+            [sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+
+
 def wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_LIMIT
     while time.monotonic() < deadline:
@@ -191,14 +202,7 @@ def test_demo_tenants_each_see_only_their_own_rows(server_key, tmp_path, db_acce
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
-        for slug in ("acme", "globex"):
-            subprocess.run(
-                [sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                check=False,
-            )
+        purge_demo_tenants(env)
 
 
 def test_demo_task_runs_on_a_celery_worker_in_each_tenant(tmp_path, db_access):
@@ -251,14 +255,7 @@ def test_demo_task_runs_on_a_celery_worker_in_each_tenant(tmp_path, db_access):
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait(timeout=30)
-        for slug in ("acme", "globex"):
-            subprocess.run(
-                [sys.executable, str(MANAGE), "tenant_drop", slug, "--purge", "--noinput"],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                check=False,
-            )
+        purge_demo_tenants(env)
 
 
 def balances_as_of(env: dict[str, str], slug: str) -> str:
