@@ -24,6 +24,7 @@ from tenant_schema import create_index, hookimpl, list_tables
 from tenant_schema.management.inspection import database_exists
 from tenant_schema.models import Tenant
 from tenant_schema.plugins import get_plugin_manager
+from tests.tenantapp.helpers import run_command
 
 from .conftest import new_tenant_id
 
@@ -32,13 +33,7 @@ NOTE_TABLE = "tenantapp_note"
 FIRST, LAST = ("tenantapp", "0001_initial"), ("tenantapp", "0002_note_pinned")
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run(*args, **options) -> tuple[str, str]:
-    """Run a command; return its (stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    call_command(*args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
+run = run_command
 
 
 @pytest.fixture

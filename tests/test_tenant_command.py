@@ -27,6 +27,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from tenant_schema import tenant_context
 from tenant_schema.models import Tenant
 from tenant_schema.provisioning import archive_tenant, pool_slug, purge_tenant, register_tenant
+from tests.tenantapp.helpers import run_command
 from tests.tenantapp.models import Note
 
 from .conftest import new_tenant_id, require_server
@@ -34,13 +35,7 @@ from .conftest import new_tenant_id, require_server
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run(*args, **options) -> tuple[str, str]:
-    """Run a command; return its (stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    call_command(*args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
+run = run_command
 
 
 @pytest.fixture

@@ -113,3 +113,12 @@ def run_pytest(project, settings_module: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def run_command(*args, **options) -> tuple[str, str]:
+    """Run a management command in this process; its (stdout, stderr)."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
