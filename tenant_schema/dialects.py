@@ -9,8 +9,9 @@ plugin can change one behaviour of an existing dialect without subclassing it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -35,6 +36,32 @@ POOLER_TRANSACTION = "transaction"
 ROLE_SUFFIX = "_owner"
 #: A role statement: SQL and its bound parameters, run on the server connection.
 RoleStatement = tuple[str, tuple[Any, ...]]
+#: ``max_identifier_length`` where the Django backend sets no limit (SQLite)
+#: or cannot be loaded: PostgreSQL's, so names stay portable.
+PORTABLE_IDENTIFIER_LENGTH = 63
+#: Length of the ``VARCHAR`` a ``TEXT`` key becomes (``Dialect.key_field_for``).
+KEY_TEXT_LENGTH = 255
+
+
+class FromDjangoBackend:
+    """A dialect flag read from the dialect's Django backend (its ``engine``), without a connection.
+
+    Reading the flag, on the class or an instance, returns
+    ``derive(engine)``. A subclass overrides the flag by assigning a plain
+    value to it, as for any other flag.
+    """
+
+    def __init__(self, derive: Callable[[str], Any]) -> None:
+        self.derive = derive
+
+    def __get__(self, instance: Dialect | None, owner: type[Dialect] | None = None) -> Any:
+        return self.derive((owner or type(instance)).engine)
+
+
+@functools.cache
+def backend_max_identifier_length(engine: str) -> int:
+    """``connection.ops.max_name_length()`` of the Django backend ``engine``, else ``PORTABLE_IDENTIFIER_LENGTH``."""
+    return django_private.backend_max_name_length(engine) or PORTABLE_IDENTIFIER_LENGTH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +103,12 @@ class Dialect:
     supports_shared_connections: ClassVar[bool] = False
     #: ``clone_database`` can copy a template database.
     can_clone_databases: ClassVar[bool] = False
-    #: Longest identifier (table, column, index, database name) the engine takes.
-    max_identifier_length: ClassVar[int] = 63
+    #: Longest identifier (table, column, index, database name) the engine
+    #: takes: the Django backend's ``connection.ops.max_name_length()``
+    #: (PostgreSQL and CockroachDB 63, MySQL 64), read without connecting;
+    #: ``PORTABLE_IDENTIFIER_LENGTH`` (63) where the backend has no limit
+    #: (SQLite) or cannot be loaded. A subclass may assign its own.
+    max_identifier_length: ClassVar[int] = FromDjangoBackend(backend_max_identifier_length)
     #: Indexes on TEXT/BLOB columns need a prefix of this many characters (MySQL).
     text_index_prefix_length: ClassVar[int | None] = None
     #: ``CREATE INDEX ... USING HASH`` (hash-sharded) is available (CockroachDB).
@@ -349,6 +380,21 @@ class Dialect:
         (``dialect.drop_index_sql(...)``), not the schema editor's private API.
         """
         return django_private.drop_index_statement(schema_editor, model, name, unique_constraint=constraint)
+
+    def key_field_for(self, field: models.Field) -> models.Field:
+        """The field a primary-key or unique column gets, ``field`` being the one its annotation maps to.
+
+        A ``TextField`` becomes ``CharField(max_length=KEY_TEXT_LENGTH)``
+        (``VARCHAR(255)``) on every built-in dialect: MySQL cannot key a
+        ``TEXT`` column without a prefix (Django's
+        ``connection.features.supports_index_on_text_field`` is false
+        there), and elsewhere a dataclass keeps one table shape on every
+        engine. Other fields are returned as they are. A dialect whose
+        engine keys ``TEXT`` and that wants it to may return ``field``.
+        """
+        if isinstance(field, models.TextField):
+            return models.CharField(max_length=KEY_TEXT_LENGTH)
+        return field
 
     def field_for_annotation(self, annotation: Any, name: str, metadata: dict[str, Any]) -> models.Field | None:
         """Dialect-specific override of the annotation -> field mapping; ``None`` keeps the built-in one.

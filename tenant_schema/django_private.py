@@ -9,9 +9,11 @@ module to look at. Tested on Django 5.2 LTS (``pyproject.toml`` pins
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
 from django.db.models import sql
 
@@ -123,6 +125,62 @@ def borrow_connections(
     wrapper._close = _close
 
 
+# -- backends, read without a connection ------------------------------------------
+
+
+@functools.cache
+def backend_wrapper_class(engine: str) -> type | None:
+    """The ``DatabaseWrapper`` class of the Django backend ``engine``, or ``None`` when it cannot be loaded.
+
+    ``django.db.utils.load_backend`` (undocumented) imports ``<engine>.base``,
+    and with it the driver: a backend whose driver is not installed gives
+    ``None``. Nothing connects.
+    """
+    from django.db.utils import load_backend
+
+    if not engine:
+        return None
+    try:
+        return load_backend(engine).DatabaseWrapper
+    except (ImportError, ImproperlyConfigured):
+        return None
+
+
+def backend_max_name_length(engine: str) -> int | None:
+    """``connection.ops.max_name_length()`` of the backend ``engine``, without a connection.
+
+    The backend's ``DatabaseWrapper.ops_class`` is made with no connection
+    (``BaseDatabaseOperations.__init__`` only stores it) and asked:
+    Django's backends return a constant without looking at the connection
+    (PostgreSQL 63, MySQL and MariaDB 64, Oracle 30, SQLite ``None``: no
+    limit), as does django-cockroachdb 5.2 (PostgreSQL's 63). ``None`` too
+    when the backend cannot be loaded, or needs its connection to answer.
+    """
+    wrapper = backend_wrapper_class(engine)
+    if wrapper is None:
+        return None
+    try:
+        return wrapper.ops_class(None).max_name_length()
+    except AttributeError:  # it reads its connection
+        return None
+
+
+def postgresql_cursor_class() -> type:
+    """The cursor class Django's PostgreSQL backend gives psycopg 3 (``django.db.backends.postgresql.base.Cursor``).
+
+    Client-side binding, Django's default; subclassed by the PostgreSQL
+    adapter's search-path cursors. ``ImproperlyConfigured`` under psycopg 2
+    (``psycopg_any.is_psycopg3``), which has no ``cursor_factory`` of this kind.
+    """
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        raise ImproperlyConfigured("isolation=schema behind a pooler needs psycopg 3 (psycopg>=3.1)")
+    from django.db.backends.postgresql.base import Cursor
+
+    return Cursor
+
+
 # -- schema editor -----------------------------------------------------------------
 
 
@@ -159,6 +217,45 @@ def drop_foreign_key_statement(editor, model, name: str):
 def set_unique(field) -> None:
     """Make an unbound field unique (``Field._unique``, what ``unique=True`` sets in ``__init__``)."""
     field._unique = True
+
+
+# -- dynamic models ----------------------------------------------------------------
+
+
+def isolated_apps(*labels: str):
+    """An app registry of its own (``django.apps.registry.Apps``) with a stub app for each label.
+
+    What Django's migration state renders models into: ``Apps`` with
+    ``django.db.migrations.state.AppConfigStub`` configs (both undocumented).
+    A model joins it with ``Meta.apps`` (an option Django's migrations use,
+    not in Django's documentation); ``get_models()`` then sees it and Django
+    finds reverse relations (delete cascades) between its models.
+    """
+    from django.apps.registry import Apps
+    from django.db.migrations.state import AppConfigStub
+
+    return Apps([AppConfigStub(label) for label in labels])
+
+
+def registered_model(apps, app_label: str, model_name: str):
+    """The model ``app_label.model_name`` of registry ``apps``, or ``None``, even before it is ready.
+
+    ``Apps.all_models`` (the models registered so far, by app label and lower-case model name).
+    """
+    return apps.all_models[app_label].get(model_name.lower())
+
+
+def order_fields(fields) -> None:
+    """Number unbound fields so a model class gets them in this order, whenever each was made.
+
+    A model orders its fields by ``Field.creation_counter``, the class-wide
+    count ``Field.__init__`` increments.
+    """
+    from django.db import models
+
+    for field in fields:
+        field.creation_counter = models.Field.creation_counter
+        models.Field.creation_counter += 1
 
 
 # -- queries -----------------------------------------------------------------------
@@ -199,6 +296,141 @@ def queryset_db_for_read(queryset) -> str:
 def manager_db_for_write(manager) -> str:
     """The alias a related manager writes to: ``Manager._db``, else the router with its instance."""
     return manager._db or router.db_for_write(manager.model, instance=manager.instance)
+
+
+def queryset_alias(queryset) -> str | None:
+    """The alias ``using()`` pinned a queryset to, or ``None`` when the router picks it (``QuerySet._db``)."""
+    return queryset._db
+
+
+# -- watching the ORM's object paths (object_isolation) ----------------------------
+# Tested on Django 5.2. Each function replaces a Django internal in place,
+# once per process (the caller installs each once); the hooks it calls are
+# object_isolation's checks.
+
+
+def related_manager_name(manager) -> str:
+    """The accessor a related manager serves (``books`` in ``author.books``), for messages.
+
+    Many-to-many managers keep it as ``prefetch_cache_name``; reverse
+    foreign-key managers as their field's ``remote_field.cache_name``.
+    """
+    return getattr(manager, "prefetch_cache_name", None) or manager.field.remote_field.cache_name
+
+
+def wrap_related_manager_classes(wrap: Callable[[type], type]) -> None:
+    """Pass every reverse foreign-key and many-to-many manager class Django builds through ``wrap``.
+
+    The factories of ``django.db.models.fields.related_descriptors``,
+    ``create_reverse_many_to_one_manager`` and
+    ``create_forward_many_to_many_manager``, are replaced in that module
+    (the descriptors look them up there when they build their manager
+    class); the class a ``ReverseManyToOneDescriptor`` (or a
+    ``ManyToManyDescriptor``, its subclass) already built and cached as
+    ``related_manager_cls`` is forgotten, so it is built again through
+    ``wrap``.
+    """
+    from django.apps import apps
+    from django.db.models.fields import related_descriptors
+
+    def through(original):
+        @functools.wraps(original)
+        def create(*args, **kwargs):
+            return wrap(original(*args, **kwargs))
+
+        return create
+
+    for name in ("create_reverse_many_to_one_manager", "create_forward_many_to_many_manager"):
+        setattr(related_descriptors, name, through(getattr(related_descriptors, name)))
+    for model in apps.get_models(include_auto_created=True):
+        for attr in vars(model).values():
+            if isinstance(attr, related_descriptors.ReverseManyToOneDescriptor):
+                attr.__dict__.pop("related_manager_cls", None)
+
+
+def is_sql_query(value: Any) -> bool:
+    """Whether ``value`` is a ``django.db.models.sql.Query`` (an inner queryset's query, as a lookup value)."""
+    return isinstance(value, sql.Query)
+
+
+def query_note(query, name: str) -> Any:
+    """What ``set_query_note`` left on ``query`` under ``name``, else ``None``.
+
+    Kept in the instance ``__dict__`` of the ``Query``: ``Query.clone()``
+    copies that dict (shallowly), so every clone and chained queryset
+    carries the note. Store immutable values.
+    """
+    return query.__dict__.get(name)
+
+
+def set_query_note(query, name: str, value: Any) -> None:
+    """Leave ``value`` on ``query`` (and the queries cloned from it from now on) under ``name``."""
+    query.__dict__[name] = value
+
+
+def after_relation_lookup(hook: Callable[[Any, Any], None]) -> None:
+    """Call ``hook(query, value)`` when a relation lookup is added to a query.
+
+    ``Query.check_related_objects(field, value, opts)``, which Django runs
+    for each lookup as a filter is built (``filter``, ``exclude``, ``get``,
+    ``Q``, ``__in``), is wrapped: once it passed, ``hook`` gets the
+    lookup's value (an object, an iterable, a ``Query``, ...) when ``field``
+    is a relation.
+    """
+    original = sql.Query.check_related_objects
+
+    @functools.wraps(original)
+    def check_related_objects(self, field, value, opts):
+        original(self, field, value, opts)
+        if field.is_relation:
+            hook(self, value)
+
+    sql.Query.check_related_objects = check_related_objects
+
+
+def after_query_combine(hook: Callable[[Any, Any], None]) -> None:
+    """Call ``hook(query, other)`` once ``Query.combine(other, connector)`` merged ``other`` into ``query``.
+
+    What ``|``, ``&`` and ``^`` between querysets do.
+    """
+    original = sql.Query.combine
+
+    @functools.wraps(original)
+    def combine(self, rhs, connector):
+        original(self, rhs, connector)
+        hook(self, rhs)
+
+    sql.Query.combine = combine
+
+
+def before_query_runs(hook: Callable[[Any, Any], None]) -> None:
+    """Call ``hook(query, compiler)`` each time a query is compiled to run; raising refuses it.
+
+    ``Query.get_compiler(using, connection, elide_empty)`` is wrapped: every
+    query, of every kind (``SELECT``, ``UPDATE``, ``DELETE``, ``INSERT``),
+    gets its compiler there before its SQL is made; ``compiler.connection``
+    is the database it runs on.
+    """
+    original = sql.Query.get_compiler
+
+    @functools.wraps(original)
+    def get_compiler(self, using=None, connection=None, elide_empty=True):
+        compiler = original(self, using, connection, elide_empty)
+        hook(self, compiler)
+        return compiler
+
+    sql.Query.get_compiler = get_compiler
+
+
+def update_query_values(query) -> Iterator[Any] | None:
+    """The values an ``UPDATE`` query sets, or ``None`` when ``query`` is not one.
+
+    ``sql.UpdateQuery.values``: ``(field, model, value)`` triples, as
+    ``QuerySet.update(**kwargs)`` added them.
+    """
+    if not isinstance(query, sql.UpdateQuery):
+        return None
+    return (value for _, _, value in query.values)
 
 
 # -- migrating many databases with one migration graph ----------------------------

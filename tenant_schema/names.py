@@ -82,7 +82,12 @@ def validate_identifier(value: object, kind: str, max_length: int) -> str:
 
 
 def shorten(name: str, max_length: int) -> str:
-    """``name`` if it fits, else a prefix plus a stable 8-character hash of it (Django's ``names_digest``)."""
+    """``name`` if it fits, else a prefix plus a stable 8-character hash of it (Django's ``names_digest``).
+
+    Not Django's ``truncate_name`` (4 hash characters, no ``_``): index
+    names already in tenant databases were made this way, and creating an
+    index again must find it under the same name.
+    """
     if len(name) <= max_length:
         return name
     return f"{name[: max_length - 9]}_{names_digest(name, length=8)}"

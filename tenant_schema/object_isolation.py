@@ -38,7 +38,10 @@ objects. A tenant-aware manager or queryset would need every tenant model
 Django builds itself. The wrappers cover every model, querysets that
 override these methods and call ``super()`` included, and do nothing
 unless an object from a tenant database is involved. Only Django methods
-are wrapped, once, in place; ``install()`` is idempotent.
+are wrapped, once, in place; ``install()`` is idempotent. The public ones
+(``bulk_create``, ``bulk_update``, ``refresh_from_db``) are wrapped here;
+the query and related-manager internals through
+``tenant_schema.django_private``, which this module leaves to know them.
 """
 
 from __future__ import annotations
@@ -47,17 +50,14 @@ import functools
 from typing import Any
 
 from django.db.models import Model, QuerySet
-from django.db.models.fields import related_descriptors
-from django.db.models.sql.query import Query
-from django.db.models.sql.subqueries import UpdateQuery
 
 from . import django_private
 from .exceptions import CrossTenantAccess
 from .routers import is_tenant_alias, is_tenant_model
 
-# On a Query: ((alias, "Category 3"), ...), one entry per tenant alias its
-# object values came from. A tuple, never mutated: Query.clone() copies the
-# instance dict shallowly, so clones share it safely.
+# A note on a Query (django_private.query_note): ((alias, "Category 3"), ...),
+# one entry per tenant alias its object values came from. A tuple, never
+# mutated: clones of the query share it safely.
 QUERY_ORIGINS = "_tenant_schema_origins"
 
 _installed = False
@@ -104,7 +104,7 @@ def _listed(objs):
 def _wrap_bulk_create(original):
     @functools.wraps(original)
     def bulk_create(self, objs, *args, **kwargs):
-        if self._db is None and is_tenant_model(self.model):  # routed: the current tenant
+        if django_private.queryset_alias(self) is None and is_tenant_model(self.model):  # routed: the current tenant
             objs = _listed(objs)
             if any(_origin(obj) for obj in objs):
                 check_objects(objs, _write_db(self), "bulk_create()")
@@ -136,7 +136,7 @@ def _checked_manager(manager_cls):
 
     def check(manager, objs, method: str) -> None:
         if any(_origin(obj) for obj in objs) and is_tenant_model(manager.model):
-            name = getattr(manager, "prefetch_cache_name", None) or manager.field.remote_field.cache_name
+            name = django_private.related_manager_name(manager)
             check_objects(objs, target(manager), f"{type(manager.instance).__name__}.{name}.{method}")
 
     namespace: dict[str, Any] = {"__module__": manager_cls.__module__, "__qualname__": manager_cls.__qualname__}
@@ -160,20 +160,12 @@ def _checked_manager(manager_cls):
     return checked
 
 
-def _wrap_manager_factory(original):
-    @functools.wraps(original)
-    def create(*args, **kwargs):
-        return _checked_manager(original(*args, **kwargs))
-
-    return create
-
-
 # -- objects as query values -------------------------------------------------------------
 
 
 def _value_origins(value) -> list[tuple[str, str]]:
     """Tenant aliases of the objects in a relation lookup's value (one object or an iterable)."""
-    if isinstance(value, Query):
+    if django_private.is_sql_query(value):
         return []
     if hasattr(value, "_meta"):
         values = (value,)
@@ -189,9 +181,9 @@ def _value_origins(value) -> list[tuple[str, str]]:
     return found
 
 
-def _remember(query: Query, found) -> None:
+def _remember(query, found) -> None:
     """Add ``found`` (alias, description) pairs to the query's origins, one per alias."""
-    known = query.__dict__.get(QUERY_ORIGINS, ())
+    known = django_private.query_note(query, QUERY_ORIGINS) or ()
     aliases = {alias for alias, _ in known}
     added = []
     for alias, description in found:
@@ -199,47 +191,36 @@ def _remember(query: Query, found) -> None:
             aliases.add(alias)
             added.append((alias, description))
     if added:
-        query.__dict__[QUERY_ORIGINS] = known + tuple(added)  # a new tuple: clones share the old one
+        django_private.set_query_note(
+            query, QUERY_ORIGINS, known + tuple(added)
+        )  # a new tuple: clones share the old one
 
 
-def _wrap_check_related_objects(original):
-    @functools.wraps(original)
-    def check_related_objects(self, field, value, opts):
-        original(self, field, value, opts)
-        if field.is_relation:
-            found = _value_origins(value)
-            if found:
-                _remember(self, found)
-
-    return check_related_objects
+def _note_relation_value(query, value) -> None:
+    """A relation lookup's value: remember the tenant databases of the objects in it."""
+    found = _value_origins(value)
+    if found:
+        _remember(query, found)
 
 
-def _wrap_combine(original):
-    @functools.wraps(original)
-    def combine(self, rhs, connector):
-        original(self, rhs, connector)
-        theirs = rhs.__dict__.get(QUERY_ORIGINS)
-        if theirs:
-            _remember(self, theirs)
-
-    return combine
+def _note_combined(query, other) -> None:
+    """``query`` took ``other``'s conditions (``|``, ``&``), and so the databases its objects came from."""
+    theirs = django_private.query_note(other, QUERY_ORIGINS)
+    if theirs:
+        _remember(query, theirs)
 
 
-def _wrap_get_compiler(original):
-    @functools.wraps(original)
-    def get_compiler(self, using=None, connection=None, elide_empty=True):
-        compiler = original(self, using, connection, elide_empty)
-        origins = self.__dict__.get(QUERY_ORIGINS)
-        if origins or isinstance(self, UpdateQuery):
-            target = compiler.connection.alias
-            for origin, description in origins or ():
-                if origin != target:
-                    raise _refuse(description, origin, "this query", target)
-            if isinstance(self, UpdateQuery):  # update(category=obj)
-                check_objects((value for _, _, value in self.values), target, "this update")
-        return compiler
-
-    return get_compiler
+def _check_query_target(query, compiler) -> None:
+    """Refuse a query about to run on another database than its objects came from."""
+    origins = django_private.query_note(query, QUERY_ORIGINS)
+    updated = django_private.update_query_values(query)
+    if origins or updated is not None:
+        target = compiler.connection.alias
+        for origin, description in origins or ():
+            if origin != target:
+                raise _refuse(description, origin, "this query", target)
+        if updated is not None:  # update(category=obj)
+            check_objects(updated, target, "this update")
 
 
 # -- refresh_from_db ---------------------------------------------------------------------
@@ -265,16 +246,8 @@ def install() -> None:
     _installed = True
     QuerySet.bulk_create = _wrap_bulk_create(QuerySet.bulk_create)
     QuerySet.bulk_update = _wrap_bulk_update(QuerySet.bulk_update)
-    Query.check_related_objects = _wrap_check_related_objects(Query.check_related_objects)
-    Query.combine = _wrap_combine(Query.combine)
-    Query.get_compiler = _wrap_get_compiler(Query.get_compiler)
     Model.refresh_from_db = _wrap_refresh_from_db(Model.refresh_from_db)
-    for name in ("create_reverse_many_to_one_manager", "create_forward_many_to_many_manager"):
-        setattr(related_descriptors, name, _wrap_manager_factory(getattr(related_descriptors, name)))
-    # A descriptor that built its manager class before now keeps it cached: forget those.
-    from django.apps import apps
-
-    for model in apps.get_models(include_auto_created=True):
-        for attr in vars(model).values():
-            if isinstance(attr, related_descriptors.ReverseManyToOneDescriptor):
-                attr.__dict__.pop("related_manager_cls", None)
+    django_private.after_relation_lookup(_note_relation_value)
+    django_private.after_query_combine(_note_combined)
+    django_private.before_query_runs(_check_query_target)
+    django_private.wrap_related_manager_classes(_checked_manager)

@@ -22,6 +22,7 @@ class CockroachDialect(PostgresDialect):
 
     can_rollback_ddl = False
     can_clone_databases = False
+    # max_identifier_length: 63, from django-cockroachdb's backend (PostgreSQL's operations).
     supports_hash_sharded_indexes = True
     ddl_one_statement_per_transaction = True
     reserved_database_names = PostgresDialect.reserved_database_names | {

@@ -30,7 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, transaction
 from django.db.backends.signals import connection_created
 
-from tenant_schema import hookimpl
+from tenant_schema import django_private, hookimpl
 from tenant_schema.aliases import SHARED_CONNECTIONS_SETTING, SharedConnections
 from tenant_schema.dialects import ISOLATION_SCHEMA, POOLER_TRANSACTION, Dialect
 from tenant_schema.exceptions import TenantSchemaError
@@ -46,7 +46,7 @@ class PostgresDialect(Dialect):
     can_migrate_in_one_transaction = True
     supports_schema_isolation = True
     can_clone_databases = True
-    max_identifier_length = 63
+    # max_identifier_length: 63, from Django's backend (connection.ops.max_name_length()).
     reserved_database_names = frozenset({"postgres", "template0", "template1", "public", "information_schema"})
     reserved_database_prefixes = ("pg_",)
 
@@ -409,11 +409,7 @@ _cursor_class: list[type] = []
 def _search_path_cursor_class() -> type:
     if _cursor_class:
         return _cursor_class[0]
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    if not is_psycopg3:
-        raise ImproperlyConfigured("isolation=schema behind a pooler needs psycopg 3 (psycopg>=3.1)")
-    from django.db.backends.postgresql.base import Cursor
+    Cursor = django_private.postgresql_cursor_class()  # ImproperlyConfigured under psycopg 2
     from psycopg import sql
 
     class SearchPathCursor(Cursor):

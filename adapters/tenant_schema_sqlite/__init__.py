@@ -30,7 +30,8 @@ class SQLiteDialect(Dialect):
 
     can_rollback_ddl = True
     can_clone_databases = True
-    max_identifier_length = 63  # SQLite has no limit; keep names portable
+    # max_identifier_length: Django's SQLite backend sets no limit, so the
+    # portable 63 (dialects.PORTABLE_IDENTIFIER_LENGTH) keeps names portable.
     file_suffix = ".sqlite3"
 
     def server_settings(self, parsed: dict[str, Any]) -> dict[str, Any]:

@@ -31,11 +31,9 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from django.apps.registry import Apps
 from django.db import models
-from django.db.migrations.state import AppConfigStub
 
-from .. import django_private
+from .. import dialects, django_private
 from ..names import validate_identifier
 from ..plugins import get_plugins
 
@@ -46,15 +44,16 @@ if TYPE_CHECKING:  # pragma: no cover
 APP_LABEL = "tenant_schema_tables"
 # An app config for the label, so ``get_models()`` sees the dynamic models and
 # Django finds reverse foreign keys (delete cascades) between them.
-dynamic_apps = Apps([AppConfigStub(APP_LABEL)])
+dynamic_apps = django_private.isolated_apps(APP_LABEL)
 _models_lock = threading.Lock()
 
 #: Metadata keys understood in ``dataclasses.field(metadata=...)``.
 METADATA_KEYS = frozenset(
     {"max_length", "unique", "index", "db_column", "references", "on_delete", "max_digits", "decimal_places"}
 )
-#: Length of ``str`` primary keys and unique columns declared without ``max_length``.
-KEY_TEXT_LENGTH = 255
+#: Length of ``str`` primary keys and unique columns declared without ``max_length``
+#: (the default of ``Dialect.key_field_for``).
+KEY_TEXT_LENGTH = dialects.KEY_TEXT_LENGTH
 ON_DELETE = {
     "cascade": models.CASCADE,
     "protect": models.PROTECT,
@@ -164,7 +163,7 @@ def model_attributes() -> frozenset[str]:
     (``_state``). The bare model's own primary key, ``id``, is left out:
     ``id`` is a fine field name.
     """
-    meta = type("Meta", (), {"app_label": "tenant_schema_probe", "apps": Apps()})
+    meta = type("Meta", (), {"app_label": "tenant_schema_probe", "apps": django_private.isolated_apps()})
     probe = type("Probe", (models.Model,), {"__module__": __name__, "Meta": meta})
     own = {n for f in probe._meta.concrete_fields for n in (f.name, f.attname)}
     return frozenset(set(dir(probe())) - own)
@@ -349,9 +348,8 @@ def plan_dataclass(cls: type, pk: str, dialect: Dialect, known_tables: dict[type
                     "str, int, float, bool, Decimal, datetime, date, time, UUID, bytes, dict, list, Enum, "
                     "another registered dataclass, and Optional[...] of these"
                 )
-        if isinstance(field, models.TextField) and (f.name == pk or metadata.get("unique")):
-            # Keys need a bounded type (MySQL cannot key a TEXT column without a prefix).
-            field = models.CharField(max_length=KEY_TEXT_LENGTH)
+        if field is not None and (f.name == pk or metadata.get("unique")):
+            field = dialect.key_field_for(field)  # TEXT keys become VARCHAR(255)
         plan = ColumnPlan(
             f.name,
             field,
@@ -409,12 +407,10 @@ def build_model(table_name: str, fields: dict[str, models.Field], key: str) -> t
     """A model class for ``table_name`` in the dynamic app registry, shared by ``key``."""
     model_name = f"T{key}_{table_name}"
     with _models_lock:
-        existing = dynamic_apps.all_models[APP_LABEL].get(model_name.lower())
+        existing = django_private.registered_model(dynamic_apps, APP_LABEL, model_name)
         if existing is not None:
             return existing
-        for field in fields.values():  # columns in declaration order, whenever each field was made
-            field.creation_counter = models.Field.creation_counter
-            models.Field.creation_counter += 1
+        django_private.order_fields(fields.values())  # columns in declaration order, whenever each field was made
         meta = type("Meta", (), {"app_label": APP_LABEL, "db_table": table_name, "apps": dynamic_apps})
         attrs: dict[str, Any] = {"__module__": __name__, "Meta": meta, **fields}
         return type(model_name, (models.Model,), attrs)
