@@ -24,6 +24,10 @@ from _harness import alternate, rss_mib, serve  # noqa: E402
 from _tenant_setup import reachable, slug  # noqa: E402
 
 FLEET_PREFIX = "fleet-"
+#: Where the code under test keeps its life cycle beyond the public API: ``tenant_schema.provisioning``
+#: in a checkout from before the split (``BENCH_SOURCE``), else ``tenant_schema.lifecycle``'s modules.
+#: ``provisioning`` first: the editable install would find ``lifecycle`` in this checkout for an old one.
+LIFE_CYCLE = ("provisioning", "lifecycle.pool", "lifecycle.build")
 #: Servers with a warm pool (``?pool=2``), added when tenant-schema has one.
 POOL_SERVERS = {
     "pgpool": "{pg}?pool=2",
@@ -31,6 +35,20 @@ POOL_SERVERS = {
     "mysqlpool": "{mysql}?pool=2",
     "sqlitepool": "sqlite:///{tenants}/?pool=2",
 }
+
+
+def life_cycle(name: str):
+    """``name`` (``fill_pool``, ``drain_pool``, ``tenant_models``) from the code under test; None when it has none."""
+    import importlib
+
+    for module in LIFE_CYCLE:
+        try:
+            found = importlib.import_module(f"tenant_schema.{module}")
+        except ModuleNotFoundError:
+            continue
+        if hasattr(found, name):
+            return getattr(found, name)
+    return None
 
 
 def hello() -> dict:
@@ -42,9 +60,7 @@ def hello() -> dict:
     call_command("migrate", verbosity=0)
     import benchapp
 
-    from tenant_schema import provisioning
-
-    pool = hasattr(provisioning, "fill_pool")
+    pool = life_cycle("fill_pool") is not None
     if pool:  # warm pools on PostgreSQL (database and schema isolation), two databases kept ready
         from django.conf import settings
         from django.test.utils import override_settings
@@ -61,7 +77,7 @@ def hello() -> dict:
 
 def onboard(server: str, count: int) -> list[float]:
     """``register_tenant`` ``count`` times, each timed; each tenant purged afterwards, untimed."""
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema import purge_tenant, register_tenant
 
     times = []
     for _ in range(count):
@@ -75,18 +91,19 @@ def onboard(server: str, count: int) -> list[float]:
 
 def onboard_pool(server: str, count: int) -> list[float] | None:
     """``register_tenant`` on a server with a warm pool, the pool filled (untimed) before each one."""
-    from tenant_schema import provisioning
+    from tenant_schema import purge_tenant, register_tenant
 
-    if not hasattr(provisioning, "fill_pool"):
+    fill_pool = life_cycle("fill_pool")
+    if fill_pool is None:
         return None
     times = []
     for _ in range(count):
-        provisioning.fill_pool(server)
+        fill_pool(server)
         s = slug("pooled")
         start = time.perf_counter()
-        provisioning.register_tenant(s, server=server)
+        register_tenant(s, server=server)
         times.append(time.perf_counter() - start)
-        provisioning.purge_tenant(s)
+        purge_tenant(s)
     return times
 
 
@@ -126,8 +143,10 @@ class Floor:
         from django.db.migrations.loader import MigrationLoader
         from django.db.migrations.recorder import MigrationRecorder
 
-        from tenant_schema.provisioning import purge_tenant, register_tenant, tenant_models
+        from tenant_schema import purge_tenant, register_tenant
         from tenant_schema.servers import get_server
+
+        tenant_models = life_cycle("tenant_models")
 
         self.server = get_server(server)
         warm = register_tenant(slug("floorwarm"), server=server)
@@ -252,7 +271,7 @@ def _fleet(server: str):
 
 def fleet_create(server: str, count: int) -> dict:
     """Grow ``server``'s fleet to ``count`` tenants with ``register_tenant`` (untimed set-up)."""
-    from tenant_schema.provisioning import register_tenant
+    from tenant_schema import register_tenant
 
     start = time.perf_counter()
     have = _fleet(server).count()
@@ -264,8 +283,8 @@ def fleet_create(server: str, count: int) -> dict:
 
 def migrate(server: str, jobs: int) -> dict:
     """``migrate_tenants(<the fleet's slugs>, jobs=jobs)``, timed; then what it reported."""
+    from tenant_schema import migrate_tenants
     from tenant_schema.databases import close_tenant_connections
-    from tenant_schema.provisioning import migrate_tenants
 
     slugs = list(_fleet(server).values_list("slug", flat=True))
     close_tenant_connections()
@@ -337,8 +356,8 @@ def _routing_setup(server: str) -> tuple:
     from django.conf import settings
     from django.test import Client, override_settings
 
+    from tenant_schema import register_tenant
     from tenant_schema.context import tenant_context
-    from tenant_schema.provisioning import register_tenant
 
     tenant = register_tenant(slug("route"), server=server)
     notes = 3 + len(_routing)  # each server's tenant its own count: a view reading another tenant fails the check
@@ -363,7 +382,7 @@ def _routing_setup(server: str) -> tuple:
 
 
 def routing_done() -> None:
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema import purge_tenant
 
     for *_, tenant in _routing.values():
         tenant.database.close()
@@ -372,9 +391,8 @@ def routing_done() -> None:
 
 
 def drain_pool(server: str) -> int:
-    from tenant_schema import provisioning
-
-    return provisioning.drain_pool(server) if hasattr(provisioning, "drain_pool") else 0
+    drain = life_cycle("drain_pool")
+    return drain(server) if drain is not None else 0
 
 
 # -- bulk insert (bench_batch_insert runs inside this worker) ---------------------------

@@ -1,7 +1,7 @@
 """The Tenant admin: what operators see and do without a shell.
 
 The list and the detail page read table counts, tables and indexes live from
-each tenant's database. Every change goes through ``tenant_schema.provisioning``
+each tenant's database. Every change goes through ``tenant_schema.lifecycle``
 (the same functions the ``tenant_*`` commands call), never through a plain
 model save: adding a tenant provisions it, and Django's delete is replaced by
 a purge that needs a superuser and the slug typed on a confirmation page,
@@ -136,7 +136,7 @@ class TenantAdmin(admin.ModelAdmin):
     readonly_fields = tuple(f for f in change_fields if f != "name")
 
     def get_queryset(self, request):
-        from .provisioning import pool_rows
+        from .lifecycle.pool import pool_rows
 
         # The warm pool's databases are nobody's tenants yet: manage.py tenant_pool shows them.
         return super().get_queryset(request).exclude(pk__in=pool_rows())
@@ -180,7 +180,7 @@ class TenantAdmin(admin.ModelAdmin):
         if change:
             obj.save(update_fields=["name", "updated_at"])
             return
-        from .provisioning import register_tenant
+        from .lifecycle.register import register_tenant
 
         try:
             tenant = register_tenant(obj.slug, server=obj.server, name=obj.name)
@@ -211,7 +211,7 @@ class TenantAdmin(admin.ModelAdmin):
     # -- actions ------------------------------------------------------------
     @admin.action(description=_("Provision, or retry a failed provisioning"), permissions=["change"])
     def provision(self, request, queryset):
-        from .provisioning import register_tenant
+        from .lifecycle.register import register_tenant
 
         for tenant in queryset:
             if tenant.status == Tenant.Status.ARCHIVED:
@@ -234,7 +234,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Apply pending tenant migrations"), permissions=["change"])
     def migrate(self, request, queryset):
-        from .provisioning import migrate_tenants
+        from .lifecycle.fleet import migrate_tenants
 
         # A person picked these tenants: look at each database, not only at the
         # registry's record (the check a fleet run skips, --verify).
@@ -258,7 +258,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Archive (keep the data, stop serving)"), permissions=["change"])
     def archive(self, request, queryset):
-        from .provisioning import archive_tenant
+        from .lifecycle.archive import archive_tenant
 
         for tenant in queryset:
             try:
@@ -277,7 +277,7 @@ class TenantAdmin(admin.ModelAdmin):
                 )
 
     def _switch_maintenance(self, request, queryset, on: bool) -> None:
-        from .provisioning import set_maintenance
+        from .lifecycle.archive import set_maintenance
 
         for tenant in queryset:
             try:
@@ -307,7 +307,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Restore archived tenants"), permissions=["change"])
     def restore(self, request, queryset):
-        from .provisioning import restore_tenant
+        from .lifecycle.archive import restore_tenant
 
         for tenant in queryset:
             if tenant.status != Tenant.Status.ARCHIVED:
@@ -393,7 +393,7 @@ class TenantAdmin(admin.ModelAdmin):
         """Drop the tenant's database and row, after the slug is typed (superusers only)."""
         if not self.has_purge_permission(request):
             raise PermissionDenied
-        from .provisioning import purge_tenant
+        from .lifecycle.archive import purge_tenant
 
         tenant = self.tenant_or_404(request, object_id)
         form = PurgeForm(request.POST or None, tenant=tenant)

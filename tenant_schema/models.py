@@ -67,7 +67,7 @@ class Tenant(models.Model):
     #: Maintenance mode: the tenant stays ``ready`` and is served for reads,
     #: but writes through the ORM or the Table API raise ``TenantUnavailable``
     #: and ``TenantMiddleware`` answers unsafe requests with a 503.
-    #: ``provisioning.set_maintenance`` switches it.
+    #: ``lifecycle.archive.set_maintenance`` switches it.
     maintenance = models.BooleanField(
         default=False,
         editable=False,

@@ -52,7 +52,7 @@ def _tenant_schema_clone_templates(django_db_blocker):
     if not _template_servers:
         return
     from tenant_schema.exceptions import UnknownServer
-    from tenant_schema.provisioning import drop_clone_templates
+    from tenant_schema.lifecycle.clone import drop_clone_templates
 
     with django_db_blocker.unblock():
         for key in sorted(_template_servers):
@@ -66,7 +66,8 @@ def _tenant_schema_clone_templates(django_db_blocker):
 def tenant_factory(db):
     """Register tenants for one test; purge them (row and database) afterwards."""
     from tenant_schema.exceptions import TenantNotFound
-    from tenant_schema.provisioning import drop_owned_database, purge_tenant, register_tenant
+    from tenant_schema.lifecycle.archive import drop_owned_database, purge_tenant
+    from tenant_schema.lifecycle.register import register_tenant
 
     made = []
 

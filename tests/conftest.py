@@ -138,7 +138,7 @@ def pytest_collection_modifyitems(items):
 def _drop_clone_templates(django_db_setup, django_db_blocker):
     """New tenant databases are cloned from a template per server: drop them after the run."""
     yield
-    from tenant_schema.provisioning import drop_clone_templates
+    from tenant_schema.lifecycle.clone import drop_clone_templates
 
     with django_db_blocker.unblock():
         for key in LIVE_SERVERS:

@@ -30,7 +30,8 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 def tenant(db_access):
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
+    from tenant_schema.lifecycle.register import register_tenant
 
     made = register_tenant(new_tenant_id(), name="Client Co")
     yield made
@@ -140,7 +141,7 @@ class RefusingServer:
 
 
 def test_adding_a_tenant_provisions_it_and_a_failure_can_be_retried(login, db_access):
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
 
     client = login(superuser=True)
     page = client.get(reverse("admin:tenant_schema_tenant_add")).content.decode()

@@ -86,7 +86,8 @@ def servers(db_access):
 @pytest.fixture
 def tenants(db_access):
     """``make(server, name="")`` registers a tenant; all are purged afterwards."""
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
+    from tenant_schema.lifecycle.register import register_tenant
 
     def make(server: str, name: str = "") -> Tenant:
         return register_tenant(new_tenant_id(), server=server, name=name)

@@ -17,9 +17,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("utilities", {"conf", "names", "exceptions", "signals", "lazy", "django_private"}),
     ("plugin contract", {"hookspecs", "dialects", "plugins"}),
     ("connections", {"aliases", "servers", "credentials", "databases"}),
-    ("registry", {"models", "registry", "ownership", "migration_plan"}),
+    ("registry", {"models", "registry", "ownership", "migration_plan", "placement"}),
     ("schema and rows", {"schema"}),
-    ("life cycle", {"provisioning", "fleet_worker"}),
+    ("life cycle", {"lifecycle"}),
     (
         "run-time selection",
         {"context", "routers", "middleware", "object_isolation", "cache", "storage", "celery", "channels", "logging"},
@@ -27,6 +27,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("interfaces", {"admin", "apps", "checks", "testing", "standalone", "management", "migrations", "__init__"}),
 ]
 LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}
+
+#: ``tenant_schema/lifecycle/``'s modules in the order its ``__init__`` gives: each imports only earlier ones.
+LIFECYCLE = ["build", "migrate", "clone", "provision", "archive", "pool", "register", "fleet_worker", "fleet", "seed"]
 
 
 def top_module(dotted: str) -> str:
@@ -78,6 +81,19 @@ def test_no_module_imports_a_layer_above_its_own():
                     f"{target} ({LAYERS[LEVEL[there]][0]})"
                 )
     assert upward == []
+
+
+def test_the_life_cycle_modules_import_only_the_ones_before_them():
+    package = PACKAGE / "lifecycle"
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*LIFECYCLE, "__init__"])
+    assert imports_of(package / "__init__.py") == set()  # a fleet worker imports the package before django.setup()
+    backward = []
+    for here, name in enumerate(LIFECYCLE):
+        for target in sorted(imports_of(package / f"{name}.py")):
+            parts = target.split(".")
+            if parts[:2] == ["tenant_schema", "lifecycle"] and LIFECYCLE.index(parts[2]) >= here:
+                backward.append(f"lifecycle/{name}.py imports {target}")
+    assert backward == []
 
 
 def test_modules_import_before_django_is_set_up():

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from tenant_schema import tenant_context
 from tenant_schema.cache import make_key, reverse_key, tenant_key_pattern
 from tenant_schema.context import current_tenant
+from tenant_schema.lifecycle.archive import purge_tenant
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import purge_tenant
 
 from .conftest import require_redis
 

@@ -303,8 +303,8 @@ def test_a_task_for_a_purged_tenant_never_runs_in_the_tenant_registered_under_it
 def fleet(make_tenant_db):
     """Three ready tenants, plus an archived one, a pooled database and an unfinished registration."""
     from tenant_schema import archive_tenant
+    from tenant_schema.lifecycle.pool import pool_slug
     from tenant_schema.models import Tenant
-    from tenant_schema.provisioning import pool_slug
 
     ready = [make_tenant_db("sqlite") for _ in range(3)]
     archive_tenant(make_tenant_db("sqlite").slug)

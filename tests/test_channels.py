@@ -20,7 +20,7 @@ from django.urls import path
 from tenant_schema import NoTenantSelected, tenant_context
 from tenant_schema.channels import BAD_REQUEST, UNKNOWN_TENANT, TenantWebsocketMiddleware, tenant_group
 from tenant_schema.context import current_tenant
-from tenant_schema.provisioning import archive_tenant
+from tenant_schema.lifecycle.archive import archive_tenant
 from tests.tenantapp.models import Note
 
 pytestmark = pytest.mark.django_db(transaction=True)

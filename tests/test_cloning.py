@@ -6,11 +6,14 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from tenant_schema import ownership, provisioning
+from tenant_schema import ownership
 from tenant_schema.databases import TenantDatabase
+from tenant_schema.lifecycle import clone
+from tenant_schema.lifecycle.archive import purge_tenant
+from tenant_schema.lifecycle.clone import drop_clone_templates, template_name
+from tenant_schema.lifecycle.register import register_tenant
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import drop_clone_templates, purge_tenant, register_tenant, template_name
 from tenant_schema.servers import get_server
 from tenant_schema.testing import unique_slug
 from tests.conftest import require_server
@@ -48,8 +51,8 @@ def drop_template(key: str) -> None:
 def test_a_new_tenant_is_a_clone_of_the_template_and_its_own(cloning_server, monkeypatch):
     key, made = cloning_server
     built = []
-    original = provisioning._build_template
-    monkeypatch.setattr(provisioning, "_build_template", lambda *a, **k: built.append(1) or original(*a, **k))
+    original = clone._build_template
+    monkeypatch.setattr(clone, "_build_template", lambda *a, **k: built.append(1) or original(*a, **k))
     first, second = (register_tenant(unique_slug("clone"), server=key) for _ in range(2))
     made += [first.slug, second.slug]
     marker = template_marker(key)
@@ -91,17 +94,17 @@ def test_a_missing_template_is_rebuilt_and_cloning_can_be_turned_off(cloning_ser
 def test_engines_that_cannot_copy_a_database_build_it(db_access):
     for key in ("mysql", "pgschema"):
         server = get_server(key)
-        assert not provisioning.can_clone(server, migration_plan())
+        assert not clone.can_clone(server, migration_plan())
 
 
 @pytest.mark.parametrize(
     "crash,after,module",
     [
-        ("clone_into", False, "provisioning"),  # nothing cloned yet
-        ("clone_into", True, "provisioning"),  # cloned, still carrying the template's marker
+        ("clone_into", False, "lifecycle.provision"),  # nothing cloned yet
+        ("clone_into", True, "lifecycle.provision"),  # cloned, still carrying the template's marker
         ("rewrite_marker", True, "ownership"),  # cloned and marked, nothing recorded in the registry
-        ("_build_template", False, "provisioning"),  # the template not built yet
-        ("_write_template_marker", True, "provisioning"),  # the template built, not renamed into place
+        ("_build_template", False, "lifecycle.clone"),  # the template not built yet
+        ("_write_template_marker", True, "lifecycle.clone"),  # the template built, not renamed into place
     ],
 )
 def test_a_crash_at_each_step_of_a_clone_is_never_ready_and_a_rerun_completes(cloning_server, crash, after, module):

@@ -39,7 +39,7 @@ run = run_command
 @pytest.fixture
 def register(server_key):
     """``register(slug=None, **options)``: ``tenant_register`` on this server; purged afterwards."""
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
 
     made: list[str] = []
 
@@ -251,7 +251,8 @@ def test_a_failed_migration_is_one_line_its_traceback_only_at_v2(db_access):
     """Through manage.py: the failure's line and the summary; no traceback unless -v 2 asks for it."""
     from django.conf import settings
 
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
+    from tenant_schema.lifecycle.register import register_tenant
 
     registry = settings.DATABASES["default"]
     if "sqlite" not in registry["ENGINE"]:

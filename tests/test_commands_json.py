@@ -18,8 +18,9 @@ from django.core.management.base import CommandError
 from django.db.migrations.recorder import MigrationRecorder
 
 from tenant_schema import create_index
+from tenant_schema.lifecycle.archive import purge_tenant
+from tenant_schema.lifecycle.register import register_tenant
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import purge_tenant, register_tenant
 
 from .conftest import new_tenant_id
 

@@ -235,8 +235,9 @@ def test_a_tenant_moved_by_another_process_is_followed_by_every_thread(server_ke
     from django.test import RequestFactory
 
     from tenant_schema.context import tenant_context
+    from tenant_schema.lifecycle.archive import purge_tenant
+    from tenant_schema.lifecycle.register import register_tenant
     from tenant_schema.middleware import TenantMiddleware, ready_tenants
-    from tenant_schema.provisioning import purge_tenant, register_tenant
     from tenant_schema.testing import unique_slug
     from tests.conftest import require_server
     from tests.tenantapp.models import Note

@@ -548,7 +548,7 @@ def test_registered_tenants_are_isolated_end_to_end(roles_server, tenant_factory
 
 @pytest_e2e
 def test_purge_removes_the_role(roles_server, tenant_factory):
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
 
     tenant = tenant_factory(server=roles_server)
     server = get_server(roles_server)

@@ -37,8 +37,8 @@ def test_doc_examples_run(path, django_db_blocker, tmp_path, monkeypatch):
     from django.core.management import call_command
 
     from tenant_schema import plugins
+    from tenant_schema.lifecycle.archive import purge_tenant
     from tenant_schema.models import Tenant
-    from tenant_schema.provisioning import purge_tenant
 
     monkeypatch.chdir(tmp_path)
     before = set(Tenant.objects.values_list("pk", flat=True))

@@ -15,12 +15,12 @@ from django.db.backends.signals import connection_created
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 
-from tenant_schema import provisioning
 from tenant_schema.aliases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX
 from tenant_schema.databases import close_tenant_connections
+from tenant_schema.lifecycle import fleet, register
+from tenant_schema.lifecycle.fleet import migrate_tenants
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import migrate_tenants
 from tenant_schema.testing import unique_slug
 from tests.test_provisioning_migrate import PINNED, has_pinned, old_tenants
 
@@ -142,7 +142,7 @@ def test_djangos_migrate_on_a_tenant_alias_keeps_the_registry_truthful(tenant_fa
 
 def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_factory, monkeypatch):
     """Seen: with max_tasks_per_child, 200 tenants over 2 workers stopped at 100 and waited for ever."""
-    monkeypatch.setattr(provisioning, "TASKS_PER_WORKER", 2)
+    monkeypatch.setattr(fleet, "TASKS_PER_WORKER", 2)
     tenants = old_tenants(tenant_factory, "sqlite", 6)  # 6 > 2 workers x 2 tasks
     outcome: dict = {}
     worker = threading.Thread(
@@ -159,4 +159,4 @@ def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_fac
 
 def test_registering_with_a_reserved_pool_slug_is_refused(db_access):
     with pytest.raises(ValueError, match="reserved for the warm pool"):
-        provisioning.register_tenant("pool-0123456789abcdef")
+        register.register_tenant("pool-0123456789abcdef")

@@ -20,8 +20,8 @@ from django.test import override_settings
 
 from tenant_schema import CrossTenantAccess, archive_tenant, current_tenant, tenant_context
 from tenant_schema.exceptions import TenantNotReady
+from tenant_schema.lifecycle.migrate import migrate_tenant
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import migrate_tenant
 from tests.tenantapp.models import Category, Note, Tag
 
 Links = Tag.notes.through

@@ -43,10 +43,10 @@ from tenant_schema import (
     signals,
     tenant_context,
 )
+from tenant_schema.lifecycle.pool import pool_slug
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
 from tenant_schema.plugins import get_plugins
-from tenant_schema.provisioning import pool_slug
 from tenant_schema.registry import activate, deactivate, ready_tenants
 from tests.tenantapp.helpers import ROOT, child_config, no_sql, unapplied
 from tests.tenantapp.models import Category, Note, Tag
@@ -594,7 +594,7 @@ def test_a_data_migration_writes_to_a_tenant_in_maintenance_mode(tenant_factory)
     """The routine maintenance mode exists for: switch it on, migrate (RunPython writes through the ORM), off."""
     from django.test import override_settings
 
-    from tenant_schema.provisioning import migrate_tenants
+    from tenant_schema.lifecycle.fleet import migrate_tenants
 
     from .test_provisioning_migrate import old_tenants
 

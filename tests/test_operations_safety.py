@@ -103,7 +103,7 @@ def database_is_there(tenant: Tenant) -> bool:
 @pytest.mark.parametrize("server_key", ["mysql", "pg", "pgschema"])
 def test_purge_ends_the_tenants_open_transactions_instead_of_waiting(tenant_factory, server_key, db_access):
     """A tenant connection in the middle of a transaction does not block a purge."""
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
 
     require_server("pg" if server_key == "pgschema" else server_key)
     tenant = tenant_factory(server=server_key)
@@ -379,7 +379,7 @@ def test_options_that_name_nothing_are_one_clear_error(args, expected, settings)
 
 
 def test_a_name_is_stored_without_surrounding_blanks(db_access):
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
 
     slug = new_tenant_id()
     run("tenant_register", slug, "--name", "  Acme Ltd ")
@@ -769,7 +769,8 @@ def test_register_tables_dropped_at_any_statement_errors_and_a_retry_completes(m
 def test_registration_dropped_half_way_is_failed_with_the_error_and_a_retry_completes(server_key, db_access):
     from django.db import DatabaseError
 
-    from tenant_schema.provisioning import purge_tenant, register_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
+    from tenant_schema.lifecycle.register import register_tenant
     from tests.tenantapp.helpers import unapplied
 
     live_server(server_key)
@@ -871,7 +872,7 @@ def test_tenant_migrate_dropped_half_way_reports_it_and_a_rerun_completes(tenant
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
-    from tenant_schema.provisioning import purge_tenant
+    from tenant_schema.lifecycle.archive import purge_tenant
 
     live_server(server_key)
     probe = tenant_factory(server=server_key)

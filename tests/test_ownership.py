@@ -16,9 +16,11 @@ from django.core.management.base import CommandError
 
 from tenant_schema import NotOurDatabase, databases, ownership
 from tenant_schema.databases import database_name
+from tenant_schema.lifecycle.archive import purge_tenant
+from tenant_schema.lifecycle.fleet import migrate_tenants
+from tenant_schema.lifecycle.register import register_tenant
 from tenant_schema.models import Tenant
 from tenant_schema.plugins import get_plugins
-from tenant_schema.provisioning import migrate_tenants, purge_tenant, register_tenant
 from tenant_schema.servers import get_server
 from tenant_schema.testing import unique_slug
 

@@ -14,20 +14,14 @@ from django.test.utils import CaptureQueriesContext
 from tenant_schema import ownership
 from tenant_schema.context import tenant_context
 from tenant_schema.exceptions import TenantNotFound
+from tenant_schema.lifecycle.archive import purge_tenant
+from tenant_schema.lifecycle.fleet import migrate_tenants
+from tenant_schema.lifecycle.pool import drain_pool, fill_pool, pool_rows, pool_status
+from tenant_schema.lifecycle.register import register_tenant
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
 from tenant_schema.names import POOL_SLUG_RE
-from tenant_schema.provisioning import (
-    drain_pool,
-    fill_pool,
-    get_tenant,
-    migrate_tenants,
-    pool_rows,
-    pool_status,
-    purge_tenant,
-    register_tenant,
-)
-from tenant_schema.registry import ready_tenants
+from tenant_schema.registry import get_tenant, ready_tenants
 from tenant_schema.testing import unique_slug
 from tests.conftest import require_server
 from tests.tenantapp.helpers import start_child
@@ -135,9 +129,9 @@ def test_two_processes_signing_up_never_share_a_pooled_database(pool_server):
 @pytest.mark.parametrize(
     "crash,after,module",
     [
-        ("claim_pooled", False, "provisioning"),  # before the claim
-        ("_take", True, "provisioning"),  # the row updated, the transaction not committed
-        ("claim_pooled", True, "provisioning"),  # committed, the signal not sent
+        ("claim_pooled", False, "lifecycle.register"),  # before the claim
+        ("_take", True, "lifecycle.pool"),  # the row updated, the transaction not committed
+        ("claim_pooled", True, "lifecycle.register"),  # committed, the signal not sent
     ],
 )
 def test_a_crash_at_each_step_of_a_claim_leaves_one_owner_per_database(pool_server, crash, after, module):

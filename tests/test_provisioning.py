@@ -12,10 +12,12 @@ from django.test import override_settings
 from tenant_schema import databases, signals
 from tenant_schema.context import tenant_context
 from tenant_schema.exceptions import TenantSchemaError, UnknownServer
+from tenant_schema.lifecycle.archive import purge_tenant
+from tenant_schema.lifecycle.register import aregister_tenant, register_tenant
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
 from tenant_schema.plugins import get_plugins
-from tenant_schema.provisioning import aregister_tenant, get_tenant, purge_tenant, register_tenant
+from tenant_schema.registry import get_tenant
 from tenant_schema.testing import unique_slug
 from tests.conftest import require_server
 from tests.tenantapp.helpers import start_child, tables, unapplied
@@ -103,7 +105,7 @@ def test_server_mismatch_and_archived_tenants_are_refused(cleanup):
     register_tenant(slug, server="sqlite")
     with pytest.raises(TenantSchemaError, match="registered on server 'sqlite', not 'pg'"):
         register_tenant(slug, server="pg")
-    from tenant_schema.provisioning import archive_tenant
+    from tenant_schema.lifecycle.archive import archive_tenant
 
     archive_tenant(slug)
     with pytest.raises(TenantSchemaError, match="is archived"):

@@ -7,7 +7,9 @@ from django.db import connections
 from django.test import override_settings
 
 from tenant_schema.exceptions import TenantNotFound
-from tenant_schema.provisioning import archive_tenant, migrate_tenant, migrate_tenants
+from tenant_schema.lifecycle.archive import archive_tenant
+from tenant_schema.lifecycle.fleet import migrate_tenants
+from tenant_schema.lifecycle.migrate import migrate_tenant
 from tenant_schema.testing import unique_slug
 from tests.tenantapp.helpers import unapplied
 from tests.tenantapp.models import Note

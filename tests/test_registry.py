@@ -9,8 +9,9 @@ from django.db import connections
 
 from tenant_schema import signals
 from tenant_schema.exceptions import TenantNotFound, TenantNotReady
+from tenant_schema.lifecycle.archive import archive_tenant
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import archive_tenant, get_tenant
+from tenant_schema.registry import get_tenant
 
 
 @pytest.mark.django_db

@@ -8,7 +8,7 @@ from django.test import AsyncClient, Client
 
 from tenant_schema import tenant_context
 from tenant_schema.databases import close_tenant_connections
-from tenant_schema.provisioning import archive_tenant
+from tenant_schema.lifecycle.archive import archive_tenant
 from tests.tenantapp.models import Note
 
 pytestmark = pytest.mark.urls("tests.tenantapp.urls")

@@ -29,8 +29,8 @@ from django.db import InterfaceError, ProgrammingError, connections, transaction
 from tenant_schema import aliases, tenant_context
 from tenant_schema.aliases import close_tenant_connections, open_tenant_connections
 from tenant_schema.databases import TenantDatabase
+from tenant_schema.lifecycle.register import register_tenant
 from tenant_schema.plugins import get_plugins
-from tenant_schema.provisioning import register_tenant
 from tenant_schema.servers import get_server, parse_server
 from tenant_schema.testing import unique_slug
 from tests.tenantapp.models import Note

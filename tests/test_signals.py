@@ -16,10 +16,11 @@ import contextlib
 import pytest
 from django.db.models.signals import post_migrate
 
-from tenant_schema import provisioning
 from tenant_schema.context import current_tenant
+from tenant_schema.lifecycle import migrate
+from tenant_schema.lifecycle.archive import archive_tenant
+from tenant_schema.lifecycle.fleet import migrate_tenants
 from tenant_schema.migration_plan import migration_plan
-from tenant_schema.provisioning import archive_tenant, migrate_tenants
 from tenant_schema.signals import pre_tenant_migrate, tenant_migrated
 from tenant_schema.testing import unique_slug
 from tests.conftest import require_live_server
@@ -140,7 +141,7 @@ def test_a_failed_migration_sends_no_tenant_migrated(tenant_factory, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(provisioning, "create_tenant_tables", broken)
+    monkeypatch.setattr(migrate, "create_tenant_tables", broken)
     with received() as seen:
         report = migrate_tenants([tenant.slug])
     assert [r.error for r in report.results] == ["RuntimeError: boom"]

@@ -22,7 +22,7 @@ from django.test import override_settings
 from django.test.utils import isolate_apps
 
 from tenant_schema import NoTenantSelected, current_tenant, tenant_context
-from tenant_schema.provisioning import purge_tenant
+from tenant_schema.lifecycle.archive import purge_tenant
 from tenant_schema.storage import TenantFileSystemStorage, TenantStorageMixin, check_name
 
 pytestmark = pytest.mark.django_db

@@ -25,8 +25,10 @@ from django.core.management.base import CommandError
 from django.db.migrations.recorder import MigrationRecorder
 
 from tenant_schema import tenant_context
+from tenant_schema.lifecycle.archive import archive_tenant, purge_tenant
+from tenant_schema.lifecycle.pool import pool_slug
+from tenant_schema.lifecycle.register import register_tenant
 from tenant_schema.models import Tenant
-from tenant_schema.provisioning import archive_tenant, pool_slug, purge_tenant, register_tenant
 from tests.tenantapp.helpers import run_command
 from tests.tenantapp.models import Note
 

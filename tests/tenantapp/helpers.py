@@ -1,4 +1,4 @@
-"""Helpers shared by the registry, provisioning and isolation tests."""
+"""Helpers shared by the registry, life-cycle and isolation tests."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ from django.conf import settings
 settings.DATABASES["default"]["NAME"] = cfg["registry"]
 settings.TENANT_SCHEMA = cfg["tenant_schema"]
 django.setup()
-from tenant_schema import provisioning
+from tenant_schema.lifecycle import pool, provision, register
 crash = cfg.get("crash")
 if crash == "record":  # die while recording migrations: tables made, nothing recorded
     from django.db.migrations.recorder import MigrationRecorder
     MigrationRecorder.migration_qs = property(lambda self: os._exit(3))
-elif crash:  # die right after (or before) one provisioning step
+elif crash:  # die right after (or before) one step: a function of tenant_schema.<module>, where it is looked up
     import importlib
-    target = importlib.import_module("tenant_schema." + cfg.get("module", "provisioning"))
+    target = importlib.import_module("tenant_schema." + cfg.get("module", "lifecycle.provision"))
     original = getattr(target, crash)
     def step(*args, **kwargs):
         if cfg.get("after"):
@@ -39,15 +39,15 @@ elif crash:  # die right after (or before) one provisioning step
         os._exit(3)
     setattr(target, crash, step)
 if cfg.get("slow"):  # widen the race window between two registrants
-    original_provision = provisioning.provision
+    original_provision = provision.provision
     def slow(tenant):
         time.sleep(cfg["slow"])
         original_provision(tenant)
-    provisioning.provision = slow
+    provision.provision = slow
 if cfg.get("call") == "fill_pool":
-    print(provisioning.fill_pool(cfg["server"]))
+    print(pool.fill_pool(cfg["server"]))
 else:
-    tenant = provisioning.register_tenant(cfg["slug"], server=cfg["server"])
+    tenant = register.register_tenant(cfg["slug"], server=cfg["server"])
     print(tenant.status)
 """
 

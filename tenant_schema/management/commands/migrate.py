@@ -25,7 +25,8 @@ class Command(DjangoMigrate):
 
         from ... import ownership
         from ...exceptions import NotOurDatabase, TenantNotFound
-        from ...provisioning import get_tenant, record_migration_state, refresh_migration_state
+        from ...lifecycle.migrate import record_migration_state, refresh_migration_state
+        from ...registry import get_tenant
 
         database = options.get("database")
         if database is None:

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("slugs", nargs="+", metavar="slug", help="Registered tenants.")
 
     def handle(self, *args, slugs, **options):
-        from ...provisioning import claim_tenant_database
+        from ...lifecycle.seed import claim_tenant_database
 
         for slug in slugs:
             with command_errors():

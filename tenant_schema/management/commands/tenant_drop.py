@@ -32,7 +32,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, slug, purge, interactive, **options):
-        from ...provisioning import archive_tenant, get_tenant, purge_tenant
+        from ...lifecycle.archive import archive_tenant, purge_tenant
+        from ...registry import get_tenant
 
         with command_errors():
             slug = normalize_slug(slug)

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        from ...provisioning import pool_rows
+        from ...lifecycle.pool import pool_rows
 
         tenants = Tenant.objects.order_by("slug")
         if not options["pooled"]:

@@ -2,7 +2,7 @@
 
 While it is on the tenant is served for reads only: writes through the ORM
 or the Table API raise ``TenantUnavailable`` and the middleware answers
-write requests with a 503. ``provisioning.set_maintenance`` does the work.
+write requests with a 503. ``lifecycle.archive.set_maintenance`` does the work.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("state", choices=["on", "off"], help="on: reads only; off: writes accepted again.")
 
     def handle(self, *args, slug, state, **options):
-        from ...provisioning import get_tenant, set_maintenance
+        from ...lifecycle.archive import set_maintenance
+        from ...registry import get_tenant
 
         on = state == "on"
         with command_errors():

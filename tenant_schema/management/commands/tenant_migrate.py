@@ -53,7 +53,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, slugs, jobs, progress, verbosity, verify, **options):
-        from ...provisioning import migrate_tenants
+        from ...lifecycle.fleet import migrate_tenants
 
         as_json = options["json"]
         if jobs < 1:

@@ -37,7 +37,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, server, status, drain, verbosity, **options):
         as_json = options["json"]
-        from ...provisioning import drain_pool, drop_clone_templates, fill_pool, pool_status
+        from ...lifecycle.clone import drop_clone_templates
+        from ...lifecycle.pool import drain_pool, fill_pool, pool_status
 
         with command_errors():
             if drain:

@@ -27,8 +27,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, slug, server, name, **options):
+        from ...lifecycle.register import register_tenant
         from ...models import Tenant
-        from ...provisioning import register_tenant
 
         name = name.strip()
         longest = Tenant._meta.get_field("name").max_length

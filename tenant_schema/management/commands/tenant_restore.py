@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("slug")
 
     def handle(self, *args, slug, **options):
-        from ...provisioning import restore_tenant
+        from ...lifecycle.archive import restore_tenant
 
         with command_errors():
             tenant = restore_tenant(slug)

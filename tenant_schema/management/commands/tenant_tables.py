@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the tenant and its tables as a JSON object.")
 
     def handle(self, *args, slug, **options):
-        from ...provisioning import get_tenant
+        from ...registry import get_tenant
 
         with command_errors():
             slug = normalize_slug(slug)

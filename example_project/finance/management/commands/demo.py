@@ -12,9 +12,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from tenant_schema import register_tenant
 from tenant_schema.context import tenant_context
 from tenant_schema.management.inspection import command_errors
-from tenant_schema.provisioning import register_tenant
 from tenant_schema.servers import get_server
 
 from ...models import Account, Transaction

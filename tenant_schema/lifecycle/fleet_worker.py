@@ -1,9 +1,10 @@
 """The initializer of ``migrate_tenants(jobs>1)`` worker processes.
 
-Kept apart from ``provisioning`` because a spawned worker unpickles its
+Kept apart from ``fleet`` because a spawned worker unpickles its
 initializer by importing its module, before Django is set up: this module
-imports nothing from Django at import time. The tasks themselves
-(``provisioning._migrate_one``) are unpickled after the initializer ran.
+(and the package's ``__init__``) imports nothing from Django at import
+time. The tasks themselves (``fleet._migrate_one``) are unpickled after the
+initializer ran.
 """
 
 from __future__ import annotations

@@ -1,0 +1,234 @@
+"""``migrate_tenants``: the fleet brought to the current migration plan.
+
+The registry records each tenant's migration state (``Tenant.migrated_to``),
+so tenants already at the plan are skipped from one registry query, without
+connecting to them (``verify=True`` connects anyway and reports drift). The
+others are checked and, when behind, migrated with ``migrate.migrate_tenant``
+on one connection each, ``jobs`` at a time in spawned worker processes
+(``fleet_worker`` sets Django up in each) recycled every
+``TASKS_PER_WORKER`` tenants, so memory stays bounded. A failing tenant
+never stops the others: each result is a ``TenantMigration``, collected in
+a ``MigrationReport``, and a failure's traceback is logged at INFO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+
+from .. import databases, ownership
+from ..exceptions import TenantSchemaError
+from ..migration_plan import migration_plan
+from ..models import Tenant
+from ..registry import get_tenant
+from . import fleet_worker
+from .build import applied_migrations, create_tenant_tables
+from .migrate import _announcing, migrate_tenant, record_migration_state
+from .provision import _describe
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MIGRATABLE", "MigrationReport", "TenantMigration", "migrate_tenants"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TenantMigration:
+    """What migrating one tenant did."""
+
+    slug: str
+    applied: list[str] = dataclasses.field(default_factory=list)
+    skipped: bool = False
+    error: str | None = None
+    #: ``verify=True`` found migrations missing that the registry recorded as
+    #: applied: the database was changed behind the registry's back.
+    drift: bool = False
+    #: False when the registry's fingerprint alone showed it up to date.
+    connected: bool = True
+    #: The failure's traceback (``tenant_migrate -v 2`` prints it); also logged at INFO.
+    traceback: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass
+class MigrationReport:
+    """Per-tenant results of ``migrate_tenants``, in the order they finished."""
+
+    results: list[TenantMigration] = dataclasses.field(default_factory=list)
+
+    @property
+    def failures(self) -> list[TenantMigration]:
+        return [r for r in self.results if r.error is not None]
+
+    @property
+    def drifted(self) -> list[TenantMigration]:
+        return [r for r in self.results if r.drift]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+MIGRATABLE = (Tenant.Status.READY, Tenant.Status.ARCHIVED, Tenant.Status.POOLED)
+
+
+def migrate_tenants(
+    slugs: Iterable[str] | None = None,
+    *,
+    jobs: int = 1,
+    progress: bool | Callable[[TenantMigration], Any] | None = None,
+    verify: bool = False,
+) -> MigrationReport:
+    """Apply pending migrations to every ready, archived or pooled tenant (or to ``slugs``).
+
+    The registry records each tenant's migration state (``Tenant.migrated_to``),
+    so tenants already at the current plan are skipped from one registry
+    query, without connecting to them; ``verify=True`` connects to every
+    tenant anyway and reports drift (``report.drifted``: migrations the
+    registry recorded as applied that the database lacks). The others are
+    checked and, when behind, migrated on one connection each, ``jobs`` at a
+    time in worker processes (``jobs=1``: in this process, one after the
+    other). Tenants with the same history share one migration graph and one
+    rendered project state per process. A failing tenant does not stop the
+    others: look at ``report.failures``. ``progress=True`` shows a tqdm bar
+    on stderr; a callable is called with each ``TenantMigration``.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    if slugs is None:
+        tenants = list(Tenant.objects.filter(status__in=MIGRATABLE).order_by("slug"))
+    else:
+        tenants = [get_tenant(slug) for slug in slugs]  # TenantNotFound before any work
+    report = MigrationReport()
+    notify = _progress(progress, len(tenants))
+    try:
+
+        def done(result: TenantMigration) -> None:
+            report.results.append(result)
+            notify(result)
+
+        fingerprint = migration_plan().fingerprint
+        unknown: list[Tenant] = []
+        for tenant in tenants:
+            if not verify and tenant.status in MIGRATABLE and tenant.migrated_to == fingerprint:
+                done(TenantMigration(tenant.slug, skipped=True, connected=False))
+            else:
+                unknown.append(tenant)
+        if jobs == 1 or len(unknown) <= 1:
+            for tenant in unknown:
+                done(_migrate_one(_job(tenant)))
+        else:
+            _migrate_in_processes(unknown, jobs, done)
+    finally:
+        getattr(notify, "close", lambda: None)()
+    return report
+
+
+def _job(tenant: Tenant) -> tuple[str, str, str, str, str, str]:
+    """What a worker process needs to know of a tenant (picklable, no registry query)."""
+    return (tenant.slug, tenant.server, tenant.database_name, tenant.uid.hex, tenant.status, tenant.migrated_to)
+
+
+def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
+    """Check one tenant and apply what it lacks, on one connection; its result, never an exception.
+
+    A tenant found at the plan gets the plan's fingerprint recorded (and any
+    ``TENANT_TABLES`` added since are created), so the next fleet run skips
+    it without connecting. One the registry recorded at the plan that is
+    behind it has drifted (changed behind the registry's back).
+    """
+    slug, server, name, uid, status, migrated_to = job
+    tenant = Tenant(
+        slug=slug, server=server, database_name=name, uid=uuid.UUID(uid), status=status, migrated_to=migrated_to
+    )
+    if status not in MIGRATABLE:
+        return TenantMigration(slug, error=f"tenant is {status}; `manage.py tenant_register {slug}` completes it")
+    plan = migration_plan()
+    recorded = migrated_to == plan.fingerprint
+    drift = False
+    try:
+        with tenant.database.released():
+            ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
+            if not plan.pending(applied_migrations(tenant.database) or set()):
+                if not recorded:
+                    # At the plan but not recorded there: TENANT_TABLES added since, or a run
+                    # whose migration signals' receivers failed (they run again here).
+                    with _announcing(tenant, [], post_migrate=True):
+                        create_tenant_tables(tenant.database)
+                    record_migration_state(tenant, plan.fingerprint)
+                return TenantMigration(slug, skipped=True)
+            drift = recorded  # the registry said "done": the database changed behind its back
+            return TenantMigration(slug, applied=migrate_tenant(tenant), drift=drift)
+    except Exception as exc:
+        # Reported in the result; a traceback on stderr would bury the fleet's summary.
+        logger.info("migrating tenant %s failed", slug, exc_info=True)
+        hint = getattr(exc, "partly_applied", None)
+        return TenantMigration(
+            slug,
+            error=_describe(exc) + (f"; {hint}" if hint else ""),
+            drift=drift,
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+
+def _progress(progress, total: int):
+    if progress is None or progress is False:
+        return lambda result: None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, file=sys.stderr, unit="tenant", desc="migrating")
+
+        def update(result: TenantMigration) -> None:
+            bar.set_postfix_str(result.slug, refresh=False)
+            bar.update(1)
+
+        update.close = bar.close  # type: ignore[attr-defined]
+        return update
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be None, True or a callable, not {progress!r}")
+
+
+# Worker processes are spawned (never forked: a forked child would share the
+# parent's database sockets) and get the parent's relevant settings.
+WORKER_SETTINGS = ("TENANT_SCHEMA", "MIGRATION_MODULES", "INSTALLED_APPS", "DATABASE_ROUTERS", "DATABASES")
+TASKS_PER_WORKER = 50  # a fresh process now and then keeps memory bounded
+
+
+def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantMigration], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", None)
+    if not module:
+        raise TenantSchemaError("migrate_tenants(jobs>1) needs DJANGO_SETTINGS_MODULE for its worker processes")
+    overrides = {key: getattr(settings, key) for key in WORKER_SETTINGS if hasattr(settings, key)}
+    overrides["DATABASES"] = {
+        alias: value
+        for alias, value in overrides.get("DATABASES", {}).items()
+        if not alias.startswith((databases.ALIAS_PREFIX, databases.INTERNAL_ALIAS_PREFIX))
+    }
+    # Workers are recycled by running the fleet in generations of ``jobs``
+    # fresh processes with ``TASKS_PER_WORKER`` tenants each, not with
+    # ``max_tasks_per_child``: on Python < 3.13 a pool does not replace the
+    # workers that retire (CPython gh-115634) and waits for ever.
+    context = multiprocessing.get_context("spawn")
+    generation = jobs * TASKS_PER_WORKER
+    for start in range(0, len(todo), generation):
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=fleet_worker.init, initargs=(module, overrides)
+        ) as pool:
+            batch = todo[start : start + generation]
+            futures = {pool.submit(_migrate_one, _job(t)): t.slug for t in batch}
+            for future in as_completed(futures):
+                try:
+                    done(future.result())
+                except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
+                    done(TenantMigration(futures[future], error=f"worker process failed: {_describe(exc)}"))
