@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a client is told to wait (Retry-After) when TenantMiddleware
     # answers a write to a tenant in maintenance mode with a 503.
     "MAINTENANCE_RETRY_AFTER": 120,
+    # Which server a new tenant goes to when register_tenant is given none:
+    # None (DEFAULT_SERVER), "fewest", "weighted" or a dotted path (tenant_schema.placement).
+    "PLACEMENT": None,
 }
 
 AUTOLOAD_ENV = "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD"

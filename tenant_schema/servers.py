@@ -22,7 +22,11 @@ are taken out of the query string:
   borrow the physical connections of one per-process set instead of each
   opening its own (each transaction sets its path, as behind a pooler). On
   by default for schema isolation where the dialect can, without a
-  ``pooler`` and without ``tenant_roles``.
+  ``pooler`` and without ``tenant_roles``;
+- ``labels=region:eu,tier:gold``: labels a new tenant can require
+  (``register_tenant(..., labels={"region": "eu"})``, data residency);
+- ``weight=N`` (default 1): the server's share of new tenants under the
+  ``"weighted"`` placement policy (``tenant_schema.placement``).
 """
 
 from __future__ import annotations
@@ -61,8 +65,11 @@ OUR_URL_OPTIONS = (
     "pool",
     "pooler",
     "shared_connections",
+    "labels",
+    "weight",
 )
 MAX_POOL = 1000
+MAX_WEIGHT = 1000
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,10 @@ class Server:
     pooler: str = POOLER_NONE
     #: Schema tenants borrow the connections of one per-process set (``?shared_connections=``).
     shared_connections: bool = False
+    #: Labels a new tenant can require (``?labels=region:eu,tier:gold``).
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
+    #: Share of new tenants under the "weighted" placement policy (``?weight=N``).
+    weight: int = 1
 
     @property
     def alias(self) -> str:
@@ -270,6 +281,13 @@ def parse_server(key: str, url: str) -> Server:
         # transaction: Django's documented setting for transaction pooling.
         parsed["DISABLE_SERVER_SIDE_CURSORS"] = True
     shared = _shared_connections(key, dialect, isolation, tenant_roles, pooler, options.pop("shared_connections", None))
+    labels = parse_labels(options.pop("labels", ""), f"tenant server {key!r}: labels")
+    weight = options.pop("weight", 1)
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+        raise ImproperlyConfigured(
+            f"tenant server {key!r}: weight must be a whole number from 0 (no new tenants) to {MAX_WEIGHT}, "
+            f"not {weight!r}"
+        )
     return Server(
         key=key,
         url=url,
@@ -280,7 +298,43 @@ def parse_server(key: str, url: str) -> Server:
         pool=pool,
         pooler=pooler,
         shared_connections=shared,
+        labels=labels,
+        weight=weight,
     )
+
+
+_LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
+
+
+def parse_labels(value: object, what: str) -> dict[str, str]:
+    """``"region:eu,tier:gold"`` (or ``"region=eu"``, or a dict) as ``{"region": "eu", "tier": "gold"}``.
+
+    Names and values are lower-case letters, digits, ``_``, ``.`` and ``-``
+    (at most 63 characters); ``ImproperlyConfigured`` naming ``what`` otherwise.
+    """
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, label = item.replace("=", ":", 1).partition(":")
+            if not sep:
+                raise ImproperlyConfigured(f"{what}: {item!r} is not name:value (as in region:eu)")
+            pairs.append((name.strip(), label.strip()))
+    else:
+        raise ImproperlyConfigured(f"{what}: expected name:value pairs such as region:eu, not {value!r}")
+    labels: dict[str, str] = {}
+    for name, label in pairs:
+        for part in (name, label):
+            if not _LABEL_RE.match(part):
+                raise ImproperlyConfigured(
+                    f"{what}: {part!r} is not a label name or value: use 1-63 lower-case letters, digits, "
+                    "'_', '.' and '-', starting with a letter or digit"
+                )
+        if name in labels and labels[name] != label:
+            raise ImproperlyConfigured(f"{what}: {name!r} is given twice ({labels[name]!r} and {label!r})")
+        labels[name] = label
+    return labels
 
 
 def _shared_connections(

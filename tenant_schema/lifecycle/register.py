@@ -14,15 +14,16 @@ serialize on the lock and the second finds the tenant ready.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from asgiref.sync import sync_to_async
 
-from .. import registry
+from .. import placement, registry
 from ..databases import database_name
 from ..exceptions import TenantSchemaError
 from ..migration_plan import migration_plan
 from ..models import Tenant
 from ..registry import check_server, normalize_slug
-from ..servers import get_server
 from ..signals import tenant_provisioned
 from .pool import claim_pooled
 from .provision import _provision_row
@@ -31,20 +32,31 @@ __all__ = ["aregister_tenant", "register_tenant"]
 
 
 @registry.needs_registry
-def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
+def register_tenant(
+    slug: str, *, server: str | None = None, name: str = "", labels: Mapping[str, str] | str | None = None
+) -> Tenant:
     """Create the tenant ``slug`` (or finish creating it) and return it, ready.
 
-    Idempotent: a ready tenant is returned as is. When the server keeps a
-    warm pool (``?pool=N``) a new tenant takes one of its databases, in one
-    registry transaction and with no DDL; otherwise (or when the pool is
-    empty) its database is created here. On failure the row is left
-    ``failed`` with ``last_error`` set and the error is re-raised; calling
-    again resumes. Sends ``tenant_provisioned`` when this call made it ready.
+    Idempotent: a ready tenant is returned as is. Without ``server`` a new
+    tenant goes where the placement policy puts it, among the servers
+    carrying every one of ``labels`` (``tenant_schema.placement``); a
+    registered tenant stays where it is (its server must carry ``labels``).
+    When the server keeps a warm pool (``?pool=N``) a new tenant takes one
+    of its databases, in one registry transaction and with no DDL; otherwise
+    (or when the pool is empty) its database is created here. On failure the
+    row is left ``failed`` with ``last_error`` set and the error is
+    re-raised; calling again resumes. Sends ``tenant_provisioned`` when this
+    call made it ready.
     """
     slug = normalize_slug(slug)
-    srv = get_server(server)
     migration_plan().check_complete()  # before any row or database exists
-    tenant = Tenant.objects.filter(slug=slug).first() if srv.pool else None
+    tenant = None
+    if server is None and (labels or placement.get_policy() is not None):
+        tenant = Tenant.objects.filter(slug=slug).first()  # a registered tenant stays where it is
+        srv = placement.choose_server(tenant.server if tenant is not None else None, labels)
+    else:
+        srv = placement.choose_server(server, labels)
+        tenant = Tenant.objects.filter(slug=slug).first() if srv.pool else None
     if tenant is None and srv.pool:
         claimed = claim_pooled(slug, srv, name=name)
         if claimed is not None:
@@ -68,6 +80,8 @@ def register_tenant(slug: str, *, server: str | None = None, name: str = "") -> 
     return ready
 
 
-async def aregister_tenant(slug: str, *, server: str | None = None, name: str = "") -> Tenant:
+async def aregister_tenant(
+    slug: str, *, server: str | None = None, name: str = "", labels: Mapping[str, str] | str | None = None
+) -> Tenant:
     """Async twin of ``register_tenant`` (runs it in Django's sync thread)."""
-    return await sync_to_async(register_tenant)(slug, server=server, name=name)
+    return await sync_to_async(register_tenant)(slug, server=server, name=name, labels=labels)

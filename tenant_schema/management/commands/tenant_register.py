@@ -20,13 +20,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug", help="Tenant slug: lower-case letters, digits and hyphens (a DNS label).")
-        parser.add_argument("--server", help='Key in TENANT_SCHEMA["SERVERS"] (default: DEFAULT_SERVER).')
+        parser.add_argument(
+            "--server",
+            help='Key in TENANT_SCHEMA["SERVERS"] (default: where TENANT_SCHEMA["PLACEMENT"] puts the tenant; '
+            "DEFAULT_SERVER unless a policy is set).",
+        )
         parser.add_argument("--name", default="", help="Human-readable name shown in the admin.")
+        parser.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A label the tenant's server must carry (?labels= in its URL), e.g. region=eu; repeatable.",
+        )
         parser.add_argument(
             "--json", action="store_true", help="Print the registered tenant as a JSON object (for scripts)."
         )
 
-    def handle(self, *args, slug, server, name, **options):
+    def handle(self, *args, slug, server, name, label, **options):
         from ...lifecycle.register import register_tenant
         from ...models import Tenant
 
@@ -37,7 +48,7 @@ class Command(BaseCommand):
         with command_errors():
             slug = normalize_slug(slug)
             get_server(server)  # an unknown server fails here, before any SQL
-            tenant = register_tenant(slug, server=server, name=name)
+            tenant = register_tenant(slug, server=server, name=name, labels=",".join(label))
         if options["json"]:
             self.stdout.write(json.dumps(as_dict(tenant), indent=2))
         elif options["verbosity"] >= 1:
