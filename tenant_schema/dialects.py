@@ -88,8 +88,14 @@ class Dialect:
     schemes: ClassVar[tuple[str, ...]] = ()
 
     # -- capability flags -------------------------------------------------
-    #: DDL runs inside a transaction and rolls back with it.
-    can_rollback_ddl: ClassVar[bool] = False
+    #: DDL runs inside a transaction and rolls back with it: the Django
+    #: backend's ``features.can_rollback_ddl`` (PostgreSQL and SQLite true,
+    #: MySQL/MariaDB and CockroachDB false), read without connecting; false
+    #: when the backend cannot be loaded. The live check also asks the
+    #: connection (``TenantDatabase.can_rollback_ddl``).
+    can_rollback_ddl: ClassVar[bool] = FromDjangoBackend(
+        lambda engine: bool(django_private.backend_feature(engine, "can_rollback_ddl", False))
+    )
     #: Tenants may be isolated by schema inside one database (``?isolation=schema``).
     supports_schema_isolation: ClassVar[bool] = False
     #: Schema isolation works behind a connection pooler (``?pooler=transaction``

@@ -165,6 +165,18 @@ def backend_max_name_length(engine: str) -> int | None:
         return None
 
 
+def backend_feature(engine: str, name: str, default: Any) -> Any:
+    """``connection.features.<name>`` of the Django backend ``engine`` where it is a class attribute.
+
+    Read from ``DatabaseWrapper.features_class`` without a connection (the
+    flags Django derives from the server version are properties there, and
+    give ``default``), or ``default`` when the backend cannot be loaded.
+    """
+    wrapper = backend_wrapper_class(engine)
+    value = getattr(getattr(wrapper, "features_class", None), name, default)
+    return value if isinstance(value, bool | int | str) else default
+
+
 def postgresql_cursor_class() -> type:
     """The cursor class Django's PostgreSQL backend gives psycopg 3 (``django.db.backends.postgresql.base.Cursor``).
 

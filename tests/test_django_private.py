@@ -95,6 +95,35 @@ def test_max_identifier_length_falls_back_to_the_portable_length_and_a_subclass_
     assert Short.max_identifier_length == Short().max_identifier_length == 30
 
 
+@pytest.mark.parametrize(
+    ("dialect_name", "expected"), [("postgres", True), ("cockroach", False), ("mysql", False), ("sqlite", True)]
+)
+def test_can_rollback_ddl_comes_from_the_django_backend_without_a_connection(dialect_name, expected):
+    from tenant_schema.plugins import get_plugins
+
+    dialect = get_plugins().dialects[dialect_name]
+    assert django_private.backend_feature(dialect.engine, "can_rollback_ddl", None) is expected
+    assert dialect.can_rollback_ddl is dialect().can_rollback_ddl is expected
+
+
+def test_can_rollback_ddl_agrees_with_each_live_servers_connection(server_key):
+    from tenant_schema.servers import get_server
+
+    server = get_server(server_key)
+    assert server.dialect.can_rollback_ddl is server.connection().features.can_rollback_ddl
+
+
+def test_can_rollback_ddl_is_false_without_a_backend_and_a_subclass_overrides_it():
+    class Unloadable(Dialect):
+        name = "unloadable"
+        engine = "tenant_schema_no_such_backend"
+
+    class Transactional(Unloadable):
+        can_rollback_ddl = True
+
+    assert Unloadable.can_rollback_ddl is False and Transactional.can_rollback_ddl is True
+
+
 # -- key columns: a dialect decision -----------------------------------------------
 
 

@@ -20,7 +20,7 @@ class CockroachDialect(PostgresDialect):
     engine = "django_cockroachdb"
     schemes = ("cockroach", "cockroachdb")
 
-    can_rollback_ddl = False
+    # can_rollback_ddl: false, from the Django backend's features.
     can_clone_databases = False
     # max_identifier_length: 63, from django-cockroachdb's backend (PostgreSQL's operations).
     supports_hash_sharded_indexes = True

@@ -36,7 +36,7 @@ class MySQLDialect(Dialect):
     engine = "django.db.backends.mysql"
     schemes = ("mysql", "mariadb", "mysql2")
 
-    can_rollback_ddl = False
+    # can_rollback_ddl: false, from the Django backend's features.
     # max_identifier_length: 64, from Django's backend (connection.ops.max_name_length()).
     reserved_database_names = frozenset({"mysql", "sys", "information_schema", "performance_schema"})
     text_index_prefix_length = 191

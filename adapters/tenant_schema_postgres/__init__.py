@@ -42,7 +42,7 @@ class PostgresDialect(Dialect):
     engine = "django.db.backends.postgresql"
     schemes = ("postgres", "postgresql", "pgsql")
 
-    can_rollback_ddl = True
+    # can_rollback_ddl: true, from the Django backend's features.
     can_migrate_in_one_transaction = True
     supports_schema_isolation = True
     can_clone_databases = True

@@ -28,7 +28,7 @@ class SQLiteDialect(Dialect):
     engine = "django.db.backends.sqlite3"
     schemes = ("sqlite",)
 
-    can_rollback_ddl = True
+    # can_rollback_ddl: true, from the Django backend's features.
     can_clone_databases = True
     # max_identifier_length: Django's SQLite backend sets no limit, so the
     # portable 63 (dialects.PORTABLE_IDENTIFIER_LENGTH) keeps names portable.
