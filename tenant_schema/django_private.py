@@ -514,3 +514,53 @@ def copy_instance(instance):
     state.db = instance._state.db
     state.adding = instance._state.adding
     return row
+
+
+# -- rows: conflict handling, generated keys, deletion, backend operations -------------
+# Undocumented names the Table API builds on (Django 5.2; checked on upgrade).
+
+
+def on_conflict(kind: str):
+    """``django.db.models.constants.OnConflict`` member ``kind`` ("UPDATE" or "IGNORE").
+
+    The enum ``bulk_create`` hands its compiler (an internal of Django's
+    insert path, which ``compile_insert`` drives too).
+    """
+    from django.db.models.constants import OnConflict
+
+    return OnConflict[kind]
+
+
+def is_auto_field(field) -> bool:
+    """Whether ``field`` is a database-generated key (Django's ``AutoFieldMixin``: AutoField and its kin)."""
+    from django.db.models.fields import AutoFieldMixin
+
+    return isinstance(field, AutoFieldMixin)
+
+
+def ops_overrides(ops, name: str) -> bool:
+    """Whether the backend's ``DatabaseOperations`` overrides ``BaseDatabaseOperations.<name>``."""
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    return getattr(type(ops), name) is not getattr(BaseDatabaseOperations, name)
+
+
+def delete_cascading(queryset, using: str, *, skip_related: Callable[[type], bool]) -> dict[str, int]:
+    """Delete ``queryset``'s rows and what cascades from them, as ``QuerySet.delete()`` does; per-model counts.
+
+    Django's deletion ``Collector`` (documented only through ``delete()``),
+    told to leave out relations to models for which ``skip_related`` is
+    true: a shared model pointing at a table this tenant lacks.
+    """
+    from django.db.models.deletion import Collector
+
+    class _Collector(Collector):
+        def related_objects(self, related_model, related_fields, objs):
+            if skip_related(related_model):
+                return related_model._base_manager.using(self.using).none()
+            return super().related_objects(related_model, related_fields, objs)
+
+    collector = _Collector(using=using, origin=queryset)
+    collector.collect(queryset)
+    _, per_model = collector.delete()
+    return per_model

@@ -57,17 +57,6 @@ from .dialects import (
 from .exceptions import UnknownDialect, UnknownServer
 from .plugins import get_plugins
 
-OUR_URL_OPTIONS = (
-    "isolation",
-    "conn_max_age",
-    "conn_health_checks",
-    "tenant_roles",
-    "pool",
-    "pooler",
-    "shared_connections",
-    "labels",
-    "weight",
-)
 MAX_POOL = 1000
 MAX_WEIGHT = 1000
 

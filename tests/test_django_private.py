@@ -25,8 +25,15 @@ FENCED_MODULES = {
     "django.db.utils",
     "django.db.backends.postgresql.base",
     "django.db.backends.postgresql.psycopg_any",
+    "django.db.models.constants",
+    "django.db.models.deletion",
+    "django.db.backends.base.operations",
 }
-FENCED_NAMES = {("django.db.migrations.state", "AppConfigStub"), ("django.db.models", "sql")}
+FENCED_NAMES = {
+    ("django.db.migrations.state", "AppConfigStub"),
+    ("django.db.models", "sql"),
+    ("django.db.models.fields", "AutoFieldMixin"),
+}
 
 
 def _sources() -> list[Path]:

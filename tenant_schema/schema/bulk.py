@@ -28,8 +28,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.backends.base.operations import BaseDatabaseOperations
-from django.db.models.constants import OnConflict
 
 from .. import django_private
 from .rows import RowCodec
@@ -46,8 +44,8 @@ _AUTO = (models.AutoField, models.BigAutoField, models.SmallAutoField)
 _IDENTITY = {models.CharField: str, models.TextField: str, models.FloatField: float, models.BooleanField: bool}
 
 
-def _overridden(ops: BaseDatabaseOperations, name: str) -> bool:
-    return getattr(type(ops), name) is not getattr(BaseDatabaseOperations, name)
+def _overridden(ops, name: str) -> bool:
+    return django_private.ops_overrides(ops, name)
 
 
 def _fast_path(field: models.Field, connection) -> tuple[type, Callable | None, Callable | None] | None:
@@ -399,13 +397,13 @@ def _insert_orm(codec, connection, batch, batch_size, returning, conflict) -> li
         for i in range(batch.size)
     ]
     kwargs: dict[str, Any] = {}
-    if conflict.get("on_conflict") == OnConflict.UPDATE:
+    if conflict.get("on_conflict") == django_private.on_conflict("UPDATE"):
         kwargs = {
             "update_conflicts": True,
             "update_fields": [f.name for f in conflict["update_fields"]],
             "unique_fields": [f.name for f in conflict.get("unique_fields") or ()] or None,
         }
-    elif conflict.get("on_conflict") == OnConflict.IGNORE:
+    elif conflict.get("on_conflict") == django_private.on_conflict("IGNORE"):
         kwargs = {"ignore_conflicts": True}
     codec.model._base_manager.db_manager(connection.alias).bulk_create(objs, batch_size=batch_size, **kwargs)
     if not returning:

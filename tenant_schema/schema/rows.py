@@ -35,8 +35,8 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.fields import AutoFieldMixin
 
+from .. import django_private
 from .mapping import dynamic_apps, unwrap_optional
 
 ORDER_RE = re.compile(
@@ -90,7 +90,7 @@ WHERE_FORMS = (
 
 def is_auto(field: models.Field) -> bool:
     """Whether ``field`` is a key the database generates."""
-    return isinstance(field, AutoFieldMixin)
+    return django_private.is_auto_field(field)
 
 
 def lookups_of(field: models.Field) -> list[str]:

@@ -27,9 +27,8 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.db import NotSupportedError, models, transaction
 from django.db.models import F, Q
-from django.db.models.constants import OnConflict
-from django.db.models.deletion import Collector
 
+from .. import django_private
 from ..databases import TenantDatabase, set_table_opener
 from ..names import validate_identifier
 from ..registry import check_writable
@@ -176,9 +175,9 @@ class Table:
         queryset = self._queryset().filter(pk=self._pk_value(pk))
         self._writable()
         self._connection()
-        collector = _TenantCollector(self.tenant_db, using=self._alias, origin=queryset)
-        collector.collect(queryset)
-        _, per_model = collector.delete()
+        per_model = django_private.delete_cascading(
+            queryset, self._alias, skip_related=lambda model: foreign_to_tenant(model, self.tenant_db)
+        )
         return per_model.get(self.model._meta.label, 0) > 0
 
     # -- many rows ------------------------------------------------------------
@@ -343,7 +342,7 @@ class Table:
         connection = self._connection()
         self._check_unique(connection, targets)
         conflict_args = {
-            "on_conflict": OnConflict.UPDATE,
+            "on_conflict": django_private.on_conflict("UPDATE"),
             # Nothing else to set: "update" the key to itself, a no-op that
             # (unlike INSERT IGNORE on MySQL) hides no other error.
             "update_fields": update_fields or targets,
@@ -539,19 +538,6 @@ class Table:
         return await sync_to_async(self.upsert)(
             rows, conflict, update=update, batch_size=batch_size, returning=returning
         )
-
-
-class _TenantCollector(Collector):
-    """Django's delete collector, blind to shared models of tables this tenant lacks."""
-
-    def __init__(self, tenant_db: TenantDatabase, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tenant_db = tenant_db
-
-    def related_objects(self, related_model, related_fields, objs):
-        if foreign_to_tenant(related_model, self.tenant_db):
-            return related_model._base_manager.using(self.using).none()
-        return super().related_objects(related_model, related_fields, objs)
 
 
 def open_table(tenant_db: TenantDatabase, name: str) -> Table:
