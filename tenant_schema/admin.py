@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from . import conf
 from .databases import admin_alias, released, tenant_alias
 from .management.inspection import one_line, table_count, tables_and_indexes
 from .models import Tenant
@@ -82,6 +83,10 @@ def _server_label(key: str) -> str:
         return key
 
 
+#: The add form's choice that leaves the server to the placement policy (no server key can be it).
+AUTOMATIC = "-automatic-"
+
+
 class TenantAddForm(forms.ModelForm):
     """Slug, name and a server picked from ``TENANT_SCHEMA["SERVERS"]``."""
 
@@ -95,8 +100,11 @@ class TenantAddForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["server"].choices = [(key, _server_label(key)) for key in server_urls()]
-        self.fields["server"].initial = get_server().key
+        choices = [(key, _server_label(key)) for key in server_urls()]
+        if conf.get("PLACEMENT") is not None:  # let the placement policy choose, as tenant_register does
+            choices.insert(0, (AUTOMATIC, _("automatic (TENANT_SCHEMA['PLACEMENT'])")))
+        self.fields["server"].choices = choices
+        self.fields["server"].initial = choices[0][0] if choices[0][0] == AUTOMATIC else get_server().key
 
 
 class PurgeForm(forms.Form):
@@ -183,7 +191,8 @@ class TenantAdmin(admin.ModelAdmin):
         from .lifecycle.register import register_tenant
 
         try:
-            tenant = register_tenant(obj.slug, server=obj.server, name=obj.name)
+            server = None if obj.server == AUTOMATIC else obj.server
+            tenant = register_tenant(obj.slug, server=server, name=obj.name)
         except Exception as exc:
             tenant = Tenant.objects.filter(slug=obj.slug).first()
             if tenant is None:

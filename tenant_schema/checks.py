@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf
@@ -204,6 +205,19 @@ def check_settings(app_configs=None, **kwargs):
                 )
             )
     errors += _check_exclusions()
+    try:
+        from .placement import get_policy
+
+        get_policy()
+    except ImproperlyConfigured as exc:
+        errors.append(
+            Error(
+                str(exc),
+                hint='use None, "fewest", "weighted" or the dotted path of a function '
+                "policy(candidates, *, counts, labels) returning one of the candidate servers",
+                id="tenant_schema.E013",
+            )
+        )
     for spec in conf.get("TENANT_TABLES"):
         parts = (spec,) if isinstance(spec, str) else tuple(spec)
         try:

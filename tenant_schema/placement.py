@@ -2,7 +2,9 @@
 
 ``register_tenant(slug)`` without ``server=`` asks ``choose_server``:
 
-1. the candidates are the configured servers carrying every label the
+1. the candidates are the configured servers with a weight above 0
+   (``?weight=0`` takes no new tenants, under any policy; naming it
+   explicitly still works) carrying every label the
    tenant requires (``labels={"region": "eu"}``, ``tenant_register --label
    region=eu``; a server's labels come from its URL, ``?labels=region:eu``).
    None carrying them is ``UnknownServer``, naming the labels each server has;
@@ -10,8 +12,8 @@
    default) keeps ``DEFAULT_SERVER`` when it is a candidate, else the first
    candidate by key; ``"fewest"`` takes the candidate holding the fewest
    tenants; ``"weighted"`` the one whose tenants per unit of ``?weight=N``
-   are fewest (a weight-2 server takes twice the tenants of a weight-1 one;
-   weight 0 takes none); a dotted path names your own policy, a callable
+   are fewest (a weight-2 server takes twice the tenants of a weight-1 one);
+   a dotted path names your own policy, a callable
    ``policy(candidates, *, counts, labels) -> Server``.
 
 Counts come from one registry query (tenants of every status but pooled:
@@ -50,14 +52,8 @@ def fewest(candidates: Sequence[Server], *, counts: Mapping[str, int], labels: M
 
 
 def weighted(candidates: Sequence[Server], *, counts: Mapping[str, int], labels: Mapping[str, str]) -> Server:
-    """The candidate with the fewest tenants per unit of weight, counting the new one (weight 0: never)."""
-    open_ = [server for server in candidates if server.weight > 0]
-    if not open_:
-        raise UnknownServer(
-            "no server takes new tenants: every candidate has weight 0 "
-            f"({', '.join(server.key for server in candidates)})"
-        )
-    return min(open_, key=lambda server: ((counts.get(server.key, 0) + 1) / server.weight, server.key))
+    """The candidate with the fewest tenants per unit of weight, counting the new one."""
+    return min(candidates, key=lambda server: ((counts.get(server.key, 0) + 1) / max(server.weight, 1), server.key))
 
 
 def get_policy() -> Policy | None:
@@ -85,9 +81,11 @@ def get_policy() -> Policy | None:
 
 
 def candidates(labels: Mapping[str, str]) -> list[Server]:
-    """The configured servers carrying every one of ``labels``, by key."""
+    """The configured servers taking new tenants (weight above 0) and carrying every one of ``labels``, by key."""
     servers = [get_server(key) for key in sorted(server_urls())]
-    return [server for server in servers if all(server.labels.get(k) == v for k, v in labels.items())]
+    return [
+        server for server in servers if server.weight > 0 and all(server.labels.get(k) == v for k, v in labels.items())
+    ]
 
 
 def choose_server(server: str | None = None, labels: Mapping[str, str] | str | None = None) -> Server:
@@ -106,12 +104,17 @@ def choose_server(server: str | None = None, labels: Mapping[str, str] | str | N
             )
         return chosen
     policy = get_policy()
-    if policy is None and not wanted:
+    if policy is None and not wanted and get_server().weight > 0:
         return get_server()
     found = candidates(wanted)
     if not found:
-        have = "; ".join(f"{key}: {_show(get_server(key).labels) or 'no labels'}" for key in sorted(server_urls()))
-        raise UnknownServer(f"no tenant server carries the labels {_show(wanted)} ({have})")
+        have = "; ".join(
+            f"{key}: {_show(get_server(key).labels) or 'no labels'}"
+            + (", weight 0" if get_server(key).weight == 0 else "")
+            for key in sorted(server_urls())
+        )
+        wanted_text = f"carries the labels {_show(wanted)}" if wanted else "takes new tenants"
+        raise UnknownServer(f"no tenant server {wanted_text} ({have})")
     if policy is None:
         default = conf.get("DEFAULT_SERVER")
         return next((s for s in found if s.key == default), found[0])

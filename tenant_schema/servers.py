@@ -35,7 +35,7 @@ import functools
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,7 +301,7 @@ def parse_labels(value: object, what: str) -> dict[str, str]:
     Names and values are lower-case letters, digits, ``_``, ``.`` and ``-``
     (at most 63 characters); ``ImproperlyConfigured`` naming ``what`` otherwise.
     """
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         pairs = [(str(k), str(v)) for k, v in value.items()]
     elif isinstance(value, str):
         pairs = []

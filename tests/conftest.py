@@ -146,6 +146,24 @@ def _drop_clone_templates(django_db_setup, django_db_blocker):
                 drop_clone_templates(key)
 
 
+@pytest.fixture(autouse=True)
+def _no_connections_left_in_asgiref_thread():
+    """Close the tenant connections async tests leave in asgiref's one sync thread (it outlives them).
+
+    ``sync_to_async`` and Channels' ``database_sync_to_async`` run sync code
+    there when no outer sync thread exists; its connections would otherwise
+    count against later tests' ``MAX_OPEN_CONNECTIONS`` and connection counts.
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+
+    executor = SyncToAsync.single_thread_executor
+    if getattr(executor, "_threads", None):  # started by some test
+        from tenant_schema.aliases import close_tenant_connections
+
+        executor.submit(close_tenant_connections).result(timeout=60)
+
+
 @pytest.fixture
 def db_access(django_db_blocker):
     """Tenant databases are ours, not pytest-django's test database: allow access."""

@@ -147,6 +147,7 @@ def test_adding_a_tenant_provisions_it_and_a_failure_can_be_retried(login, db_ac
     page = client.get(reverse("admin:tenant_schema_tenant_add")).content.decode()
     assert re.search(r'<label[^>]*for="id_server"[^>]*>Server:</label>', page), "a label like the others"
     assert '<option value="pg">pg (postgres)</option>' in page, "each server with its dialect"
+    assert "automatic" not in page, "without a placement policy the default server is pre-selected"
     slug = new_tenant_id()
     form = {"slug": slug, "name": "Retry Co", "server": "default"}
     pm = get_plugin_manager()
@@ -222,3 +223,18 @@ def test_view_permission_cannot_switch_maintenance(login, tenant):
         assert client.post(reverse("admin:tenant_schema_tenant_run", args=[tenant.pk, action])).status_code == 403
     tenant.refresh_from_db()
     assert not tenant.maintenance
+
+
+def test_the_add_form_leaves_the_server_to_the_placement_policy(login, settings, db_access):
+    from tenant_schema.lifecycle.archive import purge_tenant
+
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "PLACEMENT": "fewest"}
+    client = login(superuser=True)
+    page = client.get(reverse("admin:tenant_schema_tenant_add")).content.decode()
+    assert re.search(r'<option value="-automatic-" selected>automatic', page)
+    slug = new_tenant_id()
+    client.post(reverse("admin:tenant_schema_tenant_add"), {"slug": slug, "name": "", "server": "-automatic-"})
+    tenant = Tenant.objects.get(slug=slug)
+    assert tenant.status == Tenant.Status.READY and tenant.server in settings.TENANT_SCHEMA["SERVERS"]
+    tenant.database.close()
+    purge_tenant(tenant)

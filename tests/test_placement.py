@@ -206,3 +206,76 @@ def test_registration_follows_the_policy_and_the_labels(settings):
         for tenant in made:
             tenant.database.close()
             purge_tenant(tenant.slug)
+
+
+def test_tenant_servers_runs_from_the_command_line_and_never_waits_past_its_timeout(tmp_path):
+    """A server that accepts connections and never answers: the listing still ends, within --timeout."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from .test_commands import ROOT
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel does), never speaks
+    port = silent.getsockname()[1]
+    settings_module = tmp_path / "silent_settings.py"
+    settings_module.write_text(
+        "from tests.settings import *  # noqa: F403\n"
+        f"TENANT_SCHEMA = {{**TENANT_SCHEMA, 'SERVERS': {{'default': TENANT_SCHEMA['SERVERS']['sqlite'], "
+        f"'silent': 'postgres://postgres@127.0.0.1:{port}/'}}}}\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "silent_settings",
+        "PYTHONPATH": f"{tmp_path}:{ROOT}",
+        "TENANT_SCHEMA_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.sqlite3",
+    }
+    subprocess.run([sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "django", "tenant_servers", "--json", "--timeout", "2"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        silent.close()
+    assert result.returncode == 0, result.stderr  # system checks ran: the command does not shadow them
+    rows = {row["server"]: row for row in json.loads(result.stdout)}
+    assert rows["silent"]["reachable"] is False and rows["silent"]["problem"] == "no answer within 2 s"
+    assert rows["default"]["reachable"] is True
+    assert time.monotonic() - started < 30, "the process exited, not held by the probe thread"
+
+
+def test_weight_zero_takes_no_new_tenants_under_any_policy_but_can_be_named(settings):
+    for policy in (None, "fewest", "weighted"):
+        settings.TENANT_SCHEMA = placed(policy, draining="?weight=0", open="")
+        settings.TENANT_SCHEMA["DEFAULT_SERVER"] = "draining"
+        assert choose_server().key == "open", policy
+        assert choose_server("draining").key == "draining"
+    settings.TENANT_SCHEMA = placed("fewest", draining="?weight=0")
+    with pytest.raises(UnknownServer, match=r"no tenant server takes new tenants \(draining: no labels, weight 0\)"):
+        choose_server()
+
+
+def test_a_placement_setting_that_names_nothing_fails_the_system_checks(settings):
+    from django.core.checks import run_checks
+
+    settings.TENANT_SCHEMA = {**settings.TENANT_SCHEMA, "PLACEMENT": "fewst"}
+    found = {e.id: e.msg for e in run_checks(tags=["tenant_schema"])}
+    assert "PLACEMENT" in found["tenant_schema.E013"]
+
+
+def test_labels_may_be_any_mapping():
+    from types import MappingProxyType
+
+    from tenant_schema.servers import parse_labels
+
+    assert parse_labels(MappingProxyType({"region": "eu"}), "labels") == {"region": "eu"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import threading
+import time
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
@@ -67,8 +67,12 @@ class Command(BaseCommand):
             counts: dict[str, dict[str, int]] = {}
             for row in Tenant.objects.values("server", "status").annotate(n=Count("pk")):
                 counts.setdefault(row["server"], {})[row["status"]] = row["n"]
-        checked = self.check(servers, timeout)
+        checked = self.probe(servers, timeout)
         rows = [self.row(server, counts.get(server.key, {}), problem) for server, problem in checked]
+        configured = {server.key for server in servers}
+        for key in sorted(set(counts) - configured):  # rows left pointing at a removed server
+            n = sum(counts[key].values())
+            self.stderr.write(f"{n} tenant{'s' if n != 1 else ''} on server {key!r}, which is not configured")
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2))
             return
@@ -79,18 +83,25 @@ class Command(BaseCommand):
                 self.stderr.write(f"{r['server']}: {r['problem']}")
 
     @staticmethod
-    def check(servers: list[Server], timeout: float) -> list[tuple[Server, str | None]]:
-        """Each server with why it does not answer (``None`` when it does), checked side by side."""
-        pool = ThreadPoolExecutor(max_workers=min(8, len(servers)) or 1, thread_name_prefix="tenant-servers")
-        futures = [(server, pool.submit(reachability, server)) for server in servers]
-        out = []
-        for server, future in futures:
-            try:
-                out.append((server, future.result(timeout=timeout)))
-            except FutureTimeout:
-                out.append((server, f"no answer within {timeout:g} s"))
-        pool.shutdown(wait=False, cancel_futures=True)
-        return out
+    def probe(servers: list[Server], timeout: float) -> list[tuple[Server, str | None]]:
+        """Each server with why it does not answer (``None`` when it does), all checked at once.
+
+        One daemon thread per server and one deadline for all: a server that
+        never answers costs ``timeout`` once, and never keeps the command
+        from exiting.
+        """
+        results: dict[str, str | None] = {}
+
+        def run(server: Server) -> None:
+            results[server.key] = reachability(server)
+
+        threads = [threading.Thread(target=run, args=(s,), daemon=True, name=f"probe-{s.key}") for s in servers]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [(s, results[s.key] if s.key in results else f"no answer within {timeout:g} s") for s in servers]
 
     @staticmethod
     def row(server: Server, by_status: dict[str, int], problem: str | None) -> dict:
