@@ -105,8 +105,11 @@ def shared_database(bouncer):
     return shared
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _drop_the_shared_database_at_the_end(django_db_blocker):
+    """At the end of the run, not of the module: pytest-django runs this module's tests in two groups
+    (transactional ones later), and dropping the database between them made PgBouncer's next server
+    login fail (``server_login_retry``) for the tests of the second group."""
     yield
     if SCHEMA not in django_settings.TENANT_SCHEMA["SERVERS"] or server_problem("pg"):
         return
