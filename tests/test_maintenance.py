@@ -12,9 +12,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -48,7 +45,7 @@ from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
 from tenant_schema.plugins import get_plugins
 from tenant_schema.registry import activate, deactivate, ready_tenants
-from tests.tenantapp.helpers import ROOT, child_config, no_sql, unapplied
+from tests.tenantapp.helpers import CHILD_SETUP, no_sql, run_child, unapplied
 from tests.tenantapp.models import Category, Note, Tag
 
 from .conftest import LIVE_SERVERS, new_tenant_id, require_live_server
@@ -242,15 +239,9 @@ def test_another_process_sees_a_switch_within_routing_cache_seconds(tenant_facto
         assert Note.objects.count() == 2
 
 
-CHILD = r"""
-import json, os, sys
-cfg = json.loads(sys.argv[1])
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-import django
-from django.conf import settings
-settings.DATABASES["default"]["NAME"] = cfg["registry"]
-settings.TENANT_SCHEMA = cfg["tenant_schema"]
-django.setup()
+CHILD = (
+    CHILD_SETUP
+    + r"""
 from tenant_schema import TenantUnavailable, tenant_context
 from tests.tenantapp.models import Note
 with tenant_context(cfg["slug"]):
@@ -262,20 +253,11 @@ with tenant_context(cfg["slug"]):
     else:
         print("written")
 """
+)
 
 
 def write_from_another_process(slug: str) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(child_config(slug, "default"))],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
+    return run_child(CHILD, slug, "default")
 
 
 def test_another_process_refuses_writes_while_reads_go_on(tenant_factory):

@@ -15,7 +15,9 @@ from django.test.utils import CaptureQueriesContext
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
-CHILD = r"""
+#: The start of every child script: Django set up on this test run's registry and servers
+#: (``child_config``, passed as the first argument).
+CHILD_SETUP = r"""
 import json, os, sys, time
 cfg = json.loads(sys.argv[1])
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
@@ -24,6 +26,11 @@ from django.conf import settings
 settings.DATABASES["default"]["NAME"] = cfg["registry"]
 settings.TENANT_SCHEMA = cfg["tenant_schema"]
 django.setup()
+"""
+
+CHILD = (
+    CHILD_SETUP
+    + r"""
 from tenant_schema.lifecycle import pool, provision, register
 crash = cfg.get("crash")
 if crash == "record":  # die while recording migrations: tables made, nothing recorded
@@ -50,6 +57,7 @@ else:
     tenant = register.register_tenant(cfg["slug"], server=cfg["server"])
     print(tenant.status)
 """
+)
 
 
 def child_config(slug: str, server: str, **extra) -> dict:
@@ -62,17 +70,38 @@ def child_config(slug: str, server: str, **extra) -> dict:
     }
 
 
+def child_command(script: str, slug: str, server: str, **extra) -> list[str]:
+    """``python -c script`` with ``child_config(slug, server, **extra)`` as its first argument."""
+    return [sys.executable, "-c", script, json.dumps(child_config(slug, server, **extra))]
+
+
+CHILD_ENV = {"PYTHONPATH": str(ROOT), "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+
 def start_child(slug: str, server: str, **extra) -> subprocess.Popen:
     """``register_tenant`` in another process, with this test run's registry and servers."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TENANT_SCHEMA_DISABLE_PLUGIN_AUTOLOAD": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(child_config(slug, server, **extra))],
+        child_command(CHILD, slug, server, **extra),
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **CHILD_ENV},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def run_child(script: str, slug: str, server: str, **extra) -> list[str]:
+    """Run a child script (``CHILD_SETUP`` + your code) to the end; the words it printed."""
+    done = subprocess.run(
+        child_command(script, slug, server, **extra),
+        cwd=ROOT,
+        env={**os.environ, **CHILD_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
 
 
 def unapplied(tenant) -> bool:
