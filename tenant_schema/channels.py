@@ -170,9 +170,12 @@ def _checking(tenant: Tenant, receive, send):
 
 
 async def _still_served(tenant: Tenant) -> bool:
-    """Whether the slug still names this tenant, ready (a cached row costs no query)."""
-    row = ready_tenants.peek(tenant.slug) or await database_sync_to_async(ready_tenants.get)(tenant.slug)
-    return row is not None and row.uid == tenant.uid
+    """Whether the slug still names this tenant, ready (a cached row costs no query and no copy)."""
+    uid = ready_tenants.cached_uid(tenant.slug)
+    if uid is None:
+        row = await database_sync_to_async(ready_tenants.get)(tenant.slug)
+        uid = row.uid if row is not None else None
+    return uid == tenant.uid
 
 
 async def _refuse(receive, send, code: int) -> None:

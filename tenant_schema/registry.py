@@ -19,6 +19,7 @@ import contextvars
 import functools
 import threading
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from django.apps import apps
@@ -199,23 +200,28 @@ class ReadyTenants:
                 self._entries[slug] = (tenant, now + ttl)
         return _copy_row(tenant) if tenant is not None else None
 
+    def _cached(self, slug: str) -> Tenant | None:
+        """The cached row itself (shared: read it, never hand it out), or ``None`` when absent or expired."""
+        hit = self._entries.get(slug)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def peek(self, slug: str) -> Tenant | None:
         """The cached tenant, without a query (async code skips a thread hop)."""
-        hit = self._entries.get(slug)
-        if hit is not None and hit[1] > time.monotonic():
-            return _copy_row(hit[0])
-        return None
+        cached = self._cached(slug)
+        return _copy_row(cached) if cached is not None else None
 
     def in_maintenance(self, slug: str) -> bool:
         """Whether the ready tenant ``slug`` is in maintenance mode (False for one that is not ready).
 
         A cache hit costs no query and no copy of the row.
         """
-        hit = self._entries.get(slug)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0].maintenance
-        tenant = self.get(slug)
+        tenant = self._cached(slug) or self.get(slug)
         return tenant is not None and tenant.maintenance
+
+    def cached_uid(self, slug: str) -> uuid.UUID | None:
+        """The ``uid`` of the cached ready tenant ``slug``, without a query or a copy; ``None`` if not cached."""
+        cached = self._cached(slug)
+        return cached.uid if cached is not None else None
 
     def forget(self, slug: str | None = None) -> None:
         with self._lock:
