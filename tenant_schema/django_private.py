@@ -445,6 +445,76 @@ def update_query_values(query) -> Iterator[Any] | None:
     return (value for _, _, value in query.values)
 
 
+# -- hosts and commands ------------------------------------------------------------
+
+
+def split_host(host: str) -> tuple[str, str]:
+    """``django.http.request.split_domain_port``: ``(domain, port)`` of a validated host,
+    the domain lower-cased with any trailing dot removed (undocumented)."""
+    from django.http.request import split_domain_port
+
+    return split_domain_port(host)
+
+
+def command_instance(name: str):
+    """A new instance of management command ``name``; ``KeyError`` when no app provides it.
+
+    ``django.core.management.get_commands`` and ``load_command_class``
+    (undocumented; ``call_command`` resolves names the same way).
+    """
+    from django.core.management import BaseCommand, get_commands, load_command_class
+
+    app = get_commands()[name]
+    return app if isinstance(app, BaseCommand) else load_command_class(app, name)
+
+
+# -- the migration framework ---------------------------------------------------------
+
+
+def migration_model():
+    """``MigrationRecorder.Migration``: the model of a database's ``django_migrations`` table."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    return MigrationRecorder.Migration
+
+
+def migration_recorder(connection):
+    """``MigrationRecorder(connection)``: ``has_table()``, ``migration_qs``, ``applied_migrations()``."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    return MigrationRecorder(connection)
+
+
+def disk_migrations():
+    """A ``MigrationLoader`` of the migration files, built without a connection.
+
+    Apps without migrations are allowed (``ignore_no_migrations``). Its
+    ``graph`` (``leaf_nodes()``, ``forwards_plan()``, ``nodes[key]`` with
+    ``operations`` and ``replaces``) and ``disk_migrations`` are what the
+    migration plan reads.
+    """
+    from django.db.migrations.loader import MigrationLoader
+
+    return MigrationLoader(None, ignore_no_migrations=True)
+
+
+def changed_apps(loader, apps, labels) -> set[str]:
+    """Apps among ``labels`` whose models differ from their migrations (what ``makemigrations --check`` finds).
+
+    ``MigrationAutodetector`` between the loader's project state and
+    ``ProjectState.from_apps(apps)``, with a non-interactive questioner.
+    """
+    from django.db.migrations.autodetector import MigrationAutodetector
+    from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
+    from django.db.migrations.state import ProjectState
+
+    questioner = NonInteractiveMigrationQuestioner(specified_apps=set(labels), dry_run=True)
+    changes = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps), questioner).changes(
+        graph=loader.graph, trim_to_apps=set(labels)
+    )
+    return {label for label in changes if label in labels}
+
+
 # -- migrating many databases with one migration graph ----------------------------
 
 
@@ -472,13 +542,12 @@ def migration_executor(connection, progress_callback=None, *, loader=None):
     import copy
 
     from django.db.migrations.executor import MigrationExecutor
-    from django.db.migrations.recorder import MigrationRecorder
 
     if loader is None:
         return MigrationExecutor(connection, progress_callback=progress_callback)
     executor = MigrationExecutor.__new__(MigrationExecutor)
     executor.connection = connection
-    executor.recorder = MigrationRecorder(connection)
+    executor.recorder = migration_recorder(connection)
     executor.progress_callback = progress_callback
     executor.loader = copy.copy(loader)
     executor.loader.connection = connection

@@ -38,12 +38,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, HttpResponse
-from django.http.request import split_domain_port
 from django.urls import get_script_prefix, set_script_prefix
 from django.utils.cache import add_never_cache_headers
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import conf, django_private
 from .exceptions import NoTenantSelected, TenantUnavailable
 from .models import Tenant
 from .registry import activate, deactivate, normalize_slug, ready_tenants
@@ -56,7 +55,7 @@ MAINTENANCE_BODY = "Down for maintenance: changes cannot be saved right now. Ple
 
 def from_subdomain(request: HttpRequest) -> str | None:
     """The first label of the host; ``None`` for an IP address or an ``EXCLUDED_SUBDOMAINS`` label."""
-    host, _port = split_domain_port(request.get_host())  # lower-cased, trailing dot removed
+    host, _port = django_private.split_host(request.get_host())  # lower-cased, trailing dot removed
     if not host or host.startswith("[") or _is_ip_address(host):
         return None
     labels = host.split(".")

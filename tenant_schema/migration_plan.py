@@ -23,13 +23,9 @@ from inspect import get_annotations
 from django.apps import apps
 from django.core.signals import setting_changed
 from django.db.migrations import operations as ops
-from django.db.migrations.autodetector import MigrationAutodetector
-from django.db.migrations.loader import MigrationLoader
-from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
-from django.db.migrations.state import ProjectState
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import conf, django_private
 from .exceptions import TenantSchemaError
 from .lazy import Lazy
 from .registry import tenant_app_labels
@@ -131,7 +127,7 @@ def reset_migration_plan() -> None:
 
 
 def _build() -> MigrationPlan:
-    loader = MigrationLoader(None, ignore_no_migrations=True)
+    loader = django_private.disk_migrations()
     graph = loader.graph
     nodes: list[Key] = []
     seen: set[Key] = set()
@@ -146,7 +142,7 @@ def _build() -> MigrationPlan:
     return MigrationPlan(tuple(nodes), replaces, _replay_reason(loader, nodes, unmigrated), tables, unmigrated)
 
 
-def _unmigrated(loader: MigrationLoader) -> tuple[str, ...]:
+def _unmigrated(loader) -> tuple[str, ...]:
     """Tenant apps with managed models and no migration on disk.
 
     Django counts an app whose ``migrations`` package holds only
@@ -162,7 +158,7 @@ def _unmigrated(loader: MigrationLoader) -> tuple[str, ...]:
     )
 
 
-def _replay_reason(loader: MigrationLoader, nodes: list[Key], unmigrated: tuple[str, ...]) -> str | None:
+def _replay_reason(loader, nodes: list[Key], unmigrated: tuple[str, ...]) -> str | None:
     labels = tenant_app_labels()
     for label in unmigrated:
         return f"tenant app {label!r} has no migrations"
@@ -176,11 +172,7 @@ def _replay_reason(loader: MigrationLoader, nodes: list[Key], unmigrated: tuple[
                 "migrations",
             ]:
                 return f"migration {node[0]}.{node[1]} has a {type(operation).__name__} operation"
-    questioner = NonInteractiveMigrationQuestioner(specified_apps=set(labels), dry_run=True)
-    changes = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps), questioner).changes(
-        graph=loader.graph, trim_to_apps=set(labels)
-    )
-    changed = sorted(label for label in changes if label in labels)
+    changed = sorted(django_private.changed_apps(loader, apps, labels))
     if changed:
         return f"the models of {', '.join(changed)} differ from their migrations (run makemigrations)"
     return None
@@ -201,7 +193,7 @@ def _table_entry(raw) -> str:
     return json.dumps([parts, fields], default=str)
 
 
-def graph_operations(loader: MigrationLoader, node: Key):
+def graph_operations(loader, node: Key):
     return loader.graph.nodes[node].operations
 
 

@@ -18,10 +18,10 @@ privilege, and a tenant's role cannot forge one for another tenant.
 
 from __future__ import annotations
 
-from django.apps.registry import Apps
 from django.db import models
 from django.utils import timezone
 
+from . import django_private
 from .exceptions import NotOurDatabase
 
 MARKER_TABLE = "tenant_schema_owner"
@@ -49,7 +49,7 @@ def marker_model() -> type[models.Model]:
             created_at = models.DateTimeField()
 
             class Meta:
-                apps = Apps()
+                apps = django_private.isolated_apps("tenant_schema_owner")
                 app_label = "tenant_schema_owner"
                 db_table = MARKER_TABLE
 

@@ -9,7 +9,6 @@ hash-sharded indexes (``USING HASH``) against hot ranges on sequential keys.
 
 from __future__ import annotations
 
-from django.db.backends.ddl_references import Statement
 from tenant_schema_postgres import PostgresDialect
 
 from tenant_schema import hookimpl
@@ -63,11 +62,8 @@ class CockroachDialect(PostgresDialect):
         return self.index_statement(schema_editor, model, index, template=template)
 
     def drop_index_sql(self, schema_editor, model, name, constraint):
-        return Statement(
-            self.drop_index_template,
-            table=schema_editor.quote_name(model._meta.db_table),
-            name=schema_editor.quote_name(name),
-        )
+        quote = schema_editor.quote_name
+        return self.drop_index_template % {"table": quote(model._meta.db_table), "name": quote(name)}
 
     # -- per-tenant roles (tenant_roles=true) ------------------------------
     # PostgreSQL's statements, with CockroachDB's role options. Untested

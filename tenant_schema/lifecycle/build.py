@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.migrations.recorder import MigrationRecorder
 from django.utils.module_loading import import_string
 
-from .. import conf, registry
+from .. import conf, django_private, registry
 from ..databases import TenantDatabase
 from ..migration_plan import Key, MigrationPlan
 from ..registry import tenant_app_labels
@@ -48,7 +47,7 @@ def create_from_models(tenant_db: TenantDatabase, plan: MigrationPlan, *, fresh:
     """
     connection = tenant_db.connection
     models = tenant_models()
-    recorder = MigrationRecorder(connection)
+    recorder = django_private.migration_recorder(connection)
     rows = [recorder.Migration(app=app, name=name) for app, name in plan.records()]
     if not models:
         return  # no tenant apps: no tables to create, nothing to record yet
@@ -83,11 +82,11 @@ def create_tenant_tables(tenant_db: TenantDatabase) -> None:
 def applied_migrations(tenant_db: TenantDatabase) -> set[Key] | None:
     """The tenant's ``django_migrations`` rows in one query; ``None`` without that table."""
     connection = tenant_db.connection
-    qs = MigrationRecorder.Migration.objects.using(tenant_db.alias).values_list("app", "name")
+    qs = django_private.migration_model().objects.using(tenant_db.alias).values_list("app", "name")
     try:
         return set(qs)
     except DatabaseError:
         with connection.cursor() as cursor:
-            if MigrationRecorder.Migration._meta.db_table in connection.introspection.table_names(cursor):
+            if django_private.migration_model()._meta.db_table in connection.introspection.table_names(cursor):
                 raise
         return None

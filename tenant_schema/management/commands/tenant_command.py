@@ -35,11 +35,11 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from django.core.management import get_commands, load_command_class
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.template.defaultfilters import pluralize
 
+from ... import django_private
 from ...context import tenant_context
 from ...models import Tenant
 from ...names import normalize_slug
@@ -142,10 +142,9 @@ class Command(BaseCommand):
         if name == "tenant_command":
             raise CommandError("tenant_command cannot run tenant_command")
         try:
-            app = get_commands()[name]
+            return django_private.command_instance(name)
         except KeyError:
             raise CommandError(f"unknown command {name!r}: 'manage.py help' lists the commands") from None
-        return app if isinstance(app, BaseCommand) else load_command_class(app, name)
 
     @staticmethod
     def select(slugs: list[str], all_tenants: bool, name: str, theirs: list[str]) -> list[Tenant]:
