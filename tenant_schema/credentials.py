@@ -28,7 +28,7 @@ from django.utils.crypto import salted_hmac
 from .aliases import ALIAS_PREFIX, close_alias_connections, unregister_alias
 from .exceptions import TenantSchemaError
 from .plugins import get_plugins
-from .servers import Server, get_server
+from .servers import Server
 
 __all__ = [
     "MissingTenantRole",
@@ -51,33 +51,28 @@ class MissingTenantRole(TenantSchemaError, LookupError):
     """The tenant's role does not exist on its server (``ensure_tenant_role`` creates it)."""
 
 
-def _server(server: Server | str) -> Server:
-    return get_server(server) if isinstance(server, str) else server
-
-
-def role_name(server: Server | str, database_name: str) -> str:
+def role_name(server: Server, database_name: str) -> str:
     """The role the tenant whose database (or schema) is ``database_name`` connects as.
 
     Asked of the ``tenant_schema_role_name`` hook (default
     ``<database>_owner``, hashed down to the engine's user-name limit) and
     checked: a plain name within the limit, never the server URL's own user.
     """
-    srv = _server(server)
-    dialect = srv.dialect
-    role = get_plugins().hook.tenant_schema_role_name(dialect=dialect, server=srv, database_name=database_name)
+    dialect = server.dialect
+    role = get_plugins().hook.tenant_schema_role_name(dialect=dialect, server=server, database_name=database_name)
     if not isinstance(role, str) or not ROLE_NAME_RE.fullmatch(role):
         raise ImproperlyConfigured(
-            f"tenant server {srv.key!r}: role name {role!r} for {database_name!r} must be letters, digits, "
+            f"tenant server {server.key!r}: role name {role!r} for {database_name!r} must be letters, digits, "
             "'_' and '.', starting with a letter or '_'"
         )
     if len(role.encode()) > dialect.max_role_name_length:
         raise ImproperlyConfigured(
-            f"tenant server {srv.key!r}: role name {role!r} is longer than the {dialect.name} dialect's "
+            f"tenant server {server.key!r}: role name {role!r} is longer than the {dialect.name} dialect's "
             f"{dialect.max_role_name_length} bytes"
         )
-    if role.lower() == str(srv.settings.get("USER") or "").lower():
+    if role.lower() == str(server.settings.get("USER") or "").lower():
         raise ImproperlyConfigured(
-            f"tenant server {srv.key!r}: the role of {database_name!r} would be {role!r}, the server URL's "
+            f"tenant server {server.key!r}: the role of {database_name!r} would be {role!r}, the server URL's "
             "own user; refusing to hand it to a tenant"
         )
     return role
@@ -91,13 +86,13 @@ def tenant_password(role: str, *, secret_key: str | None = None) -> str:
     return salted_hmac(PASSWORD_KEY_SALT, role, secret=secret_key, algorithm="sha256").hexdigest()
 
 
-def tenant_login(server: Server | str, database_name: str) -> tuple[str, str]:
+def tenant_login(server: Server, database_name: str) -> tuple[str, str]:
     """``(USER, PASSWORD)`` a tenant's alias connects with on a ``tenant_roles`` server."""
     role = role_name(server, database_name)
     return role, tenant_password(role)
 
 
-def ensure_tenant_role(server: Server | str, database_name: str) -> None:
+def ensure_tenant_role(server: Server, database_name: str) -> None:
     """Create the tenant's role if missing, set its password, give it the database (or schema).
 
     Idempotent. Runs on the server's own connection, after the tenant's
@@ -105,55 +100,52 @@ def ensure_tenant_role(server: Server | str, database_name: str) -> None:
     then on the tenant's tables are created by, and belong to, the role.
     Nothing happens on a server without ``tenant_roles``.
     """
-    srv = _server(server)
-    if not srv.tenant_roles:
+    if not server.tenant_roles:
         return
-    role = role_name(srv, database_name)
+    role = role_name(server, database_name)
     hook = get_plugins().hook
-    hook.tenant_schema_create_role(dialect=srv.dialect, server=srv, role=role, password=tenant_password(role))
-    hook.tenant_schema_grant_role(dialect=srv.dialect, server=srv, role=role, database_name=database_name)
+    hook.tenant_schema_create_role(dialect=server.dialect, server=server, role=role, password=tenant_password(role))
+    hook.tenant_schema_grant_role(dialect=server.dialect, server=server, role=role, database_name=database_name)
 
 
-def rekey_tenant_role(server: Server | str, database_name: str) -> None:
+def rekey_tenant_role(server: Server, database_name: str) -> None:
     """Give the tenant's role the password derived from the current ``SECRET_KEY``.
 
     This process's connections of that role are closed, so that they
     reconnect with the new password. ``MissingTenantRole`` when the role
     does not exist. Nothing happens on a server without ``tenant_roles``.
     """
-    srv = _server(server)
-    if not srv.tenant_roles:
+    if not server.tenant_roles:
         return
-    role = role_name(srv, database_name)
+    role = role_name(server, database_name)
     done = get_plugins().hook.tenant_schema_set_role_password(
-        dialect=srv.dialect, server=srv, role=role, password=tenant_password(role)
+        dialect=server.dialect, server=server, role=role, password=tenant_password(role)
     )
     if not done:
         raise MissingTenantRole(
-            f"tenant role {role!r} does not exist on server {srv.key!r}; ensure_tenant_role() creates it"
+            f"tenant role {role!r} does not exist on server {server.key!r}; ensure_tenant_role() creates it"
         )
     forget_role_connections(role)
 
 
-def drop_tenant_role(server: Server | str, database_name: str) -> None:
+def drop_tenant_role(server: Server, database_name: str) -> None:
     """Drop the tenant's role, once its database (or schema) has been dropped.
 
     Idempotent. A database that still exists is an error (its role would be
     gone from under a tenant that still has data). Nothing happens on a
     server without ``tenant_roles``.
     """
-    srv = _server(server)
-    if not srv.tenant_roles:
+    if not server.tenant_roles:
         return
-    role = role_name(srv, database_name)
+    role = role_name(server, database_name)
     hook = get_plugins().hook
-    if hook.tenant_schema_database_exists(dialect=srv.dialect, server=srv, name=database_name):
+    if hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=database_name):
         raise TenantSchemaError(
-            f"cannot drop role {role!r} on server {srv.key!r}: database {database_name!r} still exists; "
+            f"cannot drop role {role!r} on server {server.key!r}: database {database_name!r} still exists; "
             "drop the tenant's database first"
         )
     forget_role_connections(role)
-    hook.tenant_schema_drop_role(dialect=srv.dialect, server=srv, role=role, database_name=database_name)
+    hook.tenant_schema_drop_role(dialect=server.dialect, server=server, role=role, database_name=database_name)
 
 
 def forget_role_connections(role: str) -> None:

@@ -282,7 +282,7 @@ def _evict_bindings() -> None:
         excess -= 1
 
 
-def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
+def bind_tenant_db(slug: str, server_key: str, name: str) -> TenantDatabase:
     """The ``TenantDatabase`` of a location read from the registry; no SQL runs.
 
     Only the registry calls this (``Tenant.database``): the registry is the
@@ -292,13 +292,13 @@ def bind_tenant_db(slug: str, server: str, name: str) -> TenantDatabase:
     bound = _tenants.get(slug)  # a bound slug was validated when it was bound
     if bound is None:
         validate_slug(slug)
-    elif bound.server.key == server and bound.name == name:
+    elif bound.server.key == server_key and bound.name == name:
         try:
             _tenants.move_to_end(slug)
         except KeyError:  # evicted meanwhile by another thread: still a valid binding
             pass
         return bound
-    srv = get_server(server)
+    srv = get_server(server_key)
     _valid_name(name, srv)
     with _tenants_lock:
         bound = _cached(slug)

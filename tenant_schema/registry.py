@@ -124,11 +124,11 @@ def get_tenant(slug: str) -> Tenant:
         raise TenantNotFound(f"no tenant {slug!r} is registered") from None
 
 
-def check_server(tenant: Tenant, server: str | None) -> None:
-    """A ``server`` that is given must be the one the registry records."""
-    if server is not None and server != tenant.server:
+def check_server(tenant: Tenant, server_key: str | None) -> None:
+    """A ``server_key`` that is given must be the one the registry records."""
+    if server_key is not None and server_key != tenant.server:
         raise TenantSchemaError(
-            f"tenant {tenant.slug!r} is registered on server {tenant.server!r}, not {server!r} "
+            f"tenant {tenant.slug!r} is registered on server {tenant.server!r}, not {server_key!r} "
             "(a tenant has exactly one database; moving it is a separate operation)"
         )
 
