@@ -564,30 +564,22 @@ def test_table_by_name_returns_dicts_keyed_by_column(finance, tenant_db):
     accounts, transactions, _ = finance
     checking = accounts.create({"name": "Checking"})
     transactions.create({"account": checking.id, "amount": Decimal("2.50"), "tags": ["x"]})
-    registered = dict(tenant_db.tables)
-    with tenant_db._tables_lock:  # as after a restart: nothing registered in this process
-        tenant_db._tables.clear()
-    try:
-        opened = tenant_db.table("transactions")
-        assert isinstance(opened, Table) and opened.row_type is dict
-        [row] = opened.list()
-        assert row["account_id"] == checking.id and Decimal(row["amount"]) == Decimal("2.50")
-        made = opened.create(
-            {"account_id": checking.id, "amount": 3, "kind": "credit", "description": "", "tags": "[]"}
+    tenant_db.forget_tables()  # as after a restart: nothing registered in this process
+    opened = tenant_db.table("transactions")
+    assert isinstance(opened, Table) and opened.row_type is dict
+    [row] = opened.list()
+    assert row["account_id"] == checking.id and Decimal(row["amount"]) == Decimal("2.50")
+    made = opened.create({"account_id": checking.id, "amount": 3, "kind": "credit", "description": "", "tags": "[]"})
+    assert made["id"] > row["id"]
+    assert (
+        opened.batch_create(
+            [{"account_id": checking.id, "amount": 4, "kind": "debit", "description": "", "tags": "[]"}]
         )
-        assert made["id"] > row["id"]
-        assert (
-            opened.batch_create(
-                [{"account_id": checking.id, "amount": 4, "kind": "debit", "description": "", "tags": "[]"}]
-            )
-            == 1
-        )
-        assert opened.count({"amount__gte": 3}) == 2
-        with pytest.raises(ValueError, match="required column"):
-            opened.create({"account_id": checking.id})
-    finally:
-        with tenant_db._tables_lock:
-            tenant_db._tables.update(registered)
+        == 1
+    )
+    assert opened.count({"amount__gte": 3}) == 2
+    with pytest.raises(ValueError, match="required column"):
+        opened.create({"account_id": checking.id})
 
 
 def test_tables_are_usable_from_a_fresh_process(finance, tenant_db):
