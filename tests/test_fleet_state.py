@@ -13,12 +13,14 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.backends.signals import connection_created
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.recorder import MigrationRecorder
 from django.test.utils import CaptureQueriesContext
 
 from tenant_schema.aliases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX
 from tenant_schema.databases import close_tenant_connections
 from tenant_schema.lifecycle import fleet, register
 from tenant_schema.lifecycle.fleet import migrate_tenants
+from tenant_schema.lifecycle.migrate import migrate_tenant
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
 from tenant_schema.testing import unique_slug
@@ -119,6 +121,23 @@ def test_verify_finds_a_tenant_changed_behind_the_registrys_back(server_key, ten
     assert [r.slug for r in verified.drifted] == [tenant.slug]
     assert verified.results[0].applied == [PINNED] and has_pinned(tenant)
     assert recorded(tenant) == migration_plan().fingerprint
+
+
+@pytest.mark.parametrize("drifted", [True, False], ids=["registry-at-the-plan", "registry-at-an-older-plan"])
+def test_a_failed_migration_never_leaves_the_registry_at_the_plan(tenant_factory, drifted):
+    if drifted:  # the registry says "at the plan"; the database lost 0002's record behind its back
+        tenant = tenant_factory(unique_slug("fleet"), server="pg")
+        assert recorded(tenant) == migration_plan().fingerprint
+        MigrationRecorder(tenant.database.connection).record_unapplied(*PINNED.split("."))
+    else:  # an ordinary tenant behind the plan, its 0002 column made by hand
+        [tenant] = old_tenants(tenant_factory, "pg", 1)
+        before = recorded(tenant)
+        with tenant.database.connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE tenantapp_note ADD COLUMN pinned boolean NOT NULL DEFAULT false")
+    with pytest.raises(Exception, match="already exists"):  # 0002 adds a column the table has
+        migrate_tenant(Tenant.objects.get(pk=tenant.pk))
+    assert recorded(tenant) == ("" if drifted else before), "never the current plan's fingerprint"
+    assert migrate_tenants([tenant.slug]).results[0].connected, "the next fleet run checks it"
 
 
 def test_verify_in_the_command_reports_drift(tenant_factory, capsys):

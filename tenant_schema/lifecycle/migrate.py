@@ -6,9 +6,11 @@ manager reaches the tenant's database; writes are allowed in maintenance
 mode), in one transaction where the dialect can, sharing one migration
 graph and one rendered project state per history in this process. The
 registry records each tenant's migration state (``Tenant.migrated_to``, the
-plan's fingerprint): cleared before anything is applied, written only when
-everything, the ``TENANT_TABLES`` and the signals' receivers included, has
-succeeded, so a crash half-way leaves a row the next fleet run checks.
+plan's fingerprint): written only when everything, the ``TENANT_TABLES``
+and the signals' receivers included, has succeeded, and cleared before
+anything is applied if it already named the current plan (the database
+drifted behind the registry), so a crash half-way leaves a row the next
+fleet run checks.
 
 ``_announcing`` and ``_migrated`` send the migration signals
 (``pre_tenant_migrate``, ``tenant_migrated``, then Django's ``post_migrate``
@@ -40,8 +42,9 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
 
     Runs inside the tenant's context, so ``RunPython`` code that uses the
     default manager reaches the tenant's database. Records the plan's
-    fingerprint on the tenant's row when it succeeds (and clears it first,
-    so a crash half-way leaves a row the next fleet run checks).
+    fingerprint on the tenant's row when it succeeds (a row that named the
+    plan already is cleared first), so a crash half-way leaves a row the
+    next fleet run checks.
     """
     tenant_db = tenant.database
     applied: list[str] = []
@@ -78,7 +81,11 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
             sender=Tenant, tenant=tenant, plan=[(m.app_label, m.name) for m, backwards in plan if not backwards]
         )
         if plan:
-            record_migration_state(tenant, "")
+            # The registry must not say "at the plan" while the plan is half-applied. It
+            # says so only when the database drifted behind it: then the state is cleared
+            # first. Otherwise it names an older plan already, and the UPDATE matches no
+            # row (no registry write, no commit to flush).
+            forget_migration_state(tenant, migration_plan().fingerprint)
         # Where DDL rolls back, one transaction around the whole plan: Django
         # records a migration with deferred SQL only after its own block
         # commits, so a connection lost in between would leave it applied
@@ -143,6 +150,14 @@ def record_migration_state(tenant: Tenant, fingerprint: str) -> None:
         migrated_to=fingerprint
     )
     tenant.migrated_to = fingerprint
+
+
+def forget_migration_state(tenant: Tenant, fingerprint: str) -> None:
+    """Clear the tenant's migration state where the registry records ``fingerprint``, and only there."""
+    Tenant.objects.filter(
+        slug=tenant.slug, server=tenant.server, database_name=tenant.database_name, migrated_to=fingerprint
+    ).update(migrated_to="")
+    tenant.migrated_to = ""
 
 
 def refresh_migration_state(tenant: Tenant) -> bool:
