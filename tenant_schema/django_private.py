@@ -531,13 +531,18 @@ def migration_loader():
     return None if loader.replacements else loader
 
 
-def migration_executor(connection, progress_callback=None, *, loader=None):
+def migration_executor(connection, progress_callback=None, *, loader=None, applied=None):
     """``MigrationExecutor(connection)``, reusing ``loader``'s graph (from ``migration_loader()``) when given.
 
     Django's executor builds a loader, reading every migration module, per
     database; with ``loader`` only this database's ``django_migrations`` rows
-    are read, into a shallow copy. Relies on the executor's attribute names
-    (``connection``, ``loader``, ``recorder``, ``progress_callback``).
+    are read, into a shallow copy. ``applied`` (the ``(app, name)`` keys of
+    those rows, read by the caller on this connection) saves reading them
+    again, and the catalogue query asking whether the table exists: the
+    recorder is told it does (``MigrationRecorder._has_table``). The executor
+    reads only the keys of ``loader.applied_migrations``. Relies on the
+    executor's attribute names (``connection``, ``loader``, ``recorder``,
+    ``progress_callback``).
     """
     import copy
 
@@ -551,7 +556,11 @@ def migration_executor(connection, progress_callback=None, *, loader=None):
     executor.progress_callback = progress_callback
     executor.loader = copy.copy(loader)
     executor.loader.connection = connection
-    executor.loader.applied_migrations = executor.recorder.applied_migrations()
+    if applied is None:
+        executor.loader.applied_migrations = executor.recorder.applied_migrations()
+    else:
+        executor.recorder._has_table = True
+        executor.loader.applied_migrations = dict.fromkeys(applied)
     return executor
 
 

@@ -199,7 +199,7 @@ def test_a_failing_receiver_leaves_the_tenant_unrecorded_and_the_next_fleet_run_
         assert [r.error for r in first.results] == ["RuntimeError: seeding failed"]
         from tenant_schema.models import Tenant
 
-        assert Tenant.objects.get(pk=tenant.pk).migrated_to == "", "not recorded at the plan"
+        assert Tenant.objects.get(pk=tenant.pk).migrated_to != migration_plan().fingerprint, "not at the plan"
         second = migrate_tenants([tenant.slug])
     finally:
         post_migrate.disconnect(receiver)

@@ -155,7 +155,8 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
     try:
         with tenant.database.released():
             ownership.check_owner(tenant.database, tenant)  # never migrate someone else's database
-            if not plan.pending(applied_migrations(tenant.database) or set()):
+            applied = applied_migrations(tenant.database)
+            if not plan.pending(applied or set()):
                 if not recorded:
                     # At the plan but not recorded there: TENANT_TABLES added since, or a run
                     # whose migration signals' receivers failed (they run again here).
@@ -164,7 +165,7 @@ def _migrate_one(job: tuple[str, str, str, str, str, str]) -> TenantMigration:
                     record_migration_state(tenant, plan.fingerprint)
                 return TenantMigration(slug, skipped=True)
             drift = recorded  # the registry said "done": the database changed behind its back
-            return TenantMigration(slug, applied=migrate_tenant(tenant), drift=drift)
+            return TenantMigration(slug, applied=migrate_tenant(tenant, recorded=applied), drift=drift)
     except Exception as exc:
         # Reported in the result; a traceback on stderr would bury the fleet's summary.
         logger.info("migrating tenant %s failed", slug, exc_info=True)

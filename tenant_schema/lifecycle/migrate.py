@@ -37,14 +37,16 @@ from .build import applied_migrations, create_tenant_tables
 __all__ = ["migrate_tenant", "record_migration_state", "refresh_migration_state"]
 
 
-def migrate_tenant(tenant: Tenant) -> list[str]:
+def migrate_tenant(tenant: Tenant, *, recorded: set[Key] | None = None) -> list[str]:
     """Apply the pending migrations to one tenant; the ``app.name`` labels applied.
 
     Runs inside the tenant's context, so ``RunPython`` code that uses the
     default manager reaches the tenant's database. Records the plan's
     fingerprint on the tenant's row when it succeeds (a row that named the
     plan already is cleared first), so a crash half-way leaves a row the
-    next fleet run checks.
+    next fleet run checks. ``recorded``: the keys of the database's
+    ``django_migrations`` rows, when the caller has just read them
+    (``build.applied_migrations``), so they are not read again.
     """
     tenant_db = tenant.database
     applied: list[str] = []
@@ -64,7 +66,7 @@ def migrate_tenant(tenant: Tenant) -> list[str]:
     token = registry.activate(tenant, maintenance_writes=True)
     try:
         loader, states = _shared_graph()
-        executor = django_private.migration_executor(tenant_db.connection, progress, loader=loader)
+        executor = django_private.migration_executor(tenant_db.connection, progress, loader=loader, applied=recorded)
         targets = executor.loader.graph.leaf_nodes()
         plan = executor.migration_plan(targets)
         state = None
