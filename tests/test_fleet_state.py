@@ -162,7 +162,7 @@ def test_djangos_migrate_on_a_tenant_alias_keeps_the_registry_truthful(tenant_fa
 def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_factory, monkeypatch):
     """Seen: with max_tasks_per_child, 200 tenants over 2 workers stopped at 100 and waited for ever."""
     monkeypatch.setattr(fleet, "TASKS_PER_WORKER", 2)
-    tenants = old_tenants(tenant_factory, "sqlite", 6)  # 6 > 2 workers x 2 tasks
+    tenants = old_tenants(tenant_factory, "sqlite", 12)  # 12 > 1 worker x 2 tasks (and this process)
     outcome: dict = {}
     worker = threading.Thread(
         target=lambda: outcome.setdefault("report", migrate_tenants([t.slug for t in tenants], jobs=2)),
@@ -174,6 +174,37 @@ def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_fac
     report = outcome["report"]
     assert report.ok, report.failures
     assert sorted(r.slug for r in report.results if r.applied == [PINNED]) == sorted(t.slug for t in tenants)
+
+
+def test_a_worker_killed_mid_run_fails_its_tenants_and_the_run_still_ends(tenant_factory):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    tenants = old_tenants(tenant_factory, "sqlite", 12)
+    outcome: dict = {}
+    run = threading.Thread(
+        target=lambda: outcome.setdefault("report", migrate_tenants([t.slug for t in tenants], jobs=2)),
+        daemon=True,
+    )
+    run.start()
+    deadline = time.monotonic() + 60
+    while not multiprocessing.active_children() and run.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    killed = [child.pid for child in multiprocessing.active_children()]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    run.join(timeout=300)
+    assert not run.is_alive(), "migrate_tenants(jobs=2) waited on a dead worker"
+    report = outcome["report"]
+    assert sorted(r.slug for r in report.results) == sorted(t.slug for t in tenants), "one result per tenant"
+    assert killed, "a worker process was started"
+    assert all(r.error is None or r.error.startswith("worker process failed") for r in report.results)
+    assert any(r.applied == [PINNED] for r in report.results), "this process migrated its share meanwhile"
+    again = migrate_tenants([t.slug for t in tenants], jobs=2)
+    assert again.ok, again.failures
+    assert all(recorded(t) == migration_plan().fingerprint and has_pinned(t) for t in tenants)
 
 
 def test_registering_with_a_reserved_pool_slug_is_refused(db_access):

@@ -201,15 +201,85 @@ def _progress(progress, total: int):
 # parent's database sockets) and get the parent's relevant settings.
 WORKER_SETTINGS = ("TENANT_SCHEMA", "MIGRATION_MODULES", "INSTALLED_APPS", "DATABASE_ROUTERS", "DATABASES")
 #: Tenants a worker process migrates before a fresh one replaces it: memory
-#: stays bounded, and a fleet of up to ``jobs * TASKS_PER_WORKER`` tenants to
-#: migrate starts ``jobs`` processes once (about 0.3 s each to spawn and set
-#: Django up, on the benchmark's machine).
+#: stays bounded, and a fleet of up to ``(jobs - 1) * TASKS_PER_WORKER``
+#: tenants for the workers starts ``jobs - 1`` processes once (about 0.3 s
+#: each to spawn and set Django up, on the benchmark's machine).
 TASKS_PER_WORKER = 250
+#: Tenants queued per worker process beyond the one it is migrating.
+QUEUED_PER_WORKER = 4
 
 
 def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantMigration], None]) -> None:
+    """Migrate ``todo`` in this process and ``jobs - 1`` worker processes at once.
+
+    This process takes its share from the first moment (it has Django set
+    up, the migration graph loaded), while the workers start; each worker
+    is kept ``QUEUED_PER_WORKER`` tenants ahead. Workers are recycled by
+    running them in generations of fresh processes with ``TASKS_PER_WORKER``
+    tenants each, not with ``max_tasks_per_child``: on Python < 3.13 a pool
+    does not replace the workers that retire (CPython gh-115634) and waits
+    for ever. A worker that dies fails the tenants it held ("worker process
+    failed"); the next generation takes the rest. Every wait ends when a
+    tenant finishes, so nothing waits on a worker that is gone.
+    """
+    import collections
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    queue = collections.deque(todo)
+    workers = jobs - 1
+    per_generation = workers * TASKS_PER_WORKER
+    held: dict[Any, str] = {}  # future -> slug
+    pool = None
+    submitted = finished = 0  # by this generation's workers
+    broken = False  # a worker of this generation died
+    can_spawn = True  # False once a generation died before finishing any tenant (workers cannot start)
+
+    def collect(futures) -> None:
+        nonlocal broken, finished
+        for future in futures:
+            slug = held.pop(future)
+            try:
+                done(future.result())
+                finished += 1
+            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
+                broken = broken or isinstance(exc, BrokenProcessPool)
+                done(TenantMigration(slug, error=f"worker process failed: {_describe(exc)}"))
+
+    try:
+        while queue or held:
+            if pool is not None and not held and (broken or submitted >= per_generation):
+                pool.shutdown()
+                pool = None  # this generation is done: the next one starts fresh processes
+                can_spawn = not broken or finished > 0
+            if pool is None and queue and can_spawn:
+                pool, submitted, finished, broken = _worker_pool(workers), 0, 0, False
+            while pool is not None and not broken and queue and submitted < per_generation:
+                if len(held) >= workers * (1 + QUEUED_PER_WORKER):
+                    break
+                tenant = queue.popleft()
+                try:
+                    held[pool.submit(_migrate_one, _job(tenant))] = tenant.slug
+                except BrokenProcessPool:
+                    queue.appendleft(tenant)
+                    broken = True
+                    break
+                submitted += 1
+            collect([future for future in held if future.done()])
+            if queue:
+                done(_migrate_one(_job(queue.popleft())))  # this process's share
+            elif held:
+                finished_now, _ = wait(held, return_when=FIRST_COMPLETED)
+                collect(finished_now)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _worker_pool(workers: int):
+    """A pool of ``workers`` spawned processes with Django set up as in this one."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
     module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", None)
     if not module:
@@ -220,20 +290,9 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
         for alias, value in overrides.get("DATABASES", {}).items()
         if not alias.startswith((databases.ALIAS_PREFIX, databases.INTERNAL_ALIAS_PREFIX))
     }
-    # Workers are recycled by running the fleet in generations of ``jobs``
-    # fresh processes with ``TASKS_PER_WORKER`` tenants each, not with
-    # ``max_tasks_per_child``: on Python < 3.13 a pool does not replace the
-    # workers that retire (CPython gh-115634) and waits for ever.
-    context = multiprocessing.get_context("spawn")
-    generation = jobs * TASKS_PER_WORKER
-    for start in range(0, len(todo), generation):
-        with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=context, initializer=fleet_worker.init, initargs=(module, overrides)
-        ) as pool:
-            batch = todo[start : start + generation]
-            futures = {pool.submit(_migrate_one, _job(t)): t.slug for t in batch}
-            for future in as_completed(futures):
-                try:
-                    done(future.result())
-                except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
-                    done(TenantMigration(futures[future], error=f"worker process failed: {_describe(exc)}"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=fleet_worker.init,
+        initargs=(module, overrides),
+    )
