@@ -33,7 +33,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "slugs", nargs="*", metavar="slug", help="Tenants to migrate (default: all, as described above)."
         )
-        parser.add_argument("--jobs", "-j", type=int, default=1, help="Worker processes (default 1).")
+        parser.add_argument(
+            "--jobs",
+            "-j",
+            type=int,
+            default=1,
+            help="Tenants migrated at once: this process and N-1 workers (default 1).",
+        )
         parser.add_argument(
             "--progress",
             action="store_true",
