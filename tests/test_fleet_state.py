@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tenant_schema.aliases import ALIAS_PREFIX, INTERNAL_ALIAS_PREFIX
 from tenant_schema.databases import close_tenant_connections
+from tenant_schema.exceptions import TenantNotFound
 from tenant_schema.lifecycle import fleet, register
 from tenant_schema.lifecycle.fleet import migrate_tenants
 from tenant_schema.lifecycle.migrate import migrate_tenant
@@ -66,6 +67,22 @@ def test_nothing_to_apply_costs_one_registry_query_and_no_tenant_connection(serv
     assert len(registry.captured_queries) == 1, registry.captured_queries
     assert sorted(r.slug for r in report.results) == sorted(t.slug for t in tenants)
     assert all(r.skipped and not r.connected and r.error is None for r in report.results)
+
+
+def test_named_tenants_cost_one_registry_query_per_500_and_unknown_ones_are_named(tenant_factory, monkeypatch):
+    tenants = [tenant_factory(unique_slug("fleet"), server="sqlite") for _ in range(3)]
+    slugs = [t.slug for t in tenants]
+    with CaptureQueriesContext(connections["default"]) as registry:
+        report = migrate_tenants(slugs)
+    assert len(registry.captured_queries) == 1 and [r.slug for r in report.results] == slugs
+    monkeypatch.setattr(fleet, "SLUGS_PER_QUERY", 2)
+    with CaptureQueriesContext(connections["default"]) as registry:
+        migrate_tenants(slugs)
+    assert len(registry.captured_queries) == 2
+    with pytest.raises(TenantNotFound, match="no tenant 'nobody-here', 'nor-here' is registered"):
+        migrate_tenants([slugs[0], "nobody-here", "nor-here"])
+    with pytest.raises(TenantNotFound, match="'Bad Slug': invalid tenant slug"):
+        migrate_tenants([slugs[0], "Bad Slug"])
 
 
 def test_the_server_sees_no_session_when_nothing_is_to_apply(tenant_factory, db_access):
