@@ -15,7 +15,9 @@ saved the django-tenants way and the others given the same schema directly
    (``Note.archived``, 0003) for ``jobs=2`` and the multiprocessing
    executor;
 3. the SQLite, PostgreSQL-schema and django-tenants fleets grown to the
-   large size, and nothing to apply again, once each.
+   large size, and nothing to apply again, once each;
+4. the SQLite fleet grown to the huge size (10,000), nothing to apply,
+   once, counting the tenant connections opened.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def run(bench: Run, argv: list[str]) -> Section:
     parser = argparse.ArgumentParser(prog="bench fleet_migrate")
     parser.add_argument("--small", type=int, default=8 if bench.quick else 200)
     parser.add_argument("--large", type=int, default=20 if bench.quick else 1000)
+    parser.add_argument("--huge", type=int, default=40 if bench.quick else 10_000, help="SQLite only; 0: skip")
     parser.add_argument("--rounds", type=int, default=1 if bench.quick else 3, help="no-op runs at the small size")
     args, _ = parser.parse_known_args(argv)
     load_start = loadavg()
@@ -121,6 +124,11 @@ def run(bench: Run, argv: list[str]) -> Section:
     created_large = grow_fleets(bench, ts, dt, {key: args.large for key in LARGE if key in keys})
     for key, call in noop_round(ts, dt, args.large, only=LARGE):
         noop.setdefault(key, []).append(call()["seconds"])
+    # 4. the huge SQLite fleet, nothing to apply, jobs=1 (the registry query and the comparison)
+    huge = None
+    if args.huge > args.large:
+        created_large.update({f"{k} (huge)": v for k, v in grow_fleets(bench, ts, None, {"sqlite": args.huge}).items()})
+        huge = ts_migrate(ts, "sqlite", 1, "skipped")
     ts.close()
     if dt is not None:
         dt.close()
@@ -150,6 +158,13 @@ def run(bench: Run, argv: list[str]) -> Section:
                 [f"django-tenants `migrate_schemas --tenant` ({executor})", "PostgreSQL, schema", *small, *large]
             )
     s, lg = f"{args.small:,}", f"{args.large:,}"
+    huge_note = ""
+    if huge is not None:
+        huge_note = (
+            f"\n\nNothing to apply on {huge['tenants']:,} SQLite tenants, `migrate_tenants(<slugs>, jobs=1)`: "
+            f"{huge['seconds']:.2f} s ({huge['seconds'] / huge['tenants'] * 1000:.3f} ms per tenant), "
+            f"{huge['connections']} tenant connections opened, {huge['registry_queries']} registry queries."
+        )
     noop_table = table(
         ["method", "server, isolation", f"{s} tenants (s)", "per tenant (ms)", f"{lg} tenants (s)", "per tenant (ms)"],
         rows,
@@ -217,12 +232,13 @@ def run(bench: Run, argv: list[str]) -> Section:
         f"Fleet set-up (untimed): {setup}. Fleets of {lg} only on SQLite, PostgreSQL schemas and "
         f"django-tenants: creating {lg} PostgreSQL or MariaDB databases takes too long for this run.\n\n"
         + noop_table
+        + huge_note
         + f"\n\nOne `AddField` applied to every tenant of the {s}-tenant fleets (one run each):\n\n"
         + add_table
         + ("\n\n" + " ".join(notes) if notes else "")
     )
     print(f"Fleet migration; load {fmt_load(load_start)} -> {fmt_load(load_end)}; set-up: {setup}")
-    print(noop_table)
+    print(noop_table + huge_note)
     print()
     print(add_table)
     for note in notes:

@@ -283,17 +283,34 @@ def fleet_create(server: str, count: int) -> dict:
 
 def migrate(server: str, jobs: int) -> dict:
     """``migrate_tenants(<the fleet's slugs>, jobs=jobs)``, timed; then what it reported."""
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+    from django.test.utils import CaptureQueriesContext
+
     from tenant_schema import migrate_tenants
     from tenant_schema.databases import close_tenant_connections
 
     slugs = list(_fleet(server).values_list("slug", flat=True))
     close_tenant_connections()
-    start = time.perf_counter()
-    report = migrate_tenants(slugs, jobs=jobs)
-    seconds = time.perf_counter() - start
+    opened = []
+
+    def count(sender, connection, **kwargs):  # this process's tenant connections (workers have their own)
+        if connection.alias != "default":
+            opened.append(connection.alias)
+
+    connection_created.connect(count)
+    try:
+        with CaptureQueriesContext(connections["default"]) as registry:
+            start = time.perf_counter()
+            report = migrate_tenants(slugs, jobs=jobs)
+            seconds = time.perf_counter() - start
+    finally:
+        connection_created.disconnect(count)
     return {
         "tenants": len(slugs),
         "seconds": seconds,
+        "connections": len(opened),
+        "registry_queries": len(registry.captured_queries),
         "skipped": sum(1 for r in report.results if r.skipped),
         "applied": sum(1 for r in report.results if r.applied),
         "failed": [f"{r.slug}: {r.error}" for r in report.failures][:5],

@@ -179,6 +179,7 @@ def test_djangos_migrate_on_a_tenant_alias_keeps_the_registry_truthful(tenant_fa
 def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_factory, monkeypatch):
     """Seen: with max_tasks_per_child, 200 tenants over 2 workers stopped at 100 and waited for ever."""
     monkeypatch.setattr(fleet, "TASKS_PER_WORKER", 2)
+    monkeypatch.setattr(fleet, "MIN_TENANTS_PER_WORKER", 1)
     tenants = old_tenants(tenant_factory, "sqlite", 12)  # 12 > 1 worker x 2 tasks (and this process)
     outcome: dict = {}
     worker = threading.Thread(
@@ -193,12 +194,13 @@ def test_more_tenants_than_workers_times_tasks_per_worker_never_hangs(tenant_fac
     assert sorted(r.slug for r in report.results if r.applied == [PINNED]) == sorted(t.slug for t in tenants)
 
 
-def test_a_worker_killed_mid_run_fails_its_tenants_and_the_run_still_ends(tenant_factory):
+def test_a_worker_killed_mid_run_fails_its_tenants_and_the_run_still_ends(tenant_factory, monkeypatch):
     import multiprocessing
     import os
     import signal
     import time
 
+    monkeypatch.setattr(fleet, "MIN_TENANTS_PER_WORKER", 1)
     tenants = old_tenants(tenant_factory, "sqlite", 12)
     outcome: dict = {}
     run = threading.Thread(
@@ -222,6 +224,16 @@ def test_a_worker_killed_mid_run_fails_its_tenants_and_the_run_still_ends(tenant
     again = migrate_tenants([t.slug for t in tenants], jobs=2)
     assert again.ok, again.failures
     assert all(recorded(t) == migration_plan().fingerprint and has_pinned(t) for t in tenants)
+
+
+def test_a_fleet_too_small_to_pay_for_a_worker_is_migrated_in_this_process(tenant_factory, monkeypatch):
+    def no_workers(count):
+        raise AssertionError(f"{count} worker processes started for two tenants")
+
+    monkeypatch.setattr(fleet, "_worker_pool", no_workers)
+    tenants = old_tenants(tenant_factory, "sqlite", 2)  # fewer than MIN_TENANTS_PER_WORKER
+    report = migrate_tenants([t.slug for t in tenants], jobs=2)
+    assert report.ok and all(r.applied == [PINNED] for r in report.results)
 
 
 def test_registering_with_a_reserved_pool_slug_is_refused(db_access):

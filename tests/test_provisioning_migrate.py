@@ -71,7 +71,10 @@ def test_a_failing_tenant_does_not_stop_the_others(server_key, tenant_factory):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_parallel_jobs_in_worker_processes(tenant_factory, capsys):
+def test_parallel_jobs_in_worker_processes(tenant_factory, capsys, monkeypatch):
+    from tenant_schema.lifecycle import fleet
+
+    monkeypatch.setattr(fleet, "MIN_TENANTS_PER_WORKER", 1)  # a worker even for three tenants
     require = old_tenants(tenant_factory, "sqlite", 3)
     up_to_date = tenant_factory(unique_slug("fleet"), server="sqlite")
     report = migrate_tenants([t.slug for t in require] + [up_to_date.slug], jobs=2, progress=True)

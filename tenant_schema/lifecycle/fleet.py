@@ -120,11 +120,12 @@ def migrate_tenants(
                 done(TenantMigration(tenant.slug, skipped=True, connected=False))
             else:
                 unknown.append(tenant)
-        if jobs == 1 or len(unknown) <= 1:
+        workers = min(jobs - 1, len(unknown) // MIN_TENANTS_PER_WORKER)
+        if workers < 1:
             for tenant in unknown:
                 done(_migrate_one(_job(tenant)))
         else:
-            _migrate_in_processes(unknown, jobs, done)
+            _migrate_in_processes(unknown, workers, done)
     finally:
         getattr(notify, "close", lambda: None)()
     return report
@@ -233,18 +234,22 @@ WORKER_SETTINGS = ("TENANT_SCHEMA", "MIGRATION_MODULES", "INSTALLED_APPS", "DATA
 TASKS_PER_WORKER = 250
 #: Tenants queued per worker process beyond the one it is migrating.
 QUEUED_PER_WORKER = 4
+#: A worker process costs as much to start as migrating about this many
+#: tenants costs in this process: fewer tenants per worker, fewer workers.
+MIN_TENANTS_PER_WORKER = 20
 
 
-def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantMigration], None]) -> None:
-    """Migrate ``todo`` in this process and ``jobs - 1`` worker processes at once.
+def _migrate_in_processes(todo: list[Tenant], workers: int, done: Callable[[TenantMigration], None]) -> None:
+    """Migrate ``todo`` in this process and ``workers`` worker processes at once.
 
     This process takes its share from the first moment (it has Django set
     up, the migration graph loaded), while the workers start; each worker
-    is kept ``QUEUED_PER_WORKER`` tenants ahead. Workers are recycled by
-    running them in generations of fresh processes with ``TASKS_PER_WORKER``
-    tenants each, not with ``max_tasks_per_child``: on Python < 3.13 a pool
-    does not replace the workers that retire (CPython gh-115634) and waits
-    for ever. A worker that dies fails the tenants it held ("worker process
+    is kept ``QUEUED_PER_WORKER`` tenants ahead, and when this process has
+    nothing left it takes back the tenants no worker has started. Workers
+    are recycled by running them in generations of fresh processes with
+    ``TASKS_PER_WORKER`` tenants each, not with ``max_tasks_per_child``: on
+    Python < 3.13 a pool does not replace the workers that retire (CPython
+    gh-115634) and waits for ever. A worker that dies fails the tenants it held ("worker process
     failed"); the next generation takes the rest. Every wait ends when a
     tenant finishes, so nothing waits on a worker that is gone.
     """
@@ -253,13 +258,14 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
     from concurrent.futures.process import BrokenProcessPool
 
     queue = collections.deque(todo)
-    workers = jobs - 1
     per_generation = workers * TASKS_PER_WORKER
     held: dict[Any, str] = {}  # future -> slug
+    by_slug = {tenant.slug: tenant for tenant in todo}
     pool = None
     submitted = finished = 0  # by this generation's workers
     broken = False  # a worker of this generation died
     can_spawn = True  # False once a generation died before finishing any tenant (workers cannot start)
+    draining = False  # this process ran out of work once: it takes back, the workers get nothing more
 
     def collect(futures) -> None:
         nonlocal broken, finished
@@ -278,9 +284,9 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
                 pool.shutdown()
                 pool = None  # this generation is done: the next one starts fresh processes
                 can_spawn = not broken or finished > 0
-            if pool is None and queue and can_spawn:
+            if pool is None and queue and can_spawn and not draining:
                 pool, submitted, finished, broken = _worker_pool(workers), 0, 0, False
-            while pool is not None and not broken and queue and submitted < per_generation:
+            while pool is not None and not (broken or draining) and queue and submitted < per_generation:
                 if len(held) >= workers * (1 + QUEUED_PER_WORKER):
                     break
                 tenant = queue.popleft()
@@ -292,6 +298,10 @@ def _migrate_in_processes(todo: list[Tenant], jobs: int, done: Callable[[TenantM
                     break
                 submitted += 1
             collect([future for future in held if future.done()])
+            if not queue:
+                draining = True
+                for future in [f for f in held if f.cancel()]:  # not started by any worker: take them back
+                    queue.append(by_slug[held.pop(future)])
             if queue:
                 done(_migrate_one(_job(queue.popleft())))  # this process's share
             elif held:
