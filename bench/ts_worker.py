@@ -89,6 +89,28 @@ def onboard(server: str, count: int) -> list[float]:
     return times
 
 
+def registry_commit(count: int) -> list[float]:
+    """One small write committed on the registry's connection (its ``default`` database), timed, ``count`` times.
+
+    What each of the two registry commits of a sign-up costs at least: a
+    scratch table of one row, updated in a transaction.
+    """
+    from django.db import connection, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (n integer)")
+        cursor.execute(
+            "INSERT INTO bench_commit_probe (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM bench_commit_probe)"
+        )
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("UPDATE bench_commit_probe SET n = n + 1")
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def onboard_pool(server: str, count: int) -> list[float] | None:
     """``register_tenant`` on a server with a warm pool, the pool filled (untimed) before each one."""
     from tenant_schema import purge_tenant, register_tenant
@@ -427,6 +449,7 @@ if __name__ == "__main__":
             "reachable": reachable,
             "onboard": onboard,
             "onboard_pool": onboard_pool,
+            "registry_commit": registry_commit,
             "floor": floor,
             "fleet_create": fleet_create,
             "migrate": migrate,
