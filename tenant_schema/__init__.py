@@ -56,6 +56,11 @@ _EXPORTS = {
     "restore_tenant": "lifecycle.archive",
     "set_maintenance": "lifecycle.archive",
     "TenantUnavailable": "exceptions",
+    "move_tenant": "lifecycle.move",
+    "kept_copies": "lifecycle.move",
+    "drop_kept_copies": "lifecycle.move",
+    "MoveFailed": "exceptions",
+    "TenantMoved": "exceptions",
 }
 
 __all__ = sorted(_EXPORTS)

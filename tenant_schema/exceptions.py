@@ -68,3 +68,32 @@ class TenantUnavailable(TenantSchemaError):
 
 class RegistryNotMigrated(TenantSchemaError):
     """The tenant registry's table does not exist yet: ``manage.py migrate`` was not run."""
+
+
+class MoveFailed(TenantSchemaError):
+    """``move_tenant`` stopped before switching: the tenant stays where it was, in its maintenance mode as before.
+
+    The message names what failed (a table, column and row key for a value
+    the target cannot hold; the tables whose row counts or checksums differ).
+    The half-written target database is dropped.
+    """
+
+
+class TenantMoved(TenantUnavailable):
+    """A write through a ``TenantDatabase`` (or a ``Table`` of it) bound to where the tenant lived before a move.
+
+    Refused before any SQL, so nothing is written to the copy the move kept:
+    get the tenant's database (or table) again, from the registry. A request
+    that began before the switch gets it too; as a ``TenantUnavailable``,
+    ``TenantMiddleware`` answers it with a 503, and the retry reaches the
+    tenant's new database.
+    """
+
+    def __init__(self, slug: str, message: str = "") -> None:
+        self.slug = slug
+        TenantSchemaError.__init__(
+            self, message or f"tenant {slug!r} was moved: this handle is bound to its old database"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.slug, str(self)))

@@ -43,6 +43,14 @@ class Tenant(models.Model):
         #: A provisioned database in a server's warm pool, not yet any tenant's
         #: (``register_tenant`` claims it); never served.
         POOLED = "pooled", _("pooled")
+        #: A ``tenant_move`` target being filled with a tenant's rows (``copy_of``
+        #: names the tenant); never served. It becomes the tenant's database
+        #: when the move switches, or is dropped when the move fails.
+        MOVING = "moving", _("moving")
+        #: The database a tenant was moved away from, kept (``copy_of`` names the
+        #: tenant): its data as of the move. Never served, migrated or restored;
+        #: dropped only on request (``tenant_move <slug> --drop-source``).
+        COPY = "copy", _("kept copy")
 
     slug = models.CharField(max_length=40, unique=True, validators=[validate_slug])
     #: Written into the tenant's database as its ownership marker when the
@@ -67,12 +75,23 @@ class Tenant(models.Model):
     #: Maintenance mode: the tenant stays ``ready`` and is served for reads,
     #: but writes through the ORM or the Table API raise ``TenantUnavailable``
     #: and ``TenantMiddleware`` answers unsafe requests with a 503.
-    #: ``lifecycle.archive.set_maintenance`` switches it.
+    #: ``lifecycle.archive.set_maintenance`` switches it. On a ``moving`` row
+    #: (never served) it keeps the tenant's mode from before the move, which
+    #: the move puts back when it ends, also after a crash.
     maintenance = models.BooleanField(
         default=False,
         editable=False,
         help_text=_("Reads are served; writes are refused until maintenance ends."),
     )
+
+    #: Set on the rows of ``tenant_move`` (slugs ``move-<hex>``, status
+    #: ``moving`` or ``copy``): the ``uid`` of the tenant whose data the row's
+    #: database holds. Its ownership marker holds that uid, not the row's own.
+    copy_of = models.UUIDField(null=True, blank=True, editable=False, db_index=True)
+    #: The process working on a ``tenant_move`` row (``host:pid``), empty when
+    #: none; ``updated_at`` is its heartbeat. A move whose process is gone is
+    #: taken over by the next ``tenant_move`` of the tenant.
+    held_by = models.CharField(max_length=100, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["slug"]
@@ -81,6 +100,11 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def owner_uid(self) -> uuid.UUID:
+        """The uid the ownership marker of this row's database holds: ``copy_of`` for a move's rows, else ``uid``."""
+        return self.copy_of or self.uid
 
     @property
     def database(self):

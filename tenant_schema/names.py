@@ -19,6 +19,10 @@ IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: no tenant can be given such an id.
 POOL_SLUG_PREFIX = "pool-"
 POOL_SLUG_RE = re.compile(r"pool-[0-9a-f]{16}")
+#: Registry rows of ``tenant_move`` (a move's target, then the source it keeps)
+#: have slugs ``move-<16 hex digits>``; no tenant can be given such an id either.
+MOVE_SLUG_PREFIX = "move-"
+MOVE_SLUG_RE = re.compile(r"move-[0-9a-f]{16}")
 
 
 def validate_slug(value: object) -> str:
@@ -55,11 +59,14 @@ def normalize_slug(value: object) -> str:
     except ValueError:
         validate_slug(value)  # the message names what was typed, not its normalised form
         raise
-    if POOL_SLUG_RE.fullmatch(slug):
-        raise ValueError(
-            f"invalid tenant slug {value!r}: slugs of the form {POOL_SLUG_PREFIX}<16 hex digits> are reserved "
-            "for the warm pool's databases"
-        )
+    for pattern, prefix, what in (
+        (POOL_SLUG_RE, POOL_SLUG_PREFIX, "the warm pool's databases"),
+        (MOVE_SLUG_RE, MOVE_SLUG_PREFIX, "the databases tenant_move fills and keeps"),
+    ):
+        if pattern.fullmatch(slug):
+            raise ValueError(
+                f"invalid tenant slug {value!r}: slugs of the form {prefix}<16 hex digits> are reserved for {what}"
+            )
     return slug
 
 

@@ -2,7 +2,11 @@
 
 When tenant-schema creates a tenant's database (or schema) it writes one row
 into a small table in it, ``tenant_schema_owner``, holding the tenant row's
-``uid`` and slug. Registration, resumption, re-creation, purge and fleet
+``uid`` and slug. (The rows ``tenant_move`` makes, a move's target and the
+source it keeps, hold the moved tenant's uid in ``copy_of``: their
+databases are marked with that uid, ``Tenant.owner_uid``, so the target is
+the tenant's the moment the registry switches to it, and both stay
+droppable.) Registration, resumption, re-creation, purge and fleet
 migration act on a database only when that row matches the registry's:
 
 - a database that already exists under the derived name but was made by
@@ -57,6 +61,11 @@ def marker_model() -> type[models.Model]:
     return _model
 
 
+def owner_uid(tenant):
+    """The uid a database of ``tenant``'s row is marked with (``Tenant.owner_uid``; a stand-in row's ``uid``)."""
+    return getattr(tenant, "owner_uid", None) or tenant.uid
+
+
 def _has_table(connection) -> bool:
     with connection.cursor() as cursor:
         return MARKER_TABLE in connection.introspection.table_names(cursor)
@@ -93,7 +102,7 @@ def write_marker(tenant_db, tenant, *, origin: str = "created", empty: bool = Fa
 
     def insert() -> None:
         model.objects.using(connection.alias).create(
-            id=1, tenant_uid=tenant.uid.hex, origin=origin, slug=tenant.slug, created_at=timezone.now()
+            id=1, tenant_uid=owner_uid(tenant).hex, origin=origin, slug=tenant.slug, created_at=timezone.now()
         )
 
     if not empty and _has_table(connection):
@@ -122,7 +131,7 @@ def rewrite_marker(tenant_db, tenant) -> str:
         marker_model()
         .objects.using(connection.alias)
         .filter(pk=1, origin=TEMPLATE_ORIGIN, tenant_uid=marker.tenant_uid)
-        .update(tenant_uid=tenant.uid.hex, origin="created", slug=tenant.slug, created_at=timezone.now())
+        .update(tenant_uid=owner_uid(tenant).hex, origin="created", slug=tenant.slug, created_at=timezone.now())
     )
     if updated != 1:
         check_owner(tenant_db, tenant)
@@ -144,7 +153,7 @@ def was_created_here(tenant_db) -> bool:
 def check_owner(tenant_db, tenant) -> None:
     """Raise ``NotOurDatabase`` unless the database's marker is ``tenant``'s."""
     marker = read_marker(tenant_db)
-    if marker is not None and marker.tenant_uid == tenant.uid.hex:
+    if marker is not None and marker.tenant_uid == owner_uid(tenant).hex:
         return
     where = f"{tenant_db.dialect.name} server {tenant_db.server.key!r}"
     kind = "schema" if tenant_db.server.isolation == "schema" else "database"

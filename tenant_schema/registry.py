@@ -34,6 +34,7 @@ from .exceptions import (
     NoTenantSelected,
     RegistryNotMigrated,
     TenantDatabaseDoesNotExist,
+    TenantMoved,
     TenantNotFound,
     TenantSchemaError,
     TenantUnavailable,
@@ -42,7 +43,7 @@ from .exceptions import (
 if TYPE_CHECKING:  # pragma: no cover
     from .models import Tenant
 from .names import normalize_slug
-from .signals import tenant_archived, tenant_dropped
+from .signals import tenant_archived, tenant_dropped, tenant_moved
 
 __all__ = [
     "ReadyTenants",
@@ -249,6 +250,7 @@ post_save.connect(_forget, sender="tenant_schema.Tenant", dispatch_uid="tenant_s
 post_delete.connect(_forget, sender="tenant_schema.Tenant", dispatch_uid="tenant_schema.routing_cache.delete")
 tenant_archived.connect(_forget, dispatch_uid="tenant_schema.routing_cache.archived")
 tenant_dropped.connect(_forget, dispatch_uid="tenant_schema.routing_cache.dropped")
+tenant_moved.connect(_forget, dispatch_uid="tenant_schema.routing_cache.moved")
 
 
 def _forget_all_on_settings(*, setting: str, **kwargs) -> None:
@@ -347,7 +349,7 @@ def lifecycle_writes(slug: str):
         _lifecycle_writes.reset(token)
 
 
-def check_writable(slug: str) -> None:
+def check_writable(slug: str, tenant_db: TenantDatabase | None = None) -> None:
     """``TenantUnavailable`` if tenant ``slug`` is in maintenance mode: the router and the Table API ask before a write.
 
     The flag comes from ``ready_tenants``: this process sees a switch at
@@ -355,6 +357,11 @@ def check_writable(slug: str) -> None:
     through while the tenant is current with ``maintenance_writes=True``,
     or current as a row that is not ready (a migration or repair of an
     archived tenant: maintenance mode is about what is served).
+
+    With ``tenant_db`` (the binding the write would use), ``TenantMoved``
+    when the registry's ready row places the tenant elsewhere: a binding
+    made before ``move_tenant`` moved it, which would write to the copy the
+    move kept.
     """
     if slug in _lifecycle_writes.get():
         return
@@ -363,8 +370,19 @@ def check_writable(slug: str) -> None:
         tenant, _db, maintenance_writes = active
         if maintenance_writes or tenant.status != tenant_model().Status.READY:
             return
-    if ready_tenants.in_maintenance(slug):
+    row = ready_tenants._cached(slug) or ready_tenants.get(slug)
+    if row is None:
+        return
+    if row.maintenance:
         raise TenantUnavailable(slug)
+    if tenant_db is not None and (row.server, row.database_name) != (tenant_db.server.key, tenant_db.name):
+        raise TenantMoved(
+            slug,
+            f"tenant {slug!r} lives in {row.database_name!r} on server {row.server!r} now, not in "
+            f"{tenant_db.name!r} on server {tenant_db.server.key!r} (it was moved): this handle is bound to "
+            f"its old database, so the write is refused; get the tenant's database or table again "
+            f"(get_tenant_db({slug!r}), register_table(...), tenant_context({slug!r}))",
+        )
 
 
 # -- tenant apps --------------------------------------------------------------------

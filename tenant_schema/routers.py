@@ -45,7 +45,8 @@ class TenantRouter:
             return None
         tenant_db = current_tenant_db()  # NoTenantSelected: never a fallback to default
         if write:
-            check_writable(tenant_db.slug)  # TenantUnavailable in maintenance mode
+            # TenantUnavailable in maintenance mode; TenantMoved for a binding made before a move.
+            check_writable(tenant_db.slug, tenant_db)
         alias = tenant_db.alias
         instance = hints.get("instance")
         state = getattr(instance, "_state", None)

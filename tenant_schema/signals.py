@@ -10,7 +10,11 @@ the registry change it announces is committed:
 - ``tenant_maintenance_changed``: the tenant's maintenance mode was switched
   on or off (``set_maintenance``; also ``maintenance=<bool>``);
 - ``tenant_dropped``: the tenant's database (or schema) was dropped and its
-  row deleted (the ``tenant`` instance no longer exists in the registry).
+  row deleted (the ``tenant`` instance no longer exists in the registry);
+- ``tenant_moved``: the registry switched the tenant to a copy of its
+  database on another server (``move_tenant``); also ``source=(server,
+  database_name)`` and ``kept``, the registry row of the source it keeps
+  (``None`` once dropped). ``tenant.uid`` is unchanged.
 
 Around each tenant's migration (``register_tenant`` on a new database,
 ``migrate_tenant``, every tenant of a fleet run), in the process doing it:
@@ -32,5 +36,6 @@ tenant_archived = Signal()
 tenant_restored = Signal()
 tenant_maintenance_changed = Signal()
 tenant_dropped = Signal()
+tenant_moved = Signal()
 pre_tenant_migrate = Signal()
 tenant_migrated = Signal()

@@ -15,7 +15,11 @@ from django.conf import settings
 LIVE_SERVERS = ["sqlite", "pg", "mysql"] + (["crdb"] if "crdb" in settings.TENANT_SCHEMA["SERVERS"] else [])
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: Servers in tests/settings.py only while a service ``./run test`` starts runs: the variable naming it.
-SERVICE_SERVERS = {"pgbouncer": "TENANT_SCHEMA_PGBOUNCER_URL", "pgbouncerschema": "TENANT_SCHEMA_PGBOUNCER_URL"}
+SERVICE_SERVERS = {
+    "pgbouncer": "TENANT_SCHEMA_PGBOUNCER_URL",
+    "pgbouncerschema": "TENANT_SCHEMA_PGBOUNCER_URL",
+    "pg2": "TENANT_SCHEMA_PG2_URL",  # the second PostgreSQL cluster (port 5433)
+}
 _reachable: dict[str, str | None] = {}
 
 
@@ -141,7 +145,7 @@ def _drop_clone_templates(django_db_setup, django_db_blocker):
     from tenant_schema.lifecycle.clone import drop_clone_templates
 
     with django_db_blocker.unblock():
-        for key in LIVE_SERVERS:
+        for key in [*LIVE_SERVERS, "pg2"]:
             if server_problem(key) is None:
                 drop_clone_templates(key)
 

@@ -46,11 +46,13 @@ ATTACKS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ),
     "crashes at each step": (
         "A process killed, or a DDL statement failing, at every step of registration, table and index "
-        "creation and migration: never ready half-made, and a re-run completes.",
+        "creation, migration and a move to another server: never ready half-made, never switched to a "
+        "half-copied database, and a re-run completes.",
         [
             ("test_provisioning.py", "crash|interrupted|failure|rerun|fails"),
             ("test_ddl.py", "when_any_statement_fails|interrupted|concurrent_creator"),
             ("test_ownership.py", "crash"),
+            ("test_move.py", "killed|discards|mismatch|cannot_hold"),
         ],
     ),
     "concurrent registrants": (

@@ -85,6 +85,8 @@ SERVERS = {
     + "tstest_shared_roles?isolation=schema&tenant_roles=true",
     "mysqlroles": os.environ.get("TENANT_SCHEMA_MYSQL_URL", "mysql://root@127.0.0.1:3306/") + "?tenant_roles=true",
 }
+if os.environ.get("TENANT_SCHEMA_PG2_URL"):  # ./run test starts a second PostgreSQL cluster (tests/test_move.py)
+    SERVERS["pg2"] = os.environ["TENANT_SCHEMA_PG2_URL"]
 if os.environ.get("TENANT_SCHEMA_COCKROACH_URL"):
     SERVERS["crdb"] = os.environ["TENANT_SCHEMA_COCKROACH_URL"]
 if os.environ.get("TENANT_SCHEMA_PGBOUNCER_URL"):  # ./run test starts PgBouncer (tests/test_pgbouncer.py)

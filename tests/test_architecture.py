@@ -29,7 +29,20 @@ LAYERS: list[tuple[str, set[str]]] = [
 LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}
 
 #: ``tenant_schema/lifecycle/``'s modules in the order its ``__init__`` gives: each imports only earlier ones.
-LIFECYCLE = ["build", "migrate", "clone", "provision", "archive", "pool", "register", "fleet_worker", "fleet", "seed"]
+LIFECYCLE = [
+    "build",
+    "migrate",
+    "clone",
+    "provision",
+    "archive",
+    "pool",
+    "register",
+    "fleet_worker",
+    "fleet",
+    "seed",
+    "move",
+    "rebalance",
+]
 
 
 def top_module(dotted: str) -> str:

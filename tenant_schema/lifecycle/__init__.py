@@ -1,4 +1,4 @@
-"""The tenant life cycle: register, pool, clone, migrate, archive, restore, purge, claim.
+"""The tenant life cycle: register, pool, clone, migrate, archive, restore, purge, claim, move, rebalance.
 
 Everything that creates, changes or drops a tenant's database, or moves its
 registry row from one status to another, is here; the management commands,
@@ -27,6 +27,12 @@ checks it), so the package has no import cycle.
 9. ``seed``: a tenant's database by slug (``get_or_create_tenant_db``,
    ``drop_tenant_db``), and ``claim_tenant_database`` for a database with
    no ownership marker.
+10. ``move``: ``move_tenant``, a live tenant copied to a new database on
+    another server, verified, and switched to in one registry transaction;
+    the source kept until ``drop_kept_copies``.
+11. ``rebalance``: ``plan_rebalance`` evens out the servers from the
+    registry alone (placement policy, labels, weights); ``rebalance`` runs
+    the planned moves one by one.
 
 This ``__init__`` imports nothing: a fleet worker process imports
 ``fleet_worker`` (and so this package) before Django is set up.

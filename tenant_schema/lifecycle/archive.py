@@ -99,6 +99,12 @@ def _not_restorable(tenant: Tenant) -> str:
         return f"tenant {tenant.slug!r} is ready, not archived: there is nothing to restore"
     if tenant.status == Tenant.Status.POOLED:
         return f"{tenant.slug!r} is a pooled database, not an archived tenant: there is nothing to restore"
+    if tenant.copy_of is not None:
+        return (
+            f"{tenant.slug!r} is {tenant.status}: a database tenant_move keeps or fills for another tenant, "
+            "not an archived tenant; it is never restored (`manage.py tenant_move <slug> --drop-source` drops "
+            "a kept copy)"
+        )
     return (
         f"tenant {tenant.slug!r} is {tenant.status}, not archived: only archived tenants are restored; "
         f"`manage.py tenant_register {tenant.slug}` finishes its registration"

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import NotSupportedError, models
 
 from .. import django_private
 from .rows import RowCodec
@@ -125,20 +125,19 @@ def column_converter(field: models.Field, connection, norm: Callable[[models.Fie
 
 def plain_fields(fields: Sequence[models.Field]) -> bool:
     """Whether each field's saved value is its attribute's value (no auto_now, no custom placeholder)."""
-    for f in fields:
-        if hasattr(f, "get_placeholder"):
-            return False
-        pre_save = type(f).pre_save
-        if pre_save is models.Field.pre_save:
-            continue
-        if (
-            isinstance(f, (models.DateField, models.TimeField))
-            and pre_save in (models.DateField.pre_save, models.DateTimeField.pre_save, models.TimeField.pre_save)
-            and not (f.auto_now or f.auto_now_add)
-        ):
-            continue
-        return False
-    return True
+    return all(not hasattr(f, "get_placeholder") and saved_as_given(f) for f in fields)
+
+
+def saved_as_given(f: models.Field) -> bool:
+    """Whether saving ``f`` stores its attribute's value (no ``auto_now``, no custom ``pre_save``)."""
+    pre_save = type(f).pre_save
+    if pre_save is models.Field.pre_save:
+        return True
+    return (
+        isinstance(f, (models.DateField, models.TimeField))
+        and pre_save in (models.DateField.pre_save, models.DateTimeField.pre_save, models.TimeField.pre_save)
+        and not (f.auto_now or f.auto_now_add)
+    )
 
 
 # -- rows -> columns ------------------------------------------------------------
@@ -330,6 +329,7 @@ def insert(
     *,
     batch_size: int | None = None,
     returning: bool = False,
+    raw: bool = False,
     **conflict: Any,
 ) -> list[Any] | None:
     """INSERT ``batch`` (inside the caller's transaction); with ``returning``, each row's primary key.
@@ -338,13 +338,22 @@ def insert(
     row with another key), or ``None`` when the statement used cannot say.
 
     ``conflict`` holds ``on_conflict``, ``update_fields`` and ``unique_fields``
-    as ``InsertQuery`` takes them.
+    as ``InsertQuery`` takes them. ``raw=True`` stores every value as given,
+    as Django's raw save (``loaddata``) does: no ``auto_now`` or other
+    ``pre_save`` replaces it (copying rows, ``tenant_move``).
     """
     fields, n = batch.fields, batch.size
     if returning:
         conflict["returning"] = [codec.pk]
     value_types = [set(map(type, c)) for c in batch.columns]
-    if not fields or not plain_fields(fields) or has_expressions(value_types):
+    plain = not any(hasattr(f, "get_placeholder") for f in fields) if raw else plain_fields(fields)
+    if not fields or not plain or has_expressions(value_types):
+        computed = [f.column for f in fields if not saved_as_given(f)]
+        if raw and computed:  # Django's bulk_create would replace them
+            raise NotSupportedError(
+                f"table {codec.table!r}: rows whose columns compute their own value on save "
+                f"({', '.join(computed)}) next to a column with its own SQL placeholder cannot be stored as given"
+            )
         return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
     sample = types.SimpleNamespace(**{f.attname: codec.norm(f, c[0]) for f, c in zip(fields, batch.columns)})
 

@@ -69,7 +69,7 @@ def register_tables(tenant_db: TenantDatabase, specs: Iterable[Any]) -> dict[str
             adopt_existing(tenant_db, built[spec.table])
     to_create = [built[s.table] for s in fk_order(todo, built) if s.table not in existing]
     if to_create:
-        check_writable(tenant_db.slug)  # no new tables in maintenance mode (TenantUnavailable)
+        check_writable(tenant_db.slug, tenant_db)  # no new tables in maintenance mode (TenantUnavailable)
         try:
             _create_tables(tenant_db, to_create)
         except DatabaseError:
@@ -123,7 +123,7 @@ def drop_table(tenant_db: TenantDatabase, table_name: str) -> bool:
     schema editor.
     """
     validate_identifier(table_name, "table name", tenant_db.dialect.max_identifier_length)
-    check_writable(tenant_db.slug)
+    check_writable(tenant_db.slug, tenant_db)
     if not table_exists(tenant_db, table_name):
         return False
     model = tenant_db.table(table_name).model

@@ -78,7 +78,7 @@ def create_indexes(tenant_db: TenantDatabase, specs: Iterable[Any]) -> list[str]
     if not todo:
         return [s.name for s in normalized]
 
-    check_writable(tenant_db.slug)  # no new indexes in maintenance mode (TenantUnavailable)
+    check_writable(tenant_db.slug, tenant_db)  # no new indexes in maintenance mode (TenantUnavailable)
     with DDLBatch(tenant_db) as batch:
         for model, spec in todo:
             batch.create_index(model, spec)
@@ -140,7 +140,7 @@ def drop_index(tenant_db: TenantDatabase, index_name: str, table_name: str | Non
     """
     limit = tenant_db.dialect.max_identifier_length
     validate_identifier(index_name, "index name", limit)
-    check_writable(tenant_db.slug)
+    check_writable(tenant_db.slug, tenant_db)
     tables = [table_name] if table_name else list_tables(tenant_db)
     connection = tenant_db.connection
     for table in tables:

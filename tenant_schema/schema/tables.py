@@ -86,7 +86,7 @@ class Table:
 
     def _writable(self) -> None:
         """``TenantUnavailable`` when the tenant is in maintenance mode; called before a write's SQL."""
-        check_writable(self.tenant_db.slug)
+        check_writable(self.tenant_db.slug, self.tenant_db)
 
     def _queryset(self) -> models.QuerySet:
         return self.model._default_manager.db_manager(self._alias).all()

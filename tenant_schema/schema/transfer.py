@@ -1,0 +1,296 @@
+"""Copying a tenant's tables to another database, on any engine, and proving the copy equal.
+
+``tenant_move`` (``lifecycle.move``) moves a tenant with these. A
+``TableCopy`` pairs the model reading a table on the source with the one
+writing it on the target (the same Django model, or the same dataclass
+built for each dialect), columns matched by name. Rows are read in keyset
+batches ordered by primary key (``batches``: never a whole table in memory)
+and written with the bulk path of ``bulk.insert`` (``raw``: values stored as
+given), one transaction per batch; ``check_fits`` names the table, column
+and row key of a value the target's column cannot hold before any SQL, and
+``unstorable`` singles out the row of a batch the database refused.
+``checksum`` reads a table again and hashes every row with each value in
+the form ``canonical`` gives it, the same whatever the engine returned.
+Only Django's ORM, compiler and ``connection.ops`` (``sql_flush``,
+``sequence_reset_sql``, ``integer_field_range``) write SQL here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.core.management.color import no_style
+from django.db import models, transaction
+
+from ..databases import TenantDatabase
+from ..exceptions import MoveFailed
+from . import bulk
+from .rows import RowCodec
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TableCopy",
+    "batches",
+    "canonical",
+    "check_fits",
+    "checksum",
+    "copy_groups",
+    "depends_on",
+    "does_not_fit",
+    "first_line",
+    "flush",
+    "reset_sequences",
+    "unstorable",
+    "write_batch",
+]
+
+_HASH_MOD = 2**256
+
+
+@dataclasses.dataclass
+class TableCopy:
+    """One table to copy: the model reading it on the source and the one writing it on the target."""
+
+    name: str
+    source: type[models.Model]
+    target: type[models.Model]
+    depends: set[str]
+
+    def __post_init__(self) -> None:
+        src = {f.column: f for f in self.source._meta.local_concrete_fields}
+        dst = {f.column: f for f in self.target._meta.local_concrete_fields}
+        if set(src) != set(dst):
+            raise MoveFailed(
+                f"table {self.name!r} has columns {sorted(src)} on the source but {sorted(dst)} on the target"
+            )
+        columns = sorted(src)
+        self.source_fields = [src[c] for c in columns]
+        self.target_fields = [dst[c] for c in columns]
+        self.pk = self.source._meta.pk.column
+        self.pk_index = columns.index(self.pk)
+        self.codec = RowCodec(self.target, dict)
+
+
+def depends_on(model: type[models.Model]) -> set[str]:
+    """The tables ``model``'s foreign keys point at (its own included)."""
+    return {
+        f.related_model._meta.db_table
+        for f in model._meta.local_concrete_fields
+        if f.is_relation and f.related_model is not None
+    }
+
+
+def copy_groups(plan: list[TableCopy], checks_off: bool) -> list[list[TableCopy]]:
+    """Tables in foreign-key order, each a group of its own; one group of all of them when a cycle needs it.
+
+    Where the target cannot switch constraint checks off, a table that
+    references itself or sits in a cycle of references is only consistent
+    once all of them are copied: the whole copy is then one transaction.
+    """
+    by_name = {t.name: t for t in plan}
+    pending = {t.name: (t.depends & set(by_name)) - {t.name} for t in plan}
+    done: list[str] = []
+    while True:
+        ready = sorted(name for name, deps in pending.items() if deps <= set(done))
+        if not ready:
+            break
+        for name in ready:
+            done.append(name)
+            del pending[name]
+    ordered = [by_name[name] for name in [*done, *sorted(pending)]]
+    cyclic = bool(pending) or any(t.name in t.depends for t in plan)
+    if cyclic and not checks_off:
+        return [ordered]
+    return [[t] for t in ordered]
+
+
+def batches(model, alias: str, fields: list[models.Field], size: int) -> Iterator[list[tuple]]:
+    """The table's rows in batches of ``size``, ordered by primary key (keyset pagination)."""
+    pk = model._meta.pk.attname
+    attnames = [f.attname for f in fields]
+    position = attnames.index(pk)
+    queryset = model._base_manager.db_manager(alias).order_by(pk)
+    after = None
+    while True:
+        page = queryset if after is None else queryset.filter(**{f"{pk}__gt": after})
+        rows = list(page.values_list(*attnames)[:size])
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        after = rows[-1][position]
+
+
+def write_batch(table: TableCopy, rows: list[tuple], target_db: TenantDatabase) -> None:
+    """Insert one batch on the target, in one transaction; a row it cannot hold is named."""
+    connection = target_db.connection
+    columns = [list(column) for column in zip(*rows)]
+    check_fits(table, columns, rows, connection)
+    batch = bulk.Batch(list(table.target_fields), columns, list(range(len(rows))), len(table.target_fields))
+    try:
+        with transaction.atomic(using=target_db.alias):
+            bulk.insert(table.codec, connection, batch, raw=True)
+    except Exception as exc:
+        raise unstorable(table, rows, target_db, exc) from exc
+
+
+def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], connection) -> None:
+    """``MoveFailed`` naming table, column and row key for a value the target's column cannot hold."""
+    for field, column in zip(table.target_fields, columns):
+        for i, value in enumerate(column):
+            if value is None:
+                continue
+            problem = does_not_fit(field, value, connection)
+            if problem:
+                raise MoveFailed(
+                    f"table {table.name!r}, row {table.pk}={rows[i][table.pk_index]!r}, column {field.column!r}: "
+                    f"{problem}; the target would not store it as it is"
+                )
+
+
+def does_not_fit(field: models.Field, value: Any, connection) -> str | None:
+    """Why ``value`` does not fit ``field``'s column on ``connection`` (``None`` when it does)."""
+    if field.is_relation:
+        field = field.target_field
+    if isinstance(field, models.CharField) and field.max_length and isinstance(value, str):
+        if len(value) > field.max_length:
+            return f"{len(value)} characters, longer than its max_length {field.max_length}"
+    elif isinstance(field, models.DecimalField) and isinstance(value, decimal.Decimal) and value.is_finite():
+        _sign, digits, exponent = value.normalize().as_tuple()
+        places = max(-exponent, 0)
+        whole = max(len(digits) + exponent, 0) if value != 0 else 0
+        if places > field.decimal_places or whole > field.max_digits - field.decimal_places:
+            return (
+                f"{value} has more digits than its max_digits={field.max_digits}, "
+                f"decimal_places={field.decimal_places} allow"
+            )
+    elif isinstance(field, models.IntegerField) and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            low, high = connection.ops.integer_field_range(field.get_internal_type())
+        except KeyError:
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{value} is outside its range [{low}, {high}] on {connection.display_name}"
+    return None
+
+
+def unstorable(table: TableCopy, rows: list[tuple], target_db: TenantDatabase, exc: Exception) -> MoveFailed:
+    """The error for a batch the target refused: the first row it refuses alone, and its column when known."""
+    connection = target_db.connection
+    alias = target_db.alias
+    found = None
+    try:
+        with transaction.atomic(using=alias):
+            for row in rows:
+                one = bulk.Batch(list(table.target_fields), [[v] for v in row], [0], len(row))
+                try:
+                    with transaction.atomic(using=alias):
+                        bulk.insert(table.codec, connection, one, raw=True)
+                except Exception as error:  # noqa: BLE001 - reported below
+                    found = (row, error)
+                    break
+            transaction.set_rollback(True, using=alias)
+    except Exception:
+        logger.debug("could not single out the row table %s refused", table.name, exc_info=True)
+    if found is None:
+        return MoveFailed(f"table {table.name!r}: the target refused a batch of rows: {first_line(exc)}")
+    row, error = found
+    where = f"table {table.name!r}, row {table.pk}={row[table.pk_index]!r}"
+    for field, value in zip(table.target_fields, row):
+        try:
+            field.get_db_prep_save(value, connection)
+        except Exception as bad:  # noqa: BLE001 - it names the column
+            return MoveFailed(f"{where}, column {field.column!r}: {first_line(bad)}")
+    return MoveFailed(f"{where}: {connection.display_name} refuses it: {first_line(error)}")
+
+
+def reset_sequences(target_db: TenantDatabase, plan: list[TableCopy]) -> None:
+    """Generated keys continue after the copied rows (Django's ``sequence_reset_sql``; nothing where they follow)."""
+    connection = target_db.connection
+    statements = connection.ops.sequence_reset_sql(no_style(), [t.target for t in plan])
+    if statements:
+        with transaction.atomic(using=target_db.alias), connection.cursor() as cursor:
+            for sql in statements:
+                cursor.execute(sql)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def flush(target_db: TenantDatabase, plan: list[TableCopy]) -> None:
+    """Empty the target's tables that hold rows (seeded by migration signals, or a copy cut short)."""
+    connection = target_db.connection
+    alias = target_db.alias
+    full = [t.name for t in plan if t.target._base_manager.db_manager(alias).exists()]
+    if full:
+        statements = connection.ops.sql_flush(no_style(), full, allow_cascade=True)
+        connection.ops.execute_sql_flush(statements)
+
+
+def canonical(field: models.Field, value: Any) -> Any:
+    """``value`` of ``field`` in a form every engine agrees on (JSON-serialisable).
+
+    ``None`` stays ``None`` (never ``""``); decimals without trailing zeros,
+    datetimes as UTC ISO strings, dates and times ISO, booleans and integers
+    as such, JSON dumped with sorted keys, bytes in hex, UUIDs as hex.
+    """
+    if value is None:
+        return None
+    if field.is_relation:
+        field = field.target_field
+    if isinstance(field, models.BooleanField):
+        return bool(value)
+    if isinstance(field, models.JSONField):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return str(value)
+        return "0" if value == 0 else format(value.normalize(), "f")
+    if isinstance(value, datetime.datetime):
+        if value.utcoffset() is not None:
+            value = value.astimezone(datetime.UTC)
+        return value.isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(field, models.UUIDField):
+        return uuid.UUID(str(value)).hex
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def checksum(model, alias: str, fields: list[models.Field], size: int, beat: Callable[[], None]) -> tuple[int, str]:
+    """Rows and checksum of a table: each row's canonical values hashed, the hashes added up.
+
+    Rows are read in primary-key order; adding their hashes makes the sum
+    independent of the order, so engines that sort keys differently (text
+    collations) agree.
+    """
+    count, total = 0, 0
+    for rows in batches(model, alias, fields, size):
+        for row in rows:
+            data = json.dumps([canonical(f, v) for f, v in zip(fields, row)], ensure_ascii=False, separators=(",", ":"))
+            total = (total + int.from_bytes(hashlib.sha256(data.encode()).digest(), "big")) % _HASH_MOD
+        count += len(rows)
+        beat()
+    return count, f"{total:064x}"
