@@ -220,7 +220,7 @@ def check_a_move(tenants, source: str, target: str) -> Tenant:
         PAYMENTS,
     }
     assert {c.table: c.rows for c in result.tables}["tenantapp_note"] == 4
-    assert [s.phase for s in steps][:3] == ["paused", "target", "copy"] and steps[-1].phase == "switched"
+    assert [s.phase for s in steps][:3] == ["target", "paused", "copy"] and steps[-1].phase == "switched"
     assert sum(s.rows for s in steps if s.phase == "rows") == sum(c.rows for c in result.tables)
     # The next generated key follows the copied rows.
     with tenant_context(after):
@@ -374,8 +374,9 @@ def test_every_write_acknowledged_during_a_move_is_there_afterwards(tenants):
     assert refused, "no write was attempted while writes were paused"
     seen = {phase for _, phase in acknowledged}
     assert {"before", "switched"} <= seen  # accepted before the move, and on the new database after it
-    # None begun while the copy was made ("verified" is last before the switch: a write begun then may land after it).
-    assert not seen & {"paused", "target", "copy", "rows", "copied"}
+    # None begun while the copy was made ("verified" is last before the switch: a write begun then may land
+    # after it). "target" comes before writes pause: the target is built while they are still served.
+    assert not seen & {"paused", "copy", "rows", "copied"}
     with tenant_context(tenant.slug):
         titles = set(Note.objects.values_list("title", flat=True))
     assert {title for title, _ in acknowledged} <= titles
@@ -564,8 +565,8 @@ print("finished")
 CRASHES = {
     "after-recording-the-move": ("lifecycle.move", "_claim_move", True, 1),
     "while-recording-the-move": ("lifecycle.move", "_record_move", True, 1),  # inside its transaction
-    "after-pausing-writes": ("lifecycle.move", "_pause_writes", True, 1),
     "after-creating-the-target": ("lifecycle.move", "_build_target", True, 1),
+    "after-pausing-writes": ("lifecycle.move", "_pause_writes", True, 1),
     "after-preparing-the-target": ("lifecycle.move", "_prepare_target", True, 1),
     "mid-copy": ("schema.transfer", "write_batch", False, 3),
     "after-verifying": ("lifecycle.move", "_verify", True, 1),
@@ -616,7 +617,8 @@ def test_a_move_killed_at_any_step_leaves_a_consistent_registry_and_a_rerun_fini
         assert (row.server, row.database_name) == (tenant.server, tenant.database_name)
         (move,) = open_moves(tenant)
         assert move.status in ("provisioning", "moving") and move.server == target and move.held_by
-        assert row.maintenance == (where != "after-recording-the-move")  # writes stay refused until a re-run
+        # Writes pause after the target is built; from then on they stay refused until a re-run.
+        assert row.maintenance == (where not in ("after-recording-the-move", "after-creating-the-target"))
         assert snapshot(row) == before
         result = moved(row, target)  # takes over from the dead process and finishes
         assert result.target[0] == target

@@ -15,14 +15,14 @@ engine or not. The steps, each a function of this module:
    this process, ``maintenance`` = the tenant's mode before the move),
    created under a lock on the tenant's row, so one tenant has at most one
    move in progress.
-3. ``_pause_writes``: maintenance mode on, then a wait of
-   ``ROUTING_CACHE_SECONDS`` (plus a second for writes in flight) so every
-   process refuses writes before anything is copied; reads go on.
-4. ``_build_target``: ``provision._provision_row`` brings the row's database
+3. ``_build_target``: ``provision._provision_row`` brings the row's database
    to the plan, as for a tenant or a pooled database (cloned or created,
    marked, its role, its tables); its ownership marker holds the tenant's
    uid (``Tenant.owner_uid``) and the move row's slug. The row becomes
-   ``moving``.
+   ``moving``. The tenant's writes are still served meanwhile.
+4. ``_pause_writes``: maintenance mode on, then a wait of
+   ``ROUTING_CACHE_SECONDS`` (plus a second for writes in flight) so every
+   process refuses writes before anything is copied; reads go on.
 5. ``_prepare_target``: the run-time tables are registered on the target
    with the same dataclasses, and rows a receiver of the migration signals
    seeded are flushed (Django's ``sql_flush``).
@@ -113,8 +113,8 @@ _OPEN = (Tenant.Status.PROVISIONING, Tenant.Status.FAILED, Tenant.Status.MOVING)
 class MoveStep:
     """What ``move_tenant(progress=...)`` is called with, at each step.
 
-    ``phase`` is ``"paused"`` (writes refused), ``"target"`` (the target is
-    at the plan), ``"copy"`` (``total``: rows to copy), ``"rows"`` (``rows``
+    ``phase`` is ``"target"`` (the target is at the plan; writes still
+    served), ``"paused"`` (writes refused from now on), ``"copy"`` (``total``: rows to copy), ``"rows"`` (``rows``
     more of ``table`` copied, of ``total``), ``"copied"`` (every table
     copied, nothing verified yet), ``"verified"`` (``table`` and its
     ``rows``) or ``"switched"``.
@@ -244,12 +244,13 @@ def move_tenant(
     specs = _check_source(tenant, source_db, tables)
     move = _claim_move(tenant, target)
     me = move.held_by
-    paused = time.monotonic()
+    paused = None
     try:
+        move = _build_target(move)  # before writes pause: building the target is no part of the pause
+        notify(MoveStep("target"))
+        paused = time.monotonic()
         _pause_writes(tenant, move, settle)
         notify(MoveStep("paused"))
-        move = _build_target(move)
-        notify(MoveStep("target"))
         target_db, plan = _prepare_target(tenant, move, source_db, specs)
         beat = _heartbeat(move, me)
         _copy(plan, source_db, target_db, batch_size, beat, notify)

@@ -41,6 +41,7 @@ __all__ = [
     "TableCopy",
     "batches",
     "canonical",
+    "canonicalizer",
     "check_fits",
     "checksum",
     "copy_groups",
@@ -145,8 +146,15 @@ def write_batch(table: TableCopy, rows: list[tuple], target_db: TenantDatabase) 
 
 
 def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], connection) -> None:
-    """``MoveFailed`` naming table, column and row key for a value the target's column cannot hold."""
+    """``MoveFailed`` naming table, column and row key for a value the target's column cannot hold.
+
+    A column is checked as a whole first (its longest text, its smallest
+    and largest integer), value by value only where that finds a problem
+    or cannot tell (decimals).
+    """
     for field, column in zip(table.target_fields, columns):
+        if _column_fits(field, column, connection):
+            continue
         for i, value in enumerate(column):
             if value is None:
                 continue
@@ -156,6 +164,22 @@ def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], co
                     f"table {table.name!r}, row {table.pk}={rows[i][table.pk_index]!r}, column {field.column!r}: "
                     f"{problem}; the target would not store it as it is"
                 )
+
+
+def _column_fits(field: models.Field, column: list[Any], connection) -> bool:
+    """True when every value of ``column`` surely fits ``field`` (checked as a whole); False: check each value."""
+    target = field.target_field if field.is_relation else field
+    if isinstance(target, models.CharField) and target.max_length:
+        texts = [v for v in column if v is not None]
+        return all(type(v) is str for v in texts) and max(map(len, texts), default=0) <= target.max_length
+    if isinstance(target, models.IntegerField) and not isinstance(target, models.BooleanField):
+        numbers = [v for v in column if v is not None]
+        if not all(type(v) is int for v in numbers) or not numbers:
+            return not numbers
+        return does_not_fit(target, min(numbers), connection) is None and (
+            does_not_fit(target, max(numbers), connection) is None
+        )
+    return not isinstance(target, models.DecimalField)
 
 
 def does_not_fit(field: models.Field, value: Any, connection) -> str | None:
@@ -279,18 +303,54 @@ def canonical(field: models.Field, value: Any) -> Any:
     return str(value)
 
 
+def canonicalizer(field: models.Field) -> Callable[[Any], Any]:
+    """``canonical`` for ``field``, with the field's type looked at once: for the values of a whole column.
+
+    The values each engine returns for the field's own type take a short
+    path; anything else goes through ``canonical``, so the result is the
+    same as ``canonical(field, value)`` for every value.
+    """
+    target = field.target_field if field.is_relation else field
+
+    def slow(value: Any) -> Any:
+        return canonical(target, value)
+
+    if isinstance(target, (models.BooleanField, models.JSONField, models.UUIDField)):
+        return slow
+    if isinstance(target, (models.CharField, models.TextField)):
+        return lambda v: v if v is None or type(v) is str else slow(v)
+    if isinstance(target, models.IntegerField):
+        return lambda v: v if v is None or type(v) is int else slow(v)
+    if isinstance(target, models.DecimalField):
+
+        def number(v: Any) -> Any:
+            if type(v) is decimal.Decimal and v.is_finite():
+                return "0" if v == 0 else format(v.normalize(), "f")
+            return slow(v)
+
+        return number
+    if isinstance(target, models.DateField) and not isinstance(target, models.DateTimeField):
+        return lambda v: v.isoformat() if type(v) is datetime.date else slow(v)
+    return slow
+
+
 def checksum(model, alias: str, fields: list[models.Field], size: int, beat: Callable[[], None]) -> tuple[int, str]:
     """Rows and checksum of a table: each row's canonical values hashed, the hashes added up.
 
     Rows are read in primary-key order; adding their hashes makes the sum
     independent of the order, so engines that sort keys differently (text
-    collations) agree.
+    collations) agree. A row is hashed as the ``repr`` of its canonical
+    values (``None``, booleans, integers and strings only: the same text on
+    every platform).
     """
+    convert = [canonicalizer(f) for f in fields]
     count, total = 0, 0
+    sha256 = hashlib.sha256
     for rows in batches(model, alias, fields, size):
         for row in rows:
-            data = json.dumps([canonical(f, v) for f, v in zip(fields, row)], ensure_ascii=False, separators=(",", ":"))
-            total = (total + int.from_bytes(hashlib.sha256(data.encode()).digest(), "big")) % _HASH_MOD
+            data = repr(tuple([c(v) for c, v in zip(convert, row)]))
+            total += int.from_bytes(sha256(data.encode()).digest(), "big")
+        total %= _HASH_MOD
         count += len(rows)
         beat()
     return count, f"{total:064x}"
