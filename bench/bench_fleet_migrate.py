@@ -39,7 +39,7 @@ both run Django's migration executor per tenant; tenant-schema connects to
 each tenant's own database (or, on schemas, opens a connection whose
 `search_path` is the tenant's) and applies the whole plan in one
 transaction where DDL rolls back; with `jobs=2` the tenants that need work
-are migrated in two worker processes.
+are migrated by the calling process and one worker process, side by side.
 """
 SERVERS = [
     ("SQLite", "sqlite"),

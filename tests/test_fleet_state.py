@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from tenant_schema.lifecycle.fleet import migrate_tenants
 from tenant_schema.lifecycle.migrate import migrate_tenant
 from tenant_schema.migration_plan import migration_plan
 from tenant_schema.models import Tenant
+from tenant_schema.signals import pre_tenant_migrate
 from tenant_schema.testing import unique_slug
 from tests.test_provisioning_migrate import PINNED, has_pinned, old_tenants
 
@@ -224,6 +226,34 @@ def test_a_worker_killed_mid_run_fails_its_tenants_and_the_run_still_ends(tenant
     again = migrate_tenants([t.slug for t in tenants], jobs=2)
     assert again.ok, again.failures
     assert all(recorded(t) == migration_plan().fingerprint and has_pinned(t) for t in tenants)
+
+
+def test_a_tenant_that_kills_its_worker_fails_alone_after_one_retry(tenant_factory, monkeypatch):
+    from tests.tenantapp.apps import KILL_WORKER_ENV
+
+    monkeypatch.setattr(fleet, "MIN_TENANTS_PER_WORKER", 1)
+    monkeypatch.setattr(fleet, "TASKS_PER_WORKER", 4)
+    tenants = old_tenants(tenant_factory, "sqlite", 30)
+    doomed = tenants[0]  # the first a worker gets: this process takes from the other end
+    monkeypatch.setenv(KILL_WORKER_ENV, doomed.slug)
+
+    def slow_here(sender, tenant, **kwargs):  # this process only (workers do not have the receiver)
+        time.sleep(0.1)  # so the worker is up long before this process reaches the doomed tenant
+
+    pre_tenant_migrate.connect(slow_here)
+    try:
+        report = migrate_tenants([t.slug for t in tenants], jobs=2)
+    finally:
+        pre_tenant_migrate.disconnect(slow_here)
+    by_slug = {r.slug: r for r in report.results}
+    assert sorted(by_slug) == sorted(t.slug for t in tenants) and len(report.results) == len(tenants)
+    assert {r.slug: r.error for r in report.failures} == {
+        doomed.slug: "worker process failed twice: BrokenProcessPool: A process in the process pool was "
+        "terminated abruptly while the future was running or pending."
+    }
+    assert all(by_slug[t.slug].applied == [PINNED] for t in tenants[1:]), "the others its pools held: retried"
+    monkeypatch.delenv(KILL_WORKER_ENV)
+    assert migrate_tenants([doomed.slug]).ok and has_pinned(doomed)
 
 
 def test_a_fleet_too_small_to_pay_for_a_worker_is_migrated_in_this_process(tenant_factory, monkeypatch):

@@ -4,9 +4,10 @@ The registry records each tenant's migration state (``Tenant.migrated_to``),
 so tenants already at the plan are skipped from one registry query, without
 connecting to them (``verify=True`` connects anyway and reports drift). The
 others are checked and, when behind, migrated with ``migrate.migrate_tenant``
-on one connection each, ``jobs`` at a time in spawned worker processes
-(``fleet_worker`` sets Django up in each) recycled every
-``TASKS_PER_WORKER`` tenants, so memory stays bounded. A failing tenant
+on one connection each, ``jobs`` at a time: this process and up to
+``jobs - 1`` spawned worker processes (``fleet_worker`` sets Django up in
+each; none for fewer than ``MIN_TENANTS_PER_WORKER`` tenants each) recycled
+every ``TASKS_PER_WORKER`` tenants, so memory stays bounded. A failing tenant
 never stops the others: each result is a ``TenantMigration``, collected in
 a ``MigrationReport``, and a failure's traceback is logged at INFO.
 """
@@ -93,8 +94,9 @@ def migrate_tenants(
     tenant anyway and reports drift (``report.drifted``: migrations the
     registry recorded as applied that the database lacks). The others are
     checked and, when behind, migrated on one connection each, ``jobs`` at a
-    time in worker processes (``jobs=1``: in this process, one after the
-    other). Tenants with the same history share one migration graph and one
+    time: this process and up to ``jobs - 1`` worker processes, one per
+    ``MIN_TENANTS_PER_WORKER`` (20) tenants to migrate (``jobs=1``: in this
+    process only, one after the other). Tenants with the same history share one migration graph and one
     rendered project state per process. A failing tenant does not stop the
     others: look at ``report.failures``. ``progress=True`` shows a tqdm bar
     on stderr; a callable is called with each ``TenantMigration``.
@@ -243,70 +245,102 @@ def _migrate_in_processes(todo: list[Tenant], workers: int, done: Callable[[Tena
     """Migrate ``todo`` in this process and ``workers`` worker processes at once.
 
     This process takes its share from the first moment (it has Django set
-    up, the migration graph loaded), while the workers start; each worker
-    is kept ``QUEUED_PER_WORKER`` tenants ahead, and when this process has
-    nothing left it takes back the tenants no worker has started. Workers
-    are recycled by running them in generations of fresh processes with
-    ``TASKS_PER_WORKER`` tenants each, not with ``max_tasks_per_child``: on
-    Python < 3.13 a pool does not replace the workers that retire (CPython
-    gh-115634) and waits for ever. A worker that dies fails the tenants it held ("worker process
-    failed"); the next generation takes the rest. Every wait ends when a
-    tenant finishes, so nothing waits on a worker that is gone.
+    up, the migration graph loaded), while the workers start; they get
+    tenants once a probe shows one has started (a pool whose workers cannot
+    start takes none: this process migrates them all). Each worker is kept
+    ``QUEUED_PER_WORKER`` tenants ahead; when this process has nothing left
+    it takes back the tenants the pool has not yet handed to a worker (up to
+    ``workers + 1`` stay with the pool: handed over, not necessarily
+    started). Workers are recycled by running them in generations of fresh
+    processes with ``TASKS_PER_WORKER`` tenants each, not with
+    ``max_tasks_per_child``: on Python < 3.13 a pool does not replace the
+    workers that retire (CPython gh-115634) and waits for ever.
+
+    When a worker dies (killed, out of memory) the pool fails every tenant
+    it held, started or not, and stops its other workers: each of those is
+    tried once more by the next generation's workers, alone in the pool
+    (never by this process: a tenant that kills a worker would kill it
+    too), and reported as "worker process failed" if that fails as well or
+    no generation can start. Every wait ends when a tenant finishes or a pool breaks, so
+    nothing waits on a worker that is gone.
     """
     import collections
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    queue = collections.deque(todo)
+    queue = collections.deque(todo)  # this process or a worker
+    retry: collections.deque[Tenant] = collections.deque()  # a worker only: their pool broke once
+    tried: set[str] = set()
     per_generation = workers * TASKS_PER_WORKER
-    held: dict[Any, str] = {}  # future -> slug
-    by_slug = {tenant.slug: tenant for tenant in todo}
-    pool = None
-    submitted = finished = 0  # by this generation's workers
-    broken = False  # a worker of this generation died
-    can_spawn = True  # False once a generation died before finishing any tenant (workers cannot start)
-    draining = False  # this process ran out of work once: it takes back, the workers get nothing more
+    held: dict[Any, Tenant] = {}  # future -> tenant
+    pool = probe = None
+    up = broken = False  # this generation's workers started; one of them died
+    submitted = 0  # to this generation's workers
+    can_spawn = True  # False once a generation's workers could not start (its probe failed)
+    draining = False  # this process ran out of work once: it takes back, the workers get nothing new of its
 
     def collect(futures) -> None:
-        nonlocal broken, finished
+        nonlocal broken
         for future in futures:
-            slug = held.pop(future)
+            tenant = held.pop(future)
             try:
-                done(future.result())
-                finished += 1
-            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
-                broken = broken or isinstance(exc, BrokenProcessPool)
-                done(TenantMigration(slug, error=f"worker process failed: {_describe(exc)}"))
+                result = future.result()
+            except BrokenProcessPool as exc:
+                broken = True
+                if tenant.slug not in tried:
+                    tried.add(tenant.slug)
+                    retry.append(tenant)
+                    continue
+                result = TenantMigration(tenant.slug, error=f"worker process failed twice: {_describe(exc)}")
+            except Exception as exc:  # noqa: BLE001 - the result could not come back (unpicklable, ...)
+                result = TenantMigration(tenant.slug, error=f"worker process failed: {_describe(exc)}")
+            done(result)
 
     try:
-        while queue or held:
+        while queue or retry or held:
             if pool is not None and not held and (broken or submitted >= per_generation):
                 pool.shutdown()
                 pool = None  # this generation is done: the next one starts fresh processes
-                can_spawn = not broken or finished > 0
-            if pool is None and queue and can_spawn and not draining:
-                pool, submitted, finished, broken = _worker_pool(workers), 0, 0, False
-            while pool is not None and not (broken or draining) and queue and submitted < per_generation:
-                if len(held) >= workers * (1 + QUEUED_PER_WORKER):
-                    break
-                tenant = queue.popleft()
+            if pool is None and can_spawn and (retry or (queue and not draining)):
+                pool, submitted, up, broken = _worker_pool(workers), 0, False, False
+                probe = pool.submit(fleet_worker.ready)
+            if pool is not None and not up and probe.done():
                 try:
-                    held[pool.submit(_migrate_one, _job(tenant))] = tenant.slug
+                    probe.result()
+                    up = True
+                except Exception as exc:  # noqa: BLE001 - the workers cannot start: this process does the work
+                    logger.warning("migrate_tenants: worker processes could not start (%s)", _describe(exc))
+                    broken, can_spawn = True, False
+            if pool is None and not can_spawn:
+                while retry:
+                    done(TenantMigration(retry.popleft().slug, error="worker process failed; no worker to retry it"))
+            while pool is not None and up and not broken and submitted < per_generation:
+                # A tenant tried again runs alone in the pool: if it kills its worker
+                # again, it takes no other tenant with it.
+                if any(t.slug in tried for t in held.values()):
+                    break
+                source = (retry if not held else None) if retry else (queue if not draining else None)
+                if not source or len(held) >= workers * (1 + QUEUED_PER_WORKER):
+                    break
+                tenant = source.popleft()
+                try:
+                    held[pool.submit(_migrate_one, _job(tenant))] = tenant
                 except BrokenProcessPool:
-                    queue.appendleft(tenant)
+                    source.appendleft(tenant)
                     broken = True
                     break
                 submitted += 1
             collect([future for future in held if future.done()])
             if not queue:
                 draining = True
-                for future in [f for f in held if f.cancel()]:  # not started by any worker: take them back
-                    queue.append(by_slug[held.pop(future)])
+                for future in [f for f, t in held.items() if t.slug not in tried and f.cancel()]:
+                    queue.append(held.pop(future))  # not handed to a worker yet: this process takes it back
             if queue:
-                done(_migrate_one(_job(queue.popleft())))  # this process's share
-            elif held:
-                finished_now, _ = wait(held, return_when=FIRST_COMPLETED)
-                collect(finished_now)
+                done(_migrate_one(_job(queue.pop())))  # this process's share, from the other end
+            elif held or (pool is not None and not up):
+                waiting = [*held, *([probe] if pool is not None and not up else [])]
+                finished_now, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                collect([future for future in finished_now if future in held])
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -22,3 +22,8 @@ def init(settings_module: str, overrides: dict[str, Any]) -> None:
     for key, value in overrides.items():
         setattr(settings, key, value)
     django.setup()
+
+
+def ready() -> int:
+    """The probe a new pool runs first: returns once a worker has started and set Django up (its pid)."""
+    return os.getpid()
