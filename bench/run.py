@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from _harness import ROOT, Run, fmt_load, install_signal_handlers, loadavg, sweep_stale_runs, versions  # noqa: E402
 from _report import Section, table  # noqa: E402
 
-ORDER = ["onboarding", "routing", "fleet_migrate", "touch", "batch_insert"]
+ORDER = ["onboarding", "routing", "fleet_migrate", "touch", "batch_insert", "move"]
 DOCS = ROOT / "docs" / "benchmarks.md"
 
 

@@ -437,6 +437,55 @@ def drain_pool(server: str) -> int:
 # -- bulk insert (bench_batch_insert runs inside this worker) ---------------------------
 
 
+def move(source: str, target: str, rows: int) -> dict:
+    """A tenant on ``source`` with ``rows`` rows of the app (untimed), moved to ``target`` (timed), then dropped."""
+    import datetime
+    import decimal
+
+    from benchapp.models import Account, Budget, Note, Tag, Transaction
+
+    from tenant_schema import purge_tenant, register_tenant
+    from tenant_schema.context import tenant_context
+    from tenant_schema.lifecycle.move import drop_kept_copies, move_tenant
+
+    tenant = register_tenant(slug("move"), server=source)
+    accounts, budgets, tags = max(1, rows // 20), rows // 10, rows // 10
+    transactions = (rows - accounts - budgets - tags) // 2
+    notes = rows - accounts - budgets - tags - transactions
+    day = datetime.date(2024, 1, 1)
+    with tenant_context(tenant):
+        Account.objects.bulk_create([Account(name=f"account {i}") for i in range(accounts)], batch_size=5000)
+        ids = list(Account.objects.values_list("pk", flat=True))
+        Transaction.objects.bulk_create(
+            [
+                Transaction(
+                    account_id=ids[i % len(ids)],
+                    reference=f"r{i}",
+                    amount=decimal.Decimal(i % 100000) / 100,
+                    booked_on=day + datetime.timedelta(days=i % 365),
+                    description="groceries" if i % 3 else "",
+                )
+                for i in range(transactions)
+            ],
+            batch_size=5000,
+        )
+        txn = list(Transaction.objects.values_list("pk", flat=True))
+        Note.objects.bulk_create(
+            [Note(transaction_id=txn[i % len(txn)], body=f"note {i} ✓") for i in range(notes)], batch_size=5000
+        )
+        Budget.objects.bulk_create(
+            [Budget(category=f"c{i % 40}", month=day, amount=decimal.Decimal("12.50")) for i in range(budgets)],
+            batch_size=5000,
+        )
+        Tag.objects.bulk_create([Tag(label=f"tag-{i}") for i in range(tags)], batch_size=5000)
+    tenant.database.close()
+    result = move_tenant(tenant.slug, target, settle=0)
+    moved = sum(t.rows for t in result.tables)
+    drop_kept_copies(tenant.slug)
+    purge_tenant(tenant.slug)
+    return {"rows": moved, "seconds": result.seconds, "write_pause": result.write_pause}
+
+
 def batch_insert(argv: list[str]) -> dict:
     import bench_batch_insert
 
@@ -458,6 +507,7 @@ if __name__ == "__main__":
             "routing_done": routing_done,
             "drain_pool": drain_pool,
             "batch_insert": batch_insert,
+            "move": move,
         },
         hello,
     )
