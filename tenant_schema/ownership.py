@@ -22,7 +22,7 @@ privilege, and a tenant's role cannot forge one for another tenant.
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import DatabaseError, models
 from django.utils import timezone
 
 from . import django_private
@@ -113,29 +113,42 @@ def write_marker(tenant_db, tenant, *, origin: str = "created", empty: bool = Fa
         insert()
 
 
-def rewrite_marker(tenant_db, tenant) -> str:
+def rewrite_marker(tenant_db, tenant, *, expected: str = "") -> str:
     """Make the marker of a database cloned from a clone template ``tenant``'s; the plan fingerprint it held.
 
     A clone carries its template's marker (origin ``template``, holding the
     migration fingerprint the template was built at); only such a marker is
     rewritten, so no tenant's marker is ever taken over. The caller compares
     the returned fingerprint with its own plan: a clone of another plan's
-    template still needs migrating.
+    template still needs migrating. ``expected``, the fingerprint the caller
+    believes the template held: then one conditional UPDATE does it when it
+    did (no catalogue query, no read), and only otherwise is the marker read.
     """
     connection = tenant_db.admin_connection
+    if expected and not connection.in_atomic_block:
+        try:
+            updated = _rewrite(connection, tenant, expected)
+        except DatabaseError:  # no marker table: not a clone; the reads below say whose it is
+            updated = 0
+        if updated == 1:
+            return expected
     marker = read_marker(tenant_db)
     if marker is None or marker.origin != TEMPLATE_ORIGIN:
         check_owner(tenant_db, tenant)  # NotOurDatabase, naming whose it is
         return ""
-    updated = (
-        marker_model()
-        .objects.using(connection.alias)
-        .filter(pk=1, origin=TEMPLATE_ORIGIN, tenant_uid=marker.tenant_uid)
-        .update(tenant_uid=owner_uid(tenant).hex, origin="created", slug=tenant.slug, created_at=timezone.now())
-    )
-    if updated != 1:
+    if _rewrite(connection, tenant, marker.tenant_uid) != 1:
         check_owner(tenant_db, tenant)
     return marker.tenant_uid
+
+
+def _rewrite(connection, tenant, held: str) -> int:
+    """The template marker holding ``held``, rewritten as ``tenant``'s: 1, or 0 when there is no such marker."""
+    return (
+        marker_model()
+        .objects.using(connection.alias)
+        .filter(pk=1, origin=TEMPLATE_ORIGIN, tenant_uid=held)
+        .update(tenant_uid=owner_uid(tenant).hex, origin="created", slug=tenant.slug, created_at=timezone.now())
+    )
 
 
 def is_unclaimed_clone(tenant_db) -> bool:

@@ -99,7 +99,7 @@ def provision(tenant: Tenant) -> None:
     cloned = tenant.provisioned_at is None and clone_into(tenant_db, plan)
     fresh = cloned or hook.tenant_schema_create_database(dialect=server.dialect, server=server, name=tenant_db.name)
     if fresh:
-        held = _mark_or_undo(tenant_db, tenant, cloned=cloned)
+        held = _mark_or_undo(tenant_db, tenant, cloned=cloned, expected=plan.fingerprint)
     elif tenant.provisioned_at is None and ownership.is_unclaimed_clone(tenant_db):
         # A clone an interrupted attempt made and did not mark: complete, and nobody's yet.
         held = ownership.rewrite_marker(tenant_db, tenant)
@@ -147,7 +147,7 @@ def provision(tenant: Tenant) -> None:
     create_tenant_tables(tenant_db)
 
 
-def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = False) -> str:
+def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = False, expected: str = "") -> str:
     """Write the ownership marker into the database this call just created, or drop it again.
 
     If writing the marker fails (the server dropped the connection), the
@@ -156,8 +156,8 @@ def _mark_or_undo(tenant_db: TenantDatabase, tenant: Tenant, *, cloned: bool = F
     killed between the two steps leaves one (``tenant_claim`` resolves it).
     """
     try:
-        if cloned:
-            return ownership.rewrite_marker(tenant_db, tenant)
+        if cloned:  # ``expected``: the plan the template should hold
+            return ownership.rewrite_marker(tenant_db, tenant, expected=expected)
         ownership.write_marker(tenant_db, tenant, empty=True)
         return ""
     except BaseException:
