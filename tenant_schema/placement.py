@@ -17,7 +17,8 @@
    ``policy(candidates, *, counts, labels) -> Server``.
 
 Counts come from one registry query (tenants of every status but pooled:
-an archived tenant's database still takes room). Two sign-ups at the same
+an archived tenant's database, and a copy ``tenant_move`` kept, still take
+room). Two sign-ups at the same
 moment may both pick the server that was emptiest: placement evens servers
 out over many sign-ups, it is not a lock.
 """
