@@ -57,7 +57,8 @@ from .conftest import require_live_server, require_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ENGINES = ["sqlite", "pg", "pgschema", "mysql"]
+#: The live engines; CockroachDB too when TENANT_SCHEMA_COCKROACH_URL names a cluster (tests/settings.py).
+ENGINES = ["sqlite", "pg", "pgschema", "mysql"] + (["crdb"] if "crdb" in settings.TENANT_SCHEMA["SERVERS"] else [])
 PAIRS = [(a, b) for a in ENGINES for b in ENGINES if a != b]
 PAYMENTS = "payments"
 UTC = datetime.UTC

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -295,6 +296,42 @@ def test_cockroach_database_and_schema_sql(crdb):
     settings = dialect.tenant_settings(schema_server, "tenant_acme")
     assert settings["NAME"] == "shared"
     assert settings["OPTIONS"]["options"] == "-c search_path=tenant_acme"
+
+
+def test_cockroach_move_sql(crdb):
+    """The statements ``tenant_move`` sends a CockroachDB target, beyond the DDL above (not run live here)."""
+    import types
+
+    from django.core.management.color import no_style
+
+    from tenant_schema import django_private
+    from tenant_schema.schema import transfer
+
+    tdb, editor = crdb
+
+    @dataclass
+    class Event:
+        id: int
+        kind: str
+        amount: Decimal
+
+    model = _model(tdb, Event, "events")
+    copy = transfer.TableCopy("events", model, model, set())
+    connection = editor.connection
+    # Keys come from unique_rowid(), not sequences: nothing to set past the copied keys.
+    assert connection.ops.sequence_reset_sql(no_style(), [copy.target]) == []
+    transfer.reset_sequences(tdb, [copy])  # so it sends nothing (and needs no connection)
+    # A batch of copied rows: Django's PostgreSQL-family INSERT, one array per column.
+    sample = types.SimpleNamespace(id=1, kind="a", amount=Decimal("1.50"))
+    [(sql, params)] = django_private.compile_insert(model, connection, copy.target_fields, 2, sample, {})
+    assert sql == (
+        'INSERT INTO "events" ("amount", "id", "kind") '
+        "SELECT * FROM UNNEST((%s)::numeric[], (%s)::integer[], (%s)::text[])"
+    )
+    # Rows a migration signal seeded on the target are emptied first; a failed move's target is dropped.
+    assert connection.ops.sql_flush(no_style(), ["events"], allow_cascade=True) == ['TRUNCATE "events" CASCADE;']
+    quoted = editor.quote_name("tenant_acme_move")
+    assert tdb.dialect.drop_database_sql(tdb.server, quoted) == 'DROP DATABASE IF EXISTS "tenant_acme_move" CASCADE'
 
 
 def test_hash_sharded_option_on_a_live_dialect_without_it_is_plain(tenant_db):
