@@ -287,6 +287,17 @@ def compile_insert(model, connection, fields, rows: int, sample, conflict: dict[
     return compiler.as_sql()
 
 
+def raw_insert(model, objs, fields, using: str) -> None:
+    """``QuerySet._insert(objs, fields, raw=True)``: one INSERT storing each field's attribute as it is.
+
+    What ``Model.save_base(raw=True)`` (``loaddata``) does for one row: no
+    ``pre_save`` (``auto_now``) replaces a value, while fields with their
+    own SQL placeholder keep it. The caller keeps ``objs`` under the
+    backend's batch size.
+    """
+    model._base_manager.db_manager(using)._insert(objs, fields=fields, raw=True, using=using)
+
+
 def compile_update(queryset, connection, values: dict[str, Any]) -> tuple[str, list]:
     """``sql.UpdateQuery`` chained from ``queryset``, compiled: ``UPDATE ... SET values WHERE ...``."""
     query = queryset.query.chain(sql.UpdateQuery)

@@ -745,3 +745,29 @@ def test_rows_that_refer_forward_to_their_own_table_are_copied(tenants, source, 
     moved_nodes = register_table(tenant.slug, Node, "nodes")
     assert [(n.id, n.parent) for n in moved_nodes.list()] == [(1, 3), (2, 3), (3, None), (4, 4)]
     assert moved_nodes.create({"name": "new", "parent": 1}).id == 5
+
+
+def test_copied_rows_keep_auto_now_values_next_to_a_column_with_its_own_placeholder(tenant_db):
+    """Seen in the move's own review: auto_now beside a BinaryField (its own SQL placeholder) could not be copied."""
+    from django.db import models as dj
+
+    from tenant_schema import django_private
+    from tenant_schema.schema import transfer
+    from tenant_schema.schema.ddl import register_table
+
+    class Stamped(dj.Model):
+        blob = dj.BinaryField()
+        changed = dj.DateTimeField(auto_now=True)
+
+        class Meta:
+            apps = django_private.isolated_apps("move_raw_test")
+            app_label = "move_raw_test"
+            db_table = "stamped"
+
+    table = register_table(tenant_db, Stamped)
+    copy = transfer.TableCopy("stamped", table.model, table.model, set())
+    then = datetime.datetime(2020, 2, 29, 12, 30, tzinfo=UTC)
+    given = {"id": 7, "blob": b"\x00\xffraw", "changed": then}
+    transfer.write_batch(copy, [tuple(given[f.attname] for f in copy.target_fields)], tenant_db)
+    row = table.model._base_manager.using(tenant_db.alias).get(pk=7)
+    assert (bytes(row.blob), row.changed) == (b"\x00\xffraw", then), "stored as given, not replaced by now()"

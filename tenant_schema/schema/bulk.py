@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import NotSupportedError, models
+from django.db import models
 
 from .. import django_private
 from .rows import RowCodec
@@ -348,12 +348,9 @@ def insert(
     value_types = [set(map(type, c)) for c in batch.columns]
     plain = not any(hasattr(f, "get_placeholder") for f in fields) if raw else plain_fields(fields)
     if not fields or not plain or has_expressions(value_types):
-        computed = [f.column for f in fields if not saved_as_given(f)]
-        if raw and computed:  # Django's bulk_create would replace them
-            raise NotSupportedError(
-                f"table {codec.table!r}: rows whose columns compute their own value on save "
-                f"({', '.join(computed)}) next to a column with its own SQL placeholder cannot be stored as given"
-            )
+        if raw and not returning and not conflict and any(not saved_as_given(f) for f in fields):
+            _insert_raw(codec, connection, batch, batch_size)  # bulk_create would let auto_now replace values
+            return None
         return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
     sample = types.SimpleNamespace(**{f.attname: codec.norm(f, c[0]) for f, c in zip(fields, batch.columns)})
 
@@ -397,6 +394,18 @@ def insert(
         if full < n:
             cursor.execute(statements[n - full].sql, params(full, n - full))
     return None
+
+
+def _insert_raw(codec, connection, batch, batch_size) -> None:
+    """Django's raw INSERT (as ``loaddata`` saves): every value as given, placeholders as the fields want."""
+    objs = [
+        codec.model(**{f.attname: codec.norm(f, c[i]) for f, c in zip(batch.fields, batch.columns)})
+        for i in range(batch.size)
+    ]
+    fields = list(batch.fields)
+    size = max(1, min(batch_size or len(objs), connection.ops.bulk_batch_size(fields, objs) or len(objs)))
+    for start in range(0, len(objs), size):
+        django_private.raw_insert(codec.model, objs[start : start + size], fields, connection.alias)
 
 
 def _insert_orm(codec, connection, batch, batch_size, returning, conflict) -> list[Any] | None:
