@@ -361,19 +361,22 @@ def check_writable(slug: str, tenant_db: TenantDatabase | None = None) -> None:
     With ``tenant_db`` (the binding the write would use), ``TenantMoved``
     when the registry's ready row places the tenant elsewhere: a binding
     made before ``move_tenant`` moved it, which would write to the copy the
-    move kept.
+    move kept; also where maintenance mode lets the write through.
     """
     if slug in _lifecycle_writes.get():
         return
     active = _current.get()
-    if active is not None and active[0].slug == slug:
-        tenant, _db, maintenance_writes = active
-        if maintenance_writes or tenant.status != tenant_model().Status.READY:
-            return
+    maintenance_ok = (
+        active is not None
+        and active[0].slug == slug
+        and (active[2] or active[0].status != tenant_model().Status.READY)
+    )
+    if maintenance_ok and tenant_db is None:
+        return
     row = ready_tenants._cached(slug) or ready_tenants.get(slug)
     if row is None:
         return
-    if row.maintenance:
+    if row.maintenance and not maintenance_ok:
         raise TenantUnavailable(slug)
     if tenant_db is not None and (row.server, row.database_name) != (tenant_db.server.key, tenant_db.name):
         raise TenantMoved(

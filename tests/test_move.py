@@ -404,6 +404,18 @@ def test_a_handle_from_before_the_move_refuses_to_write_to_the_kept_copy(tenants
     assert Note.objects.using(alias(kept)).filter(title__startswith="through").count() == 0
 
 
+def test_a_handle_allowed_to_write_in_maintenance_mode_refuses_the_kept_copy_too(tenants):
+    """From a review: maintenance_writes (migrations, tenant_context(maintenance=True)) skipped the moved check."""
+    tenant = tenants("sqlite")
+    fill(tenant)
+    with tenant_context(tenant, maintenance=True):
+        moved(tenant, "pg")
+        with pytest.raises(TenantMoved):
+            Note.objects.create(title="a repair begun before the move")
+    (kept,) = kept_copies(tenant)
+    assert not Note.objects.using(alias(kept)).filter(title__startswith="a repair").exists()
+
+
 # -- bad input -----------------------------------------------------------------------------------------
 
 
@@ -539,12 +551,12 @@ def test_a_tenant_another_process_is_moving_is_refused(tenants):
 
 # -- crashes --------------------------------------------------------------------------------------------
 
-CRASH = (
+#: A child that dies (as kill -9 would) at ``tenant_schema.<module>.<crash>``'s ``nth`` call, before or after it ran;
+#: what it runs follows.
+CRASHING = (
     CHILD_SETUP
     + r"""
 import importlib
-from tenant_schema.lifecycle import move
-from tests.tenantapp.tables import Payment
 module = importlib.import_module("tenant_schema." + cfg["module"])
 step, after, nth = cfg["crash"], cfg["after"], cfg["nth"]
 original = getattr(module, step)
@@ -557,6 +569,13 @@ def crashing(*args, **kwargs):
         original(*args, **kwargs)
     os._exit(3)  # kill -9: nothing runs after it
 setattr(module, step, crashing)
+"""
+)
+CRASH = (
+    CRASHING
+    + r"""
+from tenant_schema.lifecycle import move
+from tests.tenantapp.tables import Payment
 move.move_tenant(cfg["slug"], cfg["server"], settle=0, batch_size=2, tables=[(Payment, "payments")])
 print("finished")
 """
@@ -575,12 +594,13 @@ CRASHES = {
 }
 
 
-def crash_child(slug: str, target: str, module: str, step: str, after: bool, nth: int) -> None:
+def crash_child(slug: str, target: str, module: str, step: str, after: bool, nth: int, script=CRASH, **extra) -> None:
+    """Run ``script`` (``CRASHING`` and what it does) in a child that dies where it is told to."""
     import os
     import subprocess
 
     done = subprocess.run(
-        child_command(CRASH, slug, target, module=module, crash=step, after=after, nth=nth),
+        child_command(script, slug, target, module=module, crash=step, after=after, nth=nth, **extra),
         cwd=ROOT,
         env={**os.environ, **CHILD_ENV},
         capture_output=True,
