@@ -266,6 +266,20 @@ def test_a_fleet_too_small_to_pay_for_a_worker_is_migrated_in_this_process(tenan
     assert report.ok and all(r.applied == [PINNED] for r in report.results)
 
 
+def test_a_tenant_being_moved_is_not_migrated_until_the_move_is_done(tenant_factory):
+    """From a review of tenant_move: a migration applied to the source while it is copied could miss the copy."""
+    [tenant] = old_tenants(tenant_factory, "sqlite", 1)
+    move = Tenant.objects.create(
+        slug="move-00000000000000aa", server="pg", database_name="tstest_move_aa", status="moving", copy_of=tenant.uid
+    )
+    try:
+        [result] = migrate_tenants([tenant.slug]).results
+        assert "being moved" in result.error and not result.connected and not has_pinned(tenant)
+    finally:
+        move.delete()
+    assert migrate_tenants([tenant.slug]).results[0].applied == [PINNED]
+
+
 def test_registering_with_a_reserved_pool_slug_is_refused(db_access):
     with pytest.raises(ValueError, match="reserved for the warm pool"):
         register.register_tenant("pool-0123456789abcdef")
