@@ -61,6 +61,12 @@ _EXPORTS = {
     "drop_kept_copies": "lifecycle.move",
     "MoveFailed": "exceptions",
     "TenantMoved": "exceptions",
+    "export_tenant": "lifecycle.exchange",
+    "import_tenant": "lifecycle.exchange",
+    "drop_abandoned_imports": "lifecycle.exchange",
+    "CopyFailed": "exceptions",
+    "ImportFailed": "exceptions",
+    "InvalidExport": "exceptions",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,10 +12,11 @@ import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, models
+from django.db import DatabaseError, models, transaction
 
 from . import django_private
 
@@ -234,6 +235,19 @@ class Dialect:
         no clone is ever taken from a half-built template.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement rename_database(server, old, new)")
+
+    def read_snapshot(self, connection: Any) -> AbstractContextManager[None]:
+        """A block in which every read through ``connection`` sees the database as of one moment.
+
+        ``tenant_export`` reads all of a tenant's tables in one such block,
+        while the tenant is served. The default is one transaction
+        (``transaction.atomic``): SQLite's read transaction is a snapshot. A
+        dialect whose transactions see what others commit meanwhile (READ
+        COMMITTED, PostgreSQL's and MySQL's default) raises the isolation
+        level for the block. ``connection`` is a Django connection with no
+        transaction open.
+        """
+        return transaction.atomic(using=connection.alias)
 
     # -- per-tenant roles (``?tenant_roles=true``) -------------------------
     # The ``*_sql`` methods build statements (names quoted by the server

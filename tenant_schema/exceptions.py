@@ -70,7 +70,17 @@ class RegistryNotMigrated(TenantSchemaError):
     """The tenant registry's table does not exist yet: ``manage.py migrate`` was not run."""
 
 
-class MoveFailed(TenantSchemaError):
+class CopyFailed(TenantSchemaError):
+    """Rows could not be copied into a new database, or the copy is not equal to what it was copied from.
+
+    The message names what failed: the table, column and row key of a
+    value the target cannot hold, or the tables whose row counts or
+    checksums differ. ``move_tenant`` raises it as ``MoveFailed``,
+    ``import_tenant`` as ``ImportFailed``.
+    """
+
+
+class MoveFailed(CopyFailed):
     """``move_tenant`` stopped before switching: the tenant stays where it was, in its maintenance mode as before.
 
     The message names what failed (a table, column and row key for a value
@@ -97,3 +107,18 @@ class TenantMoved(TenantUnavailable):
 
     def __reduce__(self):
         return (type(self), (self.slug, str(self)))
+
+
+class ImportFailed(CopyFailed):
+    """``import_tenant`` stopped before the new tenant existed: nothing was imported.
+
+    The message names what failed (a value the target cannot hold, by
+    table, column and row key; the tables whose rows or checksums differ
+    from the export's manifest). The half-written database is dropped and
+    its registry row deleted.
+    """
+
+
+class InvalidExport(TenantSchemaError, ValueError):
+    """A file ``import_tenant`` cannot read as a tenant export: not a ZIP file, no manifest, an unknown
+    format or version, a malformed row. The message names the file and what is wrong with it."""

@@ -45,7 +45,9 @@ class Tenant(models.Model):
         POOLED = "pooled", _("pooled")
         #: A ``tenant_move`` target being filled with a tenant's rows (``copy_of``
         #: names the tenant); never served. It becomes the tenant's database
-        #: when the move switches, or is dropped when the move fails.
+        #: when the move switches, or is dropped when the move fails. Also a
+        #: ``tenant_import``'s new database being filled (slug ``import-<hex>``,
+        #: no ``copy_of``), renamed to the tenant's slug and made ready once verified.
         MOVING = "moving", _("moving")
         #: The database a tenant was moved away from, kept (``copy_of`` names the
         #: tenant): its data as of the move. Never served, migrated or restored;
@@ -88,9 +90,10 @@ class Tenant(models.Model):
     #: ``moving`` or ``copy``): the ``uid`` of the tenant whose data the row's
     #: database holds. Its ownership marker holds that uid, not the row's own.
     copy_of = models.UUIDField(null=True, blank=True, editable=False, db_index=True)
-    #: The process working on a ``tenant_move`` row (``host:pid``), empty when
-    #: none; ``updated_at`` is its heartbeat. A move whose process is gone is
-    #: taken over by the next ``tenant_move`` of the tenant.
+    #: The process working on a ``tenant_move`` or ``tenant_import`` row
+    #: (``host:pid``), empty when none; ``updated_at`` is its heartbeat. A move
+    #: whose process is gone is taken over by the next ``tenant_move`` of the
+    #: tenant; an import's is dropped by the next ``tenant_import``.
     held_by = models.CharField(max_length=100, blank=True, default="", editable=False)
 
     class Meta:

@@ -23,6 +23,10 @@ POOL_SLUG_RE = re.compile(r"pool-[0-9a-f]{16}")
 #: have slugs ``move-<16 hex digits>``; no tenant can be given such an id either.
 MOVE_SLUG_PREFIX = "move-"
 MOVE_SLUG_RE = re.compile(r"move-[0-9a-f]{16}")
+#: Registry rows of ``tenant_import`` while it fills a new database (renamed to
+#: the tenant's slug when it is done) have slugs ``import-<16 hex digits>``.
+IMPORT_SLUG_PREFIX = "import-"
+IMPORT_SLUG_RE = re.compile(r"import-[0-9a-f]{16}")
 
 
 def validate_slug(value: object) -> str:
@@ -62,6 +66,7 @@ def normalize_slug(value: object) -> str:
     for pattern, prefix, what in (
         (POOL_SLUG_RE, POOL_SLUG_PREFIX, "the warm pool's databases"),
         (MOVE_SLUG_RE, MOVE_SLUG_PREFIX, "the databases tenant_move fills and keeps"),
+        (IMPORT_SLUG_RE, IMPORT_SLUG_PREFIX, "the databases tenant_import fills"),
     ):
         if pattern.fullmatch(slug):
             raise ValueError(

@@ -367,9 +367,7 @@ def check_writable(slug: str, tenant_db: TenantDatabase | None = None) -> None:
         return
     active = _current.get()
     maintenance_ok = (
-        active is not None
-        and active[0].slug == slug
-        and (active[2] or active[0].status != tenant_model().Status.READY)
+        active is not None and active[0].slug == slug and (active[2] or active[0].status != tenant_model().Status.READY)
     )
     if maintenance_ok and tenant_db is None:
         return

@@ -14,7 +14,12 @@ the registry change it announces is committed:
 - ``tenant_moved``: the registry switched the tenant to a copy of its
   database on another server (``move_tenant``); also ``source=(server,
   database_name)`` and ``kept``, the registry row of the source it keeps
-  (``None`` once dropped). ``tenant.uid`` is unchanged.
+  (``None`` once dropped). ``tenant.uid`` is unchanged;
+- ``tenant_imported``: a tenant was created from an export, its rows
+  written and verified (``import_tenant``); also ``source``, the export
+  manifest's ``tenant`` (``slug``, ``uid``, ``server``, ...).
+  ``tenant_provisioned`` is not sent for it: receivers that seed a new
+  tenant's data must not seed an imported one.
 
 Around each tenant's migration (``register_tenant`` on a new database,
 ``migrate_tenant``, every tenant of a fleet run), in the process doing it:
@@ -37,5 +42,6 @@ tenant_restored = Signal()
 tenant_maintenance_changed = Signal()
 tenant_dropped = Signal()
 tenant_moved = Signal()
+tenant_imported = Signal()
 pre_tenant_migrate = Signal()
 tenant_migrated = Signal()

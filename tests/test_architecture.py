@@ -42,6 +42,7 @@ LIFECYCLE = [
     "seed",
     "move",
     "rebalance",
+    "exchange",
 ]
 
 

@@ -404,6 +404,25 @@ def test_a_handle_from_before_the_move_refuses_to_write_to_the_kept_copy(tenants
     assert Note.objects.using(alias(kept)).filter(title__startswith="through").count() == 0
 
 
+def test_maintenance_switched_off_during_the_copy_stops_the_switch(tenants):
+    """From a review: an operator's `tenant_maintenance off` mid-move reopened writes that the switch would lose."""
+    from tenant_schema.lifecycle.archive import set_maintenance
+
+    tenant = tenants("sqlite")
+    fill(tenant)
+    before = snapshot(tenant)
+
+    def reopen(step: MoveStep) -> None:
+        if step.phase == "copied":
+            set_maintenance(tenant.slug, False)
+
+    with pytest.raises(MoveFailed, match="maintenance mode of tenant .* was switched off while it was being moved"):
+        moved(tenant, "pg", progress=reopen)
+    row = get_tenant(tenant.slug)
+    assert (row.server, row.database_name) == (tenant.server, tenant.database_name) and open_moves(tenant) == []
+    assert snapshot(row) == before
+
+
 def test_a_handle_allowed_to_write_in_maintenance_mode_refuses_the_kept_copy_too(tenants):
     """From a review: maintenance_writes (migrations, tenant_context(maintenance=True)) skipped the moved check."""
     tenant = tenants("sqlite")

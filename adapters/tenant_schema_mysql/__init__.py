@@ -9,10 +9,11 @@ length (error 1170 otherwise); ``DROP INDEX`` needs the table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, OperationalError, transaction
 
 from tenant_schema import hookimpl
 from tenant_schema.dialects import Dialect
@@ -68,6 +69,17 @@ class MySQLDialect(Dialect):
                 return False
             raise
         return True
+
+    read_snapshot_sql = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+    @contextlib.contextmanager
+    def read_snapshot(self, connection):
+        """One ``REPEATABLE READ``, ``READ ONLY`` transaction: InnoDB's consistent read, every read seeing
+        the snapshot the first one took (Django's connections default to ``READ COMMITTED``)."""
+        with transaction.atomic(using=connection.alias):
+            with connection.cursor() as cursor:
+                cursor.execute(self.read_snapshot_sql)  # for the transaction the next statement starts
+            yield
 
     #: Longest wait (seconds) of ``DROP DATABASE`` for a table lock, instead
     #: of the server's ``lock_wait_timeout`` (a day by default).

@@ -234,6 +234,16 @@ class PostgresDialect(Dialect):
     #: Attributes every tenant role gets, on creation and again at each re-key.
     role_options = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 
+    def read_snapshot(self, connection):
+        """One ``REPEATABLE READ``, ``READ ONLY`` transaction: every read sees the snapshot its first read took.
+
+        Set on the driver's connection for the block (psycopg then opens the
+        transaction with ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``),
+        so it holds on connections schema tenants share and behind a
+        transaction pooler too, and put back afterwards.
+        """
+        return _repeatable_read(connection)
+
     def role_exists(self, server, role: str) -> bool:
         with server.connection().cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", [role])
@@ -317,6 +327,29 @@ class PostgresDialect(Dialect):
                 f"role {role!r} exists on server {server.key!r} and is a superuser: refusing to make it a tenant's role"
             )
         return super().create_role(server, role, password)
+
+
+@contextlib.contextmanager
+def _repeatable_read(connection):
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
+
+    connection.ensure_connection()
+    raw = connection.connection
+    read_only = "read_only" if is_psycopg3 else "readonly"
+    before = (raw.isolation_level, getattr(raw, read_only))
+    raw.isolation_level = IsolationLevel.REPEATABLE_READ
+    setattr(raw, read_only, True)
+    try:
+        with transaction.atomic(using=connection.alias):
+            yield
+    finally:
+        try:
+            raw.isolation_level = before[0]
+            setattr(raw, read_only, before[1])
+        except Exception:  # noqa: BLE001 - never lend or reuse a connection left read-only
+            with contextlib.suppress(Exception):
+                raw.close()
+            connection.close()
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:

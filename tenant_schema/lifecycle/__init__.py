@@ -1,4 +1,5 @@
-"""The tenant life cycle: register, pool, clone, migrate, archive, restore, purge, claim, move, rebalance.
+"""The tenant life cycle: register, pool, clone, migrate, archive, restore, purge, claim, move, rebalance,
+export and import.
 
 Everything that creates, changes or drops a tenant's database, or moves its
 registry row from one status to another, is here; the management commands,
@@ -33,6 +34,11 @@ checks it), so the package has no import cycle.
 11. ``rebalance``: ``plan_rebalance`` evens out the servers from the
     registry alone (placement policy, labels, weights); ``rebalance`` runs
     the planned moves one by one.
+12. ``exchange``: ``export_tenant`` writes a tenant to an engine-neutral
+    file (``schema.portable``) from one snapshot while it is served;
+    ``import_tenant`` makes a new tenant of one with ``move``'s machinery
+    (a reserved ``import-<hex>`` row, built, filled, verified, then renamed
+    to the tenant's slug in one registry statement).
 
 This ``__init__`` imports nothing: a fleet worker process imports
 ``fleet_worker`` (and so this package) before Django is set up.

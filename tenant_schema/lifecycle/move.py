@@ -26,7 +26,7 @@ engine or not. The steps, each a function of this module:
 5. ``_prepare_target``: the run-time tables are registered on the target
    with the same dataclasses, and rows a receiver of the migration signals
    seeded are flushed (Django's ``sql_flush``).
-6. ``_copy`` / ``_copy_table`` (with ``schema.transfer``): each table in
+6. ``_copy`` (``transfer.copy_tables``): each table in
    foreign-key order, in keyset batches ordered by primary key, written
    with the bulk path of ``schema.bulk`` (``raw``: values as given, no
    ``auto_now``), one transaction per batch. Where the target can switch
@@ -60,7 +60,6 @@ checked.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -76,7 +75,7 @@ from django.utils import timezone
 
 from .. import conf, credentials, databases, ownership
 from ..databases import TenantDatabase, database_name
-from ..exceptions import MoveFailed, NotOurDatabase, TenantSchemaError
+from ..exceptions import CopyFailed, MoveFailed, NotOurDatabase, TenantSchemaError
 from ..migration_plan import migration_plan
 from ..models import Tenant
 from ..names import MOVE_SLUG_PREFIX
@@ -85,6 +84,7 @@ from ..registry import lifecycle_writes, ready_tenants, registry_db
 from ..schema import transfer
 from ..schema.building import normalize_specs
 from ..schema.ddl import list_tables, register_tables
+from ..schema.transfer import TableCheck
 from ..servers import Server, get_server
 from ..signals import tenant_maintenance_changed, tenant_moved
 from .archive import _row, drop_owned_database, set_maintenance
@@ -109,8 +109,7 @@ _OPEN = (Tenant.Status.PROVISIONING, Tenant.Status.FAILED, Tenant.Status.MOVING)
 # -- what a move reports ------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class MoveStep:
+class MoveStep(transfer.Step):
     """What ``move_tenant(progress=...)`` is called with, at each step.
 
     ``phase`` is ``"target"`` (the target is at the plan; writes still
@@ -119,20 +118,6 @@ class MoveStep:
     copied, nothing verified yet), ``"verified"`` (``table`` and its
     ``rows``) or ``"switched"``.
     """
-
-    phase: str
-    table: str | None = None
-    rows: int = 0
-    total: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class TableCheck:
-    """One table of a move: its rows and checksum, the same on the source and the target."""
-
-    table: str
-    rows: int
-    checksum: str
 
 
 @dataclasses.dataclass
@@ -157,7 +142,7 @@ class MoveResult:
             "uid": self.tenant.uid.hex,
             "from": dict(zip(place, self.source)),
             "to": dict(zip(place, self.target)),
-            "tables": [{**dataclasses.asdict(t), "verified": True} for t in self.tables],
+            "tables": [t.as_dict() for t in self.tables],
             "rows": sum(t.rows for t in self.tables),
             "kept_copy": None if self.kept is None else copy_dict(self.kept),
             "source_dropped": self.kept is None,
@@ -246,22 +231,24 @@ def move_tenant(
     me = move.held_by
     paused = None
     try:
-        move = _build_target(move)  # before writes pause: building the target is no part of the pause
-        notify(MoveStep("target"))
-        paused = time.monotonic()
-        _pause_writes(tenant, move, settle)
-        notify(MoveStep("paused"))
-        target_db, plan = _prepare_target(tenant, move, source_db, specs)
-        beat = _heartbeat(move, me)
-        _copy(plan, source_db, target_db, batch_size, beat, notify)
-        notify(MoveStep("copied"))
-        checks = _verify(tenant, plan, source_db, target_db, batch_size, beat, notify)
-        tenant, kept = _switch(tenant, move, me)
+        with transfer.failures_as(MoveFailed):
+            move = _build_target(move)  # before writes pause: building the target is no part of the pause
+            notify(MoveStep("target"))
+            paused = time.monotonic()
+            _pause_writes(tenant, move, settle)
+            notify(MoveStep("paused"))
+            target_db, plan = _prepare_target(tenant, move, source_db, specs)
+            beat = _heartbeat(move, me)
+            _copy(plan, source_db, target_db, batch_size, beat, notify)
+            notify(MoveStep("copied"))
+            checks = _verify(tenant, plan, source_db, target_db, batch_size, beat, notify)
+            tenant, kept = _switch(tenant, move, me)
     except BaseException:
-        _abort(tenant, move, me)  # nothing to undo once the switch committed (the row is a copy then)
+        # Nothing to undo once the switch committed (the row is a copy then).
+        _undo(move, me, lambda: _discard(tenant, move))
         raise
     pause = time.monotonic() - paused
-    tenant = _rebind(tenant, source_db, target_db, specs)
+    tenant = _rebind(tenant, [source_db, target_db], specs)
     kept, drop_error = _drop_if_asked(tenant, kept, drop_source)
     tenant_moved.send(sender=Tenant, tenant=tenant, source=(source_db.server.key, source_db.name), kept=kept)
     if not move.maintenance:
@@ -370,8 +357,11 @@ def _being_moved(tenant: Tenant, row: Tenant) -> TenantSchemaError:
     )
 
 
-def _check_source(tenant: Tenant, source_db: TenantDatabase, tables: Sequence[Any]) -> list[Any]:
-    """Refuse a source behind the plan or holding tables nobody accounts for; the run-time table specs to copy."""
+def _check_source(tenant: Tenant, source_db: TenantDatabase, tables: Sequence[Any], verb: str = "move") -> list[Any]:
+    """Refuse a source behind the plan or holding tables nobody accounts for; the run-time table specs to copy.
+
+    ``verb`` (``"move"``, ``"export"``) is what the messages tell the user to do afterwards.
+    """
     plan = migration_plan()
     plan.check_complete()
     missing = plan.pending(applied_migrations(source_db) or set())
@@ -379,7 +369,7 @@ def _check_source(tenant: Tenant, source_db: TenantDatabase, tables: Sequence[An
         names = ", ".join(f"{app}.{name}" for app, name in missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise TenantSchemaError(
             f"tenant {tenant.slug!r} is not at the current migration plan (it lacks {names}): "
-            f"`manage.py tenant_migrate {tenant.slug}` first, then move it"
+            f"`manage.py tenant_migrate {tenant.slug}` first, then {verb} it"
         )
     present = set(list_tables(source_db))
     model_tables = {m._meta.db_table for m in _model_tables()} | {MigrationRecorder.Migration._meta.db_table}
@@ -389,23 +379,24 @@ def _check_source(tenant: Tenant, source_db: TenantDatabase, tables: Sequence[An
         raise TenantSchemaError(
             f"tenant {tenant.slug!r} holds tables tenant-schema cannot account for: {', '.join(unknown)} "
             "(not a tenant app's, not in TENANT_TABLES, not registered in this process); register them "
-            "with register_tables() first, or name them (move_tenant(..., tables=[(Class, 'table')]), "
-            "tenant_move --table module.Class:table), then move again"
+            f"with register_tables() first, or name them ({verb}_tenant(..., tables=[(Class, 'table')]), "
+            f"tenant_{verb} --table module.Class:table), then {verb} again"
         )
     register_tables(source_db, specs)  # SchemaMismatch when a class does not describe its table
     return specs
 
 
-def _target_name(tenant: Tenant, server: Server, move_slug: str) -> str:
-    """The tenant's usual database name on ``server`` when nothing uses it, else one derived from the move's slug."""
+def _free_name(slug: str, server: Server, reserved_slug: str) -> str:
+    """Tenant ``slug``'s usual database name on ``server`` when nothing uses it, else one derived from the
+    slug of the reserved row (``move-<hex>``, ``import-<hex>``) that fills it."""
     hook = get_plugins().hook
-    for name in (database_name(tenant.slug, server), database_name(move_slug, server)):
+    for name in (database_name(slug, server), database_name(reserved_slug, server)):
         taken = Tenant.objects.filter(server=server.key, database_name=name).exists()
         if not taken and not hook.tenant_schema_database_exists(dialect=server.dialect, server=server, name=name):
             return name
     raise TenantSchemaError(
-        f"no free database name for tenant {tenant.slug!r} on server {server.key!r}: both "
-        f"{database_name(tenant.slug, server)!r} and {database_name(move_slug, server)!r} exist"
+        f"no free database name for tenant {slug!r} on server {server.key!r}: both "
+        f"{database_name(slug, server)!r} and {database_name(reserved_slug, server)!r} exist"
     )
 
 
@@ -445,7 +436,7 @@ def _record_move(tenant: Tenant, target: Server, me: str) -> Tenant:
         slug=slug,
         name=f"move of {tenant.slug}"[:200],
         server=target.key,
-        database_name=_target_name(tenant, target, slug),
+        database_name=_free_name(tenant.slug, target, slug),
         status=Tenant.Status.PROVISIONING,
         copy_of=tenant.uid,
         maintenance=tenant.maintenance,
@@ -461,13 +452,14 @@ def _pause_writes(tenant: Tenant, move: Tenant, settle: float | None) -> None:
         time.sleep(wait)
 
 
-def _build_target(move: Tenant) -> Tenant:
-    """The move's database at the current plan (``provisioning`` -> ``moving``), as provisioning makes any."""
-    if move.status == Tenant.Status.MOVING:
-        return move
-    built = _provision_row(move, Tenant.Status.MOVING)
+def _build_target(row: Tenant) -> Tenant:
+    """The database of a move's (or an import's) row at the current plan (``provisioning`` -> ``moving``),
+    as provisioning makes any."""
+    if row.status == Tenant.Status.MOVING:
+        return row
+    built = _provision_row(row, Tenant.Status.MOVING)
     if built.status != Tenant.Status.MOVING:
-        raise MoveFailed(f"the move's target row {move.slug!r} is {built.status}, not moving")
+        raise CopyFailed(f"the target's registry row {row.slug!r} is {built.status}, not moving")
     return built
 
 
@@ -475,11 +467,17 @@ def _check_target(tenant: Tenant, move: Tenant, target_db: TenantDatabase) -> No
     """``NotOurDatabase`` unless the target is this move's: marked with the tenant's uid and the move's slug."""
     if (move.server, move.database_name) == (tenant.server, tenant.database_name):
         raise NotOurDatabase(f"the move's target {move.database_name!r} is the tenant's own database")
+    _check_filled(move, target_db)
+
+
+def _check_filled(row: Tenant, target_db: TenantDatabase) -> None:
+    """``NotOurDatabase`` unless the database is the one ``row`` (a move's, an import's) fills: its marker
+    holds the row's ``owner_uid`` and slug."""
     marker = ownership.read_marker(target_db) if target_db.exists() else None
-    if marker is None or marker.tenant_uid != tenant.uid.hex or marker.slug != move.slug:
+    if marker is None or marker.tenant_uid != row.owner_uid.hex or marker.slug != row.slug:
         owner = "no marker" if marker is None else f"the marker of {marker.slug!r}"
         raise NotOurDatabase(
-            f"database {move.database_name!r} on server {move.server!r} is not the target of move {move.slug!r} "
+            f"database {row.database_name!r} on server {row.server!r} is not the one {row.slug!r} fills "
             f"({owner}); tenant-schema will not write to or drop it"
         )
 
@@ -492,6 +490,14 @@ def _prepare_target(
     _check_target(tenant, move, target_db)
     with lifecycle_writes(move.slug):
         target_tables = register_tables(target_db, specs)
+    plan = _plan(source_db, specs, target_tables)
+    transfer.flush(target_db, plan)
+    return target_db, plan
+
+
+def _plan(source_db: TenantDatabase, specs: list[Any], target_tables: dict[str, Any]) -> list[transfer.TableCopy]:
+    """The source's tables, each paired with its model on the target: the tenant apps' tables it has,
+    ``django_migrations``, and the run-time tables of ``specs`` (registered on both sides)."""
     source_tables = source_db.tables
     present = set(list_tables(source_db))
     plan = [
@@ -504,12 +510,12 @@ def _prepare_target(
     for _source, name, _pk in specs:
         src, dst = source_tables[name].model, target_tables[name].model
         plan.append(transfer.TableCopy(name, src, dst, transfer.depends_on(src)))
-    transfer.flush(target_db, plan)
-    return target_db, plan
+    return plan
 
 
-def _heartbeat(move: Tenant, me: str) -> Callable[[], None]:
-    """A function telling the registry this process still works on ``move`` (at most every few seconds)."""
+def _heartbeat(row: Tenant, me: str) -> Callable[[], None]:
+    """A function telling the registry this process still works on ``row`` (a move's, an import's; at most
+    every few seconds)."""
     last = [time.monotonic()]
 
     def beat() -> None:
@@ -517,8 +523,8 @@ def _heartbeat(move: Tenant, me: str) -> Callable[[], None]:
         if now - last[0] < HEARTBEAT_SECONDS:
             return
         last[0] = now
-        if not Tenant.objects.filter(pk=move.pk, held_by=me).update(updated_at=timezone.now()):
-            raise MoveFailed(f"move {move.slug!r} was taken over by another process")
+        if not Tenant.objects.filter(pk=row.pk, held_by=me).update(updated_at=timezone.now()):
+            raise CopyFailed(f"{row.slug!r} was taken over by another process")
 
     return beat
 
@@ -534,53 +540,18 @@ def _copy(
     beat: Callable[[], None],
     notify: Callable[[MoveStep], None],
 ) -> None:
-    """Copy every table; constraint checks off where the target allows, checked afterwards."""
-    connection = target_db.connection
+    """Copy every table (``transfer.copy_tables``), reading the source in keyset batches."""
     counts = {t.name: t.source._base_manager.db_manager(source_db.alias).count() for t in plan}
     notify(MoveStep("copy", total=sum(counts.values())))
-    checks_off = connection.disable_constraint_checking()
-    try:
-        for group in transfer.copy_groups(plan, checks_off):
-            with transaction.atomic(using=target_db.alias) if len(group) > 1 else contextlib.nullcontext():
-                for table in group:
-                    _copy_table(table, source_db, target_db, batch_size, counts[table.name], beat, notify)
-    finally:
-        if checks_off:
-            connection.enable_constraint_checking()
-    if checks_off:
-        try:
-            connection.check_constraints(table_names=[t.name for t in plan])
-        except Exception as exc:
-            raise MoveFailed(f"the copy breaks a foreign key on the target: {transfer.first_line(exc)}") from exc
-    transfer.reset_sequences(target_db, plan)
 
+    def read(table: transfer.TableCopy):
+        return transfer.batches(table.source, source_db.alias, table.source_fields, batch_size)
 
-def _copy_table(
-    table: transfer.TableCopy,
-    source_db: TenantDatabase,
-    target_db: TenantDatabase,
-    batch_size: int,
-    total: int,
-    beat: Callable[[], None],
-    notify: Callable[[MoveStep], None],
-) -> int:
-    """Copy one table in keyset batches; how many rows."""
-    copied = 0
-    notify(MoveStep("rows", table.name, 0, total))
-    pages = transfer.batches(table.source, source_db.alias, table.source_fields, batch_size)
-    while True:
-        try:
-            rows = next(pages, None)
-        except Exception as exc:
-            raise MoveFailed(
-                f"table {table.name!r}: reading the source failed after {copied} rows: {transfer.first_line(exc)}"
-            ) from exc
-        if rows is None:
-            return copied
-        transfer.write_batch(table, rows, target_db)
-        copied += len(rows)
-        notify(MoveStep("rows", table.name, len(rows), total))
+    def copied(table: transfer.TableCopy, rows: int) -> None:
+        notify(MoveStep("rows", table.name, rows, counts[table.name]))
         beat()
+
+    transfer.copy_tables(plan, target_db, read, copied)
 
 
 # -- verifying -----------------------------------------------------------------------------------
@@ -596,17 +567,18 @@ def _verify(
     notify: Callable[[MoveStep], None],
 ) -> list[TableCheck]:
     """Compare every table's rows and checksum on both sides; ``MoveFailed`` naming the tables that differ."""
-    checks, differ = [], []
-    for table in plan:
-        rows, digest = transfer.checksum(table.source, source_db.alias, table.source_fields, batch_size, beat)
-        copied, copied_digest = transfer.checksum(table.target, target_db.alias, table.target_fields, batch_size, beat)
-        if rows != copied:
-            differ.append(f"{table.name!r}: {rows} rows on the source, {copied} on the target")
-        elif digest != copied_digest:
-            differ.append(f"{table.name!r}: checksums differ (source {digest[:12]}, target {copied_digest[:12]})")
-        else:
-            checks.append(TableCheck(table.name, rows, digest))
-            notify(MoveStep("verified", table.name, rows))
+
+    def expected(table: transfer.TableCopy) -> tuple[int, str]:
+        return transfer.checksum(table.source, source_db.alias, table.source_fields, batch_size, beat)
+
+    checks, differ = transfer.verify_tables(
+        plan,
+        target_db,
+        expected,
+        batch_size=batch_size,
+        beat=beat,
+        on_verified=lambda check: notify(MoveStep("verified", check.table, check.rows)),
+    )
     if differ:
         raise MoveFailed(
             f"verification failed, so tenant {tenant.slug!r} stays on server {tenant.server!r}: " + "; ".join(differ)
@@ -633,6 +605,13 @@ def _switch(tenant: Tenant, move: Tenant, me: str) -> tuple[Tenant, Tenant]:
             row.copy_of,
         ):
             raise MoveFailed(f"tenant {tenant.slug!r} was changed while it was being moved; it stays where it is")
+        if not locked.maintenance:
+            # Someone switched maintenance mode off during the copy: writes reached the source after
+            # their table may have been copied. Switching would lose them.
+            raise MoveFailed(
+                f"maintenance mode of tenant {tenant.slug!r} was switched off while it was being moved, so "
+                "writes may have reached the source after it was copied; it stays where it is (move it again)"
+            )
         Tenant.objects.filter(pk=locked.pk).update(
             server=row.server,
             database_name=row.database_name,
@@ -654,33 +633,35 @@ def _switch(tenant: Tenant, move: Tenant, me: str) -> tuple[Tenant, Tenant]:
     return Tenant.objects.get(pk=tenant.pk), Tenant.objects.get(pk=move.pk)
 
 
-def _rebind(tenant: Tenant, source_db: TenantDatabase, target_db: TenantDatabase, specs: list[Any]) -> Tenant:
-    """This process forgets the old location at once (other processes within ``ROUTING_CACHE_SECONDS``).
+def _rebind(tenant: Tenant, old: Iterable[TenantDatabase], specs: list[Any]) -> Tenant:
+    """This process forgets the ``old`` bindings at once (other processes within ``ROUTING_CACHE_SECONDS``):
+    the source, and the alias of the reserved row that filled the tenant's database.
 
     The run-time tables stay registered in this process, on the new binding.
     """
     ready_tenants.forget(tenant.slug)
-    databases.forget_binding(target_db)  # the move's own alias: the tenant's alias reaches the target now
-    databases.forget_binding(source_db)
+    for binding in old:
+        databases.forget_binding(binding)
     try:
         register_tables(tenant.database, specs)  # the tables exist: checked, not created
     except Exception:
-        logger.exception("tenant %s: moved, but its run-time tables could not be registered again", tenant.slug)
+        logger.exception("tenant %s: its run-time tables could not be registered again", tenant.slug)
     return tenant
 
 
-def _abort(tenant: Tenant, move: Tenant, me: str) -> None:
-    """Undo a move that stopped before its switch; if that fails too, leave the row ``failed`` for the next move."""
-    if not Tenant.objects.filter(pk=move.pk, held_by=me, status__in=_OPEN).exists():
+def _undo(row: Tenant, me: str, undo: Callable[[], None]) -> None:
+    """Undo a move (or an import) that stopped before it was done; if that fails too, leave its row
+    ``failed`` for the next run to clean up."""
+    if not Tenant.objects.filter(pk=row.pk, held_by=me, status__in=_OPEN).exists():
         return  # taken over by another process: it is that process's to finish or undo
     try:
-        _discard(tenant, move)
+        undo()
     except Exception as exc:
-        logger.exception("tenant %s: could not undo move %s", tenant.slug, move.slug)
-        Tenant.objects.filter(pk=move.pk, held_by=me).update(
+        logger.exception("could not undo %s", row.slug)
+        Tenant.objects.filter(pk=row.pk, held_by=me).update(
             status=Tenant.Status.FAILED,
             held_by="",
-            last_error=f"undoing the move failed: {type(exc).__name__}: {exc}"[:5000],
+            last_error=f"undoing {row.slug} failed: {type(exc).__name__}: {exc}"[:5000],
             updated_at=timezone.now(),
         )
 
@@ -697,13 +678,21 @@ def _discard(tenant: Tenant, move: Tenant) -> None:
 
 def _drop_target(tenant: Tenant, move: Tenant) -> None:
     """Drop the move's target if it is there and provably this move's (or an unmarked clone of a template)."""
-    target_db = move.database
+    if (move.server, move.database_name) == (tenant.server, tenant.database_name):
+        raise NotOurDatabase(f"the move's target {move.database_name!r} is the tenant's own database")
+    _drop_filled(move)
+
+
+def _drop_filled(row: Tenant) -> None:
+    """Drop the database a move's (or an import's) row fills, if it is there and provably that row's
+    (``_check_filled``), or an unmarked clone of a template."""
+    target_db = row.database
     if not target_db.exists():
         databases.forget_binding(target_db)
         credentials.drop_tenant_role(target_db.server, target_db.name)
         return
     if not ownership.is_unclaimed_clone(target_db):
-        _check_target(tenant, move, target_db)
+        _check_filled(row, target_db)
     target_db.close()
     databases.drop_bound_database(target_db)
     credentials.drop_tenant_role(target_db.server, target_db.name)

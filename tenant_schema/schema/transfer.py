@@ -1,22 +1,28 @@
 """Copying a tenant's tables to another database, on any engine, and proving the copy equal.
 
-``tenant_move`` (``lifecycle.move``) moves a tenant with these. A
-``TableCopy`` pairs the model reading a table on the source with the one
-writing it on the target (the same Django model, or the same dataclass
-built for each dialect), columns matched by name. Rows are read in keyset
-batches ordered by primary key (``batches``: never a whole table in memory)
-and written with the bulk path of ``bulk.insert`` (``raw``: values stored as
-given), one transaction per batch; ``check_fits`` names the table, column
-and row key of a value the target's column cannot hold before any SQL, and
-``unstorable`` singles out the row of a batch the database refused.
-``checksum`` reads a table again and hashes every row with each value in
-the form ``canonical`` gives it, the same whatever the engine returned.
-Only Django's ORM, compiler and ``connection.ops`` (``sql_flush``,
-``sequence_reset_sql``, ``integer_field_range``) write SQL here.
+``tenant_move`` (``lifecycle.move``) moves a tenant with these, and
+``tenant_export``/``tenant_import`` (``lifecycle.exchange``) write and read
+an export with them. A ``TableCopy`` pairs the model reading a table on the
+source with the one writing it on the target (the same Django model, or the
+same dataclass built for each dialect), columns matched by name. Rows are
+read in keyset batches ordered by primary key (``batches``: never a whole
+table in memory) and written by ``copy_tables`` with the bulk path of
+``bulk.insert`` (``raw``: values stored as given), one transaction per
+batch, wherever they come from (another database, an export); ``check_fits``
+names the table, column and row key of a value the target's column cannot
+hold before any SQL, and ``unstorable`` singles out the row of a batch the
+database refused. ``Checksum`` hashes every row with each value in the form
+``canonical`` gives it, the same whatever the engine returned;
+``checksum`` reads a table for it, and ``verify_tables`` compares the
+target's with what the rows came from. Failures are ``CopyFailed``, which
+``failures_as`` raises as the caller's own class. Only Django's ORM,
+compiler and ``connection.ops`` (``sql_flush``, ``sequence_reset_sql``,
+``integer_field_range``) write SQL here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -24,20 +30,23 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.core.management.color import no_style
 from django.db import models, transaction
 
 from ..databases import TenantDatabase
-from ..exceptions import MoveFailed
+from ..exceptions import CopyFailed, TenantSchemaError
 from . import bulk
 from .rows import RowCodec
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Checksum",
+    "Step",
+    "TableCheck",
     "TableCopy",
     "batches",
     "canonical",
@@ -45,16 +54,56 @@ __all__ = [
     "check_fits",
     "checksum",
     "copy_groups",
+    "copy_tables",
     "depends_on",
     "does_not_fit",
+    "failures_as",
     "first_line",
     "flush",
     "reset_sequences",
     "unstorable",
+    "verify_tables",
     "write_batch",
 ]
 
 _HASH_MOD = 2**256
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What a copy reports to its ``progress`` callable: a ``phase``, and for some phases a table and rows.
+
+    ``MoveStep``, ``ExportStep`` and ``ImportStep`` say which phases each sends.
+    """
+
+    phase: str
+    table: str | None = None
+    rows: int = 0
+    total: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TableCheck:
+    """One table copied and verified: its rows and checksum, the same on both sides."""
+
+    table: str
+    rows: int
+    checksum: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The table as the commands' ``--json`` shows it."""
+        return {**dataclasses.asdict(self), "verified": True}
+
+
+@contextlib.contextmanager
+def failures_as(error: type[CopyFailed]) -> Iterator[None]:
+    """The block's ``CopyFailed`` raised as ``error`` (a subclass: ``MoveFailed``, ``ImportFailed``), message kept."""
+    try:
+        yield
+    except CopyFailed as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(str(exc)) from exc
 
 
 @dataclasses.dataclass
@@ -70,7 +119,7 @@ class TableCopy:
         src = {f.column: f for f in self.source._meta.local_concrete_fields}
         dst = {f.column: f for f in self.target._meta.local_concrete_fields}
         if set(src) != set(dst):
-            raise MoveFailed(
+            raise CopyFailed(
                 f"table {self.name!r} has columns {sorted(src)} on the source but {sorted(dst)} on the target"
             )
         columns = sorted(src)
@@ -146,7 +195,7 @@ def write_batch(table: TableCopy, rows: list[tuple], target_db: TenantDatabase) 
 
 
 def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], connection) -> None:
-    """``MoveFailed`` naming table, column and row key for a value the target's column cannot hold.
+    """``CopyFailed`` naming table, column and row key for a value the target's column cannot hold.
 
     A column is checked as a whole first (its longest text, its smallest
     and largest integer), value by value only where that finds a problem
@@ -160,7 +209,7 @@ def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], co
                 continue
             problem = does_not_fit(field, value, connection)
             if problem:
-                raise MoveFailed(
+                raise CopyFailed(
                     f"table {table.name!r}, row {table.pk}={rows[i][table.pk_index]!r}, column {field.column!r}: "
                     f"{problem}; the target would not store it as it is"
                 )
@@ -208,7 +257,7 @@ def does_not_fit(field: models.Field, value: Any, connection) -> str | None:
     return None
 
 
-def unstorable(table: TableCopy, rows: list[tuple], target_db: TenantDatabase, exc: Exception) -> MoveFailed:
+def unstorable(table: TableCopy, rows: list[tuple], target_db: TenantDatabase, exc: Exception) -> CopyFailed:
     """The error for a batch the target refused: the first row it refuses alone, and its column when known."""
     connection = target_db.connection
     alias = target_db.alias
@@ -227,15 +276,15 @@ def unstorable(table: TableCopy, rows: list[tuple], target_db: TenantDatabase, e
     except Exception:
         logger.debug("could not single out the row table %s refused", table.name, exc_info=True)
     if found is None:
-        return MoveFailed(f"table {table.name!r}: the target refused a batch of rows: {first_line(exc)}")
+        return CopyFailed(f"table {table.name!r}: the target refused a batch of rows: {first_line(exc)}")
     row, error = found
     where = f"table {table.name!r}, row {table.pk}={row[table.pk_index]!r}"
     for field, value in zip(table.target_fields, row):
         try:
             field.get_db_prep_save(value, connection)
         except Exception as bad:  # noqa: BLE001 - it names the column
-            return MoveFailed(f"{where}, column {field.column!r}: {first_line(bad)}")
-    return MoveFailed(f"{where}: {connection.display_name} refuses it: {first_line(error)}")
+            return CopyFailed(f"{where}, column {field.column!r}: {first_line(bad)}")
+    return CopyFailed(f"{where}: {connection.display_name} refuses it: {first_line(error)}")
 
 
 def reset_sequences(target_db: TenantDatabase, plan: list[TableCopy]) -> None:
@@ -334,23 +383,133 @@ def canonicalizer(field: models.Field) -> Callable[[Any], Any]:
     return slow
 
 
-def checksum(model, alias: str, fields: list[models.Field], size: int, beat: Callable[[], None]) -> tuple[int, str]:
-    """Rows and checksum of a table: each row's canonical values hashed, the hashes added up.
+class Checksum:
+    """Rows and checksum of a table, fed batch by batch: each row's canonical values hashed, the hashes added up.
 
-    Rows are read in primary-key order; adding their hashes makes the sum
-    independent of the order, so engines that sort keys differently (text
-    collations) agree. A row is hashed as the ``repr`` of its canonical
-    values (``None``, booleans, integers and strings only: the same text on
-    every platform).
+    Adding the hashes makes the sum independent of the order of the rows,
+    so engines that sort keys differently (text collations) agree. A row is
+    hashed as the ``repr`` of its canonical values (``None``, booleans,
+    integers and strings only: the same text on every platform). ``fields``
+    are the table's fields in the order of the rows' values.
     """
-    convert = [canonicalizer(f) for f in fields]
-    count, total = 0, 0
-    sha256 = hashlib.sha256
-    for rows in batches(model, alias, fields, size):
+
+    def __init__(self, fields: list[models.Field]) -> None:
+        self.convert = [canonicalizer(f) for f in fields]
+        self.rows = 0
+        self._total = 0
+
+    def add(self, rows: Iterable[tuple]) -> None:
+        convert, total, count, sha256 = self.convert, self._total, 0, hashlib.sha256
         for row in rows:
             data = repr(tuple([c(v) for c, v in zip(convert, row)]))
             total += int.from_bytes(sha256(data.encode()).digest(), "big")
-        total %= _HASH_MOD
-        count += len(rows)
+            count += 1
+        self._total = total % _HASH_MOD
+        self.rows += count
+
+    @property
+    def digest(self) -> str:
+        return f"{self._total:064x}"
+
+
+def checksum(model, alias: str, fields: list[models.Field], size: int, beat: Callable[[], None]) -> tuple[int, str]:
+    """Rows and checksum (``Checksum``) of a table, read in batches in primary-key order."""
+    summed = Checksum(fields)
+    for rows in batches(model, alias, fields, size):
+        summed.add(rows)
         beat()
-    return count, f"{total:064x}"
+    return summed.rows, summed.digest
+
+
+# -- copying and verifying a whole plan ----------------------------------------------------
+
+
+def copy_tables(
+    plan: list[TableCopy],
+    target_db: TenantDatabase,
+    read: Callable[[TableCopy], Iterator[list[tuple]]],
+    on_rows: Callable[[TableCopy, int], None],
+) -> None:
+    """Write every table's rows on the target, in batches as ``read(table)`` yields them; then reset sequences.
+
+    Each batch's values are in the order of ``table.target_fields``.
+    Constraint checks are off during the copy where the target can switch
+    them off (MySQL/MariaDB, SQLite) and checked after it; elsewhere tables
+    that reference themselves or each other in a cycle make the whole copy
+    one transaction (``copy_groups``). ``on_rows(table, n)`` is called when
+    a table starts (``n`` = 0) and after each batch.
+    """
+    connection = target_db.connection
+    checks_off = connection.disable_constraint_checking()
+    try:
+        for group in copy_groups(plan, checks_off):
+            with transaction.atomic(using=target_db.alias) if len(group) > 1 else contextlib.nullcontext():
+                for table in group:
+                    _copy_table(table, read, target_db, on_rows)
+    finally:
+        if checks_off:
+            connection.enable_constraint_checking()
+    if checks_off:
+        try:
+            connection.check_constraints(table_names=[t.name for t in plan])
+        except Exception as exc:
+            raise CopyFailed(f"the copy breaks a foreign key on the target: {first_line(exc)}") from exc
+    reset_sequences(target_db, plan)
+
+
+def _copy_table(
+    table: TableCopy,
+    read: Callable[[TableCopy], Iterator[list[tuple]]],
+    target_db: TenantDatabase,
+    on_rows: Callable[[TableCopy, int], None],
+) -> int:
+    """Copy one table, batch by batch; how many rows."""
+    copied = 0
+    on_rows(table, 0)
+    pages = read(table)
+    while True:
+        try:
+            rows = next(pages, None)
+        except TenantSchemaError:
+            raise  # it says what is wrong (a malformed row of an export)
+        except Exception as exc:
+            raise CopyFailed(
+                f"table {table.name!r}: reading the source failed after {copied} rows: {first_line(exc)}"
+            ) from exc
+        if rows is None:
+            return copied
+        write_batch(table, rows, target_db)
+        copied += len(rows)
+        on_rows(table, len(rows))
+
+
+def verify_tables(
+    plan: list[TableCopy],
+    target_db: TenantDatabase,
+    expected: Callable[[TableCopy], tuple[int, str]],
+    *,
+    batch_size: int,
+    beat: Callable[[], None],
+    on_verified: Callable[[TableCheck], None],
+    source: tuple[str, str] = ("on the source", "source"),
+) -> tuple[list[TableCheck], list[str]]:
+    """Each table's rows and checksum read again from the target and compared with ``expected(table)``.
+
+    The tables that agree (``TableCheck``), and a line for each that does
+    not; ``source`` is how those lines name where the rows came from
+    (``"4 rows on the source, 5 on the target"``, ``"checksums differ
+    (source ..., target ...)"``).
+    """
+    where, label = source
+    checks, differ = [], []
+    for table in plan:
+        rows, digest = expected(table)
+        copied, copied_digest = checksum(table.target, target_db.alias, table.target_fields, batch_size, beat)
+        if rows != copied:
+            differ.append(f"{table.name!r}: {rows} rows {where}, {copied} on the target")
+        elif digest != copied_digest:
+            differ.append(f"{table.name!r}: checksums differ ({label} {digest[:12]}, target {copied_digest[:12]})")
+        else:
+            checks.append(TableCheck(table.name, rows, digest))
+            on_verified(checks[-1])
+    return checks, differ
