@@ -177,6 +177,18 @@ def backend_feature(engine: str, name: str, default: Any) -> Any:
     return value if isinstance(value, bool | int | str) else default
 
 
+def postgresql_repeatable_read() -> tuple[Any, str]:
+    """The driver's REPEATABLE READ isolation level, and its connections' read-only attribute name.
+
+    ``django.db.backends.postgresql.psycopg_any`` (undocumented): psycopg 3's
+    ``IsolationLevel.REPEATABLE_READ`` and ``read_only``, or psycopg 2's and
+    ``readonly``.
+    """
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
+
+    return IsolationLevel.REPEATABLE_READ, "read_only" if is_psycopg3 else "readonly"
+
+
 def postgresql_cursor_class() -> type:
     """The cursor class Django's PostgreSQL backend gives psycopg 3 (``django.db.backends.postgresql.base.Cursor``).
 

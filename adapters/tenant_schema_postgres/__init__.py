@@ -331,13 +331,11 @@ class PostgresDialect(Dialect):
 
 @contextlib.contextmanager
 def _repeatable_read(connection):
-    from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
-
+    repeatable_read, read_only = django_private.postgresql_repeatable_read()
     connection.ensure_connection()
     raw = connection.connection
-    read_only = "read_only" if is_psycopg3 else "readonly"
     before = (raw.isolation_level, getattr(raw, read_only))
-    raw.isolation_level = IsolationLevel.REPEATABLE_READ
+    raw.isolation_level = repeatable_read
     setattr(raw, read_only, True)
     try:
         with transaction.atomic(using=connection.alias):

@@ -66,11 +66,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.db import IntegrityError
-from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .. import databases, ownership, placement
+from .. import databases, django_private, ownership, placement
 from ..databases import TenantDatabase
 from ..exceptions import CopyFailed, ImportFailed, NotOurDatabase, TenantSchemaError
 from ..migration_plan import migration_plan
@@ -262,7 +261,7 @@ def _definitions(plan: list[transfer.TableCopy], specs: list[Any]) -> dict[str, 
     for source, name, pk in specs:
         out[name] = {"kind": "table", "class": _class_path(name, source), "table": name, "pk": pk}
     for table in plan:
-        if table.name == MigrationRecorder.Migration._meta.db_table:
+        if table.name == django_private.migration_model()._meta.db_table:
             out[table.name] = {"kind": "migrations"}
         elif table.name not in out:
             out[table.name] = {"kind": "model", "model": labels[table.name]}
@@ -497,7 +496,7 @@ def _resolve(export: portable.ExportReader, entry: dict[str, Any]) -> _Incoming:
     name, defined = entry["name"], entry["defined_by"]
     kind = defined.get("kind") if isinstance(defined, dict) else None
     if kind == "migrations":
-        model = MigrationRecorder.Migration
+        model = django_private.migration_model()
     elif kind == "model":
         models = {m._meta.label: m for m in _model_tables()}
         model = models.get(defined.get("model"))

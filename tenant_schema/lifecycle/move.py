@@ -70,10 +70,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import models, transaction
-from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
-from .. import conf, credentials, databases, ownership
+from .. import conf, credentials, databases, django_private, ownership
 from ..databases import TenantDatabase, database_name
 from ..exceptions import CopyFailed, MoveFailed, NotOurDatabase, TenantSchemaError
 from ..migration_plan import migration_plan
@@ -372,7 +371,7 @@ def _check_source(tenant: Tenant, source_db: TenantDatabase, tables: Sequence[An
             f"`manage.py tenant_migrate {tenant.slug}` first, then {verb} it"
         )
     present = set(list_tables(source_db))
-    model_tables = {m._meta.db_table for m in _model_tables()} | {MigrationRecorder.Migration._meta.db_table}
+    model_tables = {m._meta.db_table for m in _model_tables()} | {django_private.migration_model()._meta.db_table}
     specs = [s for s in _specs(source_db, tables) if s[1] in present and s[1] not in model_tables]
     unknown = sorted(present - model_tables - {s[1] for s in specs})
     if unknown:
@@ -505,7 +504,7 @@ def _plan(source_db: TenantDatabase, specs: list[Any], target_tables: dict[str, 
         for m in _model_tables()
         if m._meta.db_table in present
     ]
-    migrations = MigrationRecorder.Migration
+    migrations = django_private.migration_model()
     plan.append(transfer.TableCopy(migrations._meta.db_table, migrations, migrations, set()))
     for _source, name, _pk in specs:
         src, dst = source_tables[name].model, target_tables[name].model
