@@ -249,6 +249,39 @@ class Dialect:
         """
         return transaction.atomic(using=connection.alias)
 
+    # -- moving a tenant (``tenant_move``) ---------------------------------
+    # ``connection`` is the tenant's Django connection, no transaction open;
+    # ``table`` and ``tables`` are table names in the tenant's database.
+
+    def wait_for_writers(self, connection: Any, tables: list[str], timeout: float) -> bool:
+        """Return once every transaction that wrote to one of ``tables`` before this call has ended.
+
+        ``tenant_move`` calls it on the source once the tenant's writes are
+        paused and before copying, so a transaction that wrote before the
+        pause and commits later is in the copy instead of left behind on the
+        source. Reads go on meanwhile. It raises Django's ``DatabaseError``
+        when such a transaction is still open after ``timeout`` seconds.
+        ``False`` (the default) where the dialect cannot wait: the move then
+        relies on its verification, which reads the source again.
+        """
+        return False
+
+    def next_key(self, connection: Any, table: str, column: str) -> int | None:
+        """The value ``table``'s generated key ``column`` takes next: its sequence or auto-increment counter.
+
+        ``None`` (the default) where the column has no counter or the dialect
+        cannot read it. A move carries the counter over, so keys of rows
+        deleted from the end of a table are not handed out again.
+        """
+        return None
+
+    def set_next_key(self, connection: Any, table: str, column: str, value: int) -> bool:
+        """Make ``value`` the next key ``column`` generates; ``False`` (the default) where it has no counter to set.
+
+        Only called with a ``value`` above what ``next_key()`` returns.
+        """
+        return False
+
     # -- per-tenant roles (``?tenant_roles=true``) -------------------------
     # The ``*_sql`` methods build statements (names quoted by the server
     # connection's backend, values as bound parameters); the others run them

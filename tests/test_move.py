@@ -200,6 +200,13 @@ def check_a_move(tenants, source: str, target: str) -> Tenant:
     bystander = tenants(source)
     fill(tenant)
     fill(bystander, notes=2)
+    # Rows deleted from the end: the source's counters stand past its last keys, and the target's follow them.
+    with tenant_context(tenant):
+        next_note = Note.objects.create(title="deleted").pk + 1
+        Note.objects.filter(pk=next_note - 1).delete()
+    payments = register_table(tenant.database, Payment, PAYMENTS)
+    next_payment = payments.create(AWKWARD[1]).id + 1
+    payments.delete(next_payment - 1)
     before, others = snapshot(tenant), snapshot(bystander)
     old = (tenant.server, tenant.database_name)
     steps: list[MoveStep] = []
@@ -223,13 +230,11 @@ def check_a_move(tenants, source: str, target: str) -> Tenant:
     assert {c.table: c.rows for c in result.tables}["tenantapp_note"] == 4
     assert [s.phase for s in steps][:3] == ["target", "paused", "copy"] and steps[-1].phase == "switched"
     assert sum(s.rows for s in steps if s.phase == "rows") == sum(c.rows for c in result.tables)
-    # The next generated key follows the copied rows.
+    # The next generated key is the source's next one: past the copied rows, and past the deleted ones.
     with tenant_context(after):
-        assert Note.objects.create(title="after the move").pk > max(pk for pk, *_ in before["notes"])
-        assert Category.objects.create(name="new").pk > max(pk for pk, _ in before["categories"])
-    assert register_table(after.database, Payment, PAYMENTS).create(
-        {"amount": decimal.Decimal("1"), "paid_at": datetime.datetime(2020, 1, 1, tzinfo=UTC)}
-    ).id > len(AWKWARD)
+        assert Note.objects.create(title="after the move").pk == next_note
+        assert Category.objects.create(name="new").pk == max(pk for pk, _ in before["categories"]) + 1
+    assert register_table(after.database, Payment, PAYMENTS).create(AWKWARD[1]).id == next_payment
     # The source is kept, recorded as a copy with the tenant's marker, and nothing else moved.
     (kept,) = kept_copies(after)
     assert result.kept == kept and (kept.server, kept.database_name) == old and kept.status == "copy"
@@ -383,6 +388,77 @@ def test_every_write_acknowledged_during_a_move_is_there_afterwards(tenants):
     assert {title for title, _ in acknowledged} <= titles
     assert not (set(refused) & titles)  # a refused write left nothing behind
     assert result.write_pause >= 1
+
+
+class OpenTransaction(threading.Thread):
+    """A writer of the tenant's that inserts a note in a transaction and commits it only when told to."""
+
+    def __init__(self, tenant: Tenant, title: str) -> None:
+        super().__init__()
+        self.tenant, self.title = tenant, title
+        self.written, self.commit = threading.Event(), threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        from django.db import connections, transaction
+
+        try:
+            with tenant_context(self.tenant.slug) as tenant, transaction.atomic(using=tenant.database.alias):
+                Note.objects.create(title=self.title)
+                self.written.set()
+                self.commit.wait(60)
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            self.errors.append(repr(exc))
+        finally:
+            self.written.set()
+            connections.close_all()
+
+
+@pytest.mark.parametrize("source", ENGINES)
+def test_a_transaction_that_wrote_before_writes_paused_is_waited_for_and_copied(tenants, source):
+    """It commits a second after the pause: the copy waits for it (Dialect.wait_for_writers), so its row moves."""
+    tenant = tenants(source)
+    fill(tenant)
+    writer = OpenTransaction(tenant, "committed after the pause")
+    writer.start()
+    assert writer.written.wait(30) and not writer.errors
+
+    def progress(step: MoveStep) -> None:
+        if step.phase == "paused":
+            threading.Timer(1.0, writer.commit.set).start()
+
+    target = "sqlite" if source != "sqlite" else "pg"
+    result = moved(tenant, target, progress=progress)
+    writer.join(30)
+    assert writer.errors == []
+    assert get_tenant(tenant.slug).server == target
+    with tenant_context(tenant.slug):
+        assert Note.objects.filter(title="committed after the pause").exists()
+    assert result.write_pause >= 1  # the move waited for the commit
+
+
+@pytest.mark.parametrize("source", ["sqlite", "pg", "mysql"])
+def test_a_transaction_open_too_long_after_the_pause_stops_the_move(tenants, source, monkeypatch):
+    from tenant_schema.lifecycle import move
+
+    monkeypatch.setattr(move, "WRITERS_TIMEOUT_SECONDS", 0.5)
+    tenant = tenants(source)
+    fill(tenant)
+    writer = OpenTransaction(tenant, "long transaction")
+    writer.start()
+    assert writer.written.wait(30) and not writer.errors
+    try:
+        with pytest.raises(MoveFailed, match=r"before its writes paused was still open after 0\.5 s, so it stays on"):
+            moved(tenant, "mysql" if source != "mysql" else "pg")
+    finally:
+        writer.commit.set()
+        writer.join(30)
+    assert writer.errors == []
+    row = get_tenant(tenant.slug)
+    assert (row.server, row.database_name, row.maintenance) == (tenant.server, tenant.database_name, False)
+    assert not Tenant.objects.filter(copy_of=tenant.uid).exists()  # the half-written target is gone
+    with tenant_context(tenant.slug):
+        assert Note.objects.filter(title="long transaction").exists()  # committed on the source, kept
 
 
 def test_a_handle_from_before_the_move_refuses_to_write_to_the_kept_copy(tenants):

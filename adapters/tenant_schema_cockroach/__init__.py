@@ -38,6 +38,14 @@ class CockroachDialect(PostgresDialect):
     )
     drop_index_template = "DROP INDEX IF EXISTS %(table)s@%(name)s CASCADE"
 
+    def wait_for_writers(self, connection, tables, timeout):
+        """``False``: CockroachDB has no ``LOCK TABLE``; a move relies on its verification reading the source again."""
+        return False
+
+    def next_key(self, connection, table, column):
+        """``None``: keys come from ``unique_rowid()``, not a counter, so there is none to carry over."""
+        return None
+
     def server_settings(self, parsed):
         parsed["NAME"] = parsed.get("NAME") or "defaultdb"
         return parsed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any
 
 from django.db import DatabaseError, OperationalError, transaction
@@ -80,6 +81,46 @@ class MySQLDialect(Dialect):
             with connection.cursor() as cursor:
                 cursor.execute(self.read_snapshot_sql)  # for the transaction the next statement starts
             yield
+
+    #: ``READ`` takes a metadata lock that waits for every transaction that wrote to the table (each holds
+    #: one until it ends) and lets reads on.
+    wait_for_writers_template = "LOCK TABLES %(tables)s"
+    next_key_sql = (
+        "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
+    )
+    set_next_key_template = "ALTER TABLE %(table)s AUTO_INCREMENT = %(value)d"
+
+    def wait_for_writers(self, connection, tables, timeout):
+        """``LOCK TABLES ... READ`` under ``lock_wait_timeout``, released at once (``UNLOCK TABLES``)."""
+        if not tables:
+            return True
+        quoted = ", ".join(f"{connection.ops.quote_name(table)} READ" for table in tables)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@SESSION.lock_wait_timeout")
+            (before,) = cursor.fetchone()
+            cursor.execute("SET SESSION lock_wait_timeout = %s", [max(1, math.ceil(timeout))])
+            try:
+                cursor.execute(self.wait_for_writers_template % {"tables": quoted})
+            finally:
+                cursor.execute("UNLOCK TABLES")
+                cursor.execute("SET SESSION lock_wait_timeout = %s", [before])
+        return True
+
+    def next_key(self, connection, table, column):
+        """The table's ``AUTO_INCREMENT`` (one per table: Django's key is its only auto-increment column)."""
+        with connection.cursor() as cursor:
+            if not connection.mysql_is_mariadb:  # MySQL 8 caches the figure for a day unless told not to
+                cursor.execute("SET SESSION information_schema_stats_expiry = 0")
+            cursor.execute(self.next_key_sql, [table])
+            row = cursor.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def set_next_key(self, connection, table, column, value):
+        if self.next_key(connection, table, column) is None:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(self.set_next_key_template % {"table": connection.ops.quote_name(table), "value": value})
+        return True
 
     #: Longest wait (seconds) of ``DROP DATABASE`` for a table lock, instead
     #: of the server's ``lock_wait_timeout`` (a day by default).

@@ -244,6 +244,53 @@ class PostgresDialect(Dialect):
         """
         return _repeatable_read(connection)
 
+    #: SHARE conflicts with the ROW EXCLUSIVE lock every writing transaction holds until it ends, and
+    #: with nothing a read takes.
+    wait_for_writers_template = "LOCK TABLE %(tables)s IN SHARE MODE"
+    #: The sequence behind a serial or identity column (its name quoted by PostgreSQL), ``NULL`` if none.
+    key_sequence_sql = "SELECT pg_catalog.pg_get_serial_sequence(%s, %s)"
+    #: A sequence's position: ``is_called`` false means ``last_value`` is handed out next.
+    next_key_template = (
+        "SELECT s.last_value, s.is_called, p.seqincrement FROM %(sequence)s s, pg_catalog.pg_sequence p "
+        "WHERE p.seqrelid = %%s::regclass"
+    )
+    #: ``setval``'s third argument ``false``: the value given is the next one handed out.
+    set_next_key_sql = "SELECT pg_catalog.setval(%s::regclass, %s, false)"
+
+    def wait_for_writers(self, connection, tables, timeout):
+        """``LOCK TABLE ... IN SHARE MODE`` under ``lock_timeout``, in a transaction of its own, released at once."""
+        if tables:
+            quoted = ", ".join(connection.ops.quote_name(table) for table in tables)
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [_milliseconds(timeout)])
+                cursor.execute(self.wait_for_writers_template % {"tables": quoted})
+        return True
+
+    def key_sequence(self, connection, table: str, column: str) -> str | None:
+        """The sequence generating ``column`` (serial and identity columns alike), as a quoted name."""
+        with connection.cursor() as cursor:
+            cursor.execute(self.key_sequence_sql, [connection.ops.quote_name(table), column])
+            return cursor.fetchone()[0]
+
+    def next_key(self, connection, table, column):
+        """From the column's sequence: ``last_value``, plus its increment once handed out."""
+        sequence = self.key_sequence(connection, table, column)
+        if sequence is None:
+            return None
+        with connection.cursor() as cursor:
+            # ``sequence`` is PostgreSQL's own quoted name, never the caller's text.
+            cursor.execute(self.next_key_template % {"sequence": sequence}, [sequence])
+            last, called, increment = cursor.fetchone()
+        return last + increment if called else last
+
+    def set_next_key(self, connection, table, column, value):
+        sequence = self.key_sequence(connection, table, column)
+        if sequence is None:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(self.set_next_key_sql, [sequence, value])
+        return True
+
     def role_exists(self, server, role: str) -> bool:
         with server.connection().cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", [role])
@@ -641,3 +688,8 @@ connection_created.connect(_check_search_path_cursor, dispatch_uid="tenant_schem
 @hookimpl
 def tenant_schema_register_dialects(register):
     register(PostgresDialect)
+
+
+def _milliseconds(seconds: float) -> str:
+    """A ``lock_timeout`` value: whole milliseconds, at least one (``0`` would mean no limit)."""
+    return f"{max(1, round(seconds * 1000))}ms"

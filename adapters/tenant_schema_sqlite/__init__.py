@@ -95,6 +95,44 @@ class SQLiteDialect(Dialect):
             os.unlink(tmp)
         return True
 
+    #: The counter of a table whose key is ``AUTOINCREMENT`` (Django's ``AutoField`` on SQLite): the last key used.
+    next_key_sql = "SELECT seq FROM sqlite_sequence WHERE name = %s"
+
+    def wait_for_writers(self, connection, tables, timeout):
+        """``BEGIN IMMEDIATE`` under ``busy_timeout``, rolled back at once: it waits for the one write
+        transaction a database file allows to end; readers are not held up."""
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            (before,) = cursor.fetchone()
+            cursor.execute(f"PRAGMA busy_timeout = {max(1, round(timeout * 1000))}")
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute("ROLLBACK")
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {int(before)}")
+        return True
+
+    def next_key(self, connection, table, column):
+        """One past ``sqlite_sequence``'s last key; ``None`` for a table that is not ``AUTOINCREMENT``
+        or never used it."""
+        with connection.cursor() as cursor:
+            if not _has_table(cursor, "sqlite_sequence"):
+                return None
+            cursor.execute(self.next_key_sql, [table])
+            row = cursor.fetchone()
+        return None if row is None else int(row[0]) + 1
+
+    def set_next_key(self, connection, table, column, value):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s", [table])
+            row = cursor.fetchone()
+            if row is None or "AUTOINCREMENT" not in (row[0] or "").upper():
+                return False
+            cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = %s", [value - 1, table])
+            if not cursor.rowcount:
+                cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, value - 1])
+        return True
+
     def rename_database(self, server, old: str, new: str) -> bool:
         source, target = self.file(server, old), self.file(server, new)
         try:
@@ -103,6 +141,11 @@ class SQLiteDialect(Dialect):
             return False
         source.unlink()
         return True
+
+
+def _has_table(cursor, name: str) -> bool:
+    cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [name])
+    return cursor.fetchone() is not None
 
 
 def _backup(source: Path, target: str) -> None:

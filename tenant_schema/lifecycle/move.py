@@ -23,6 +23,9 @@ engine or not. The steps, each a function of this module:
 4. ``_pause_writes``: maintenance mode on, then a wait of
    ``ROUTING_CACHE_SECONDS`` (plus a second for writes in flight) so every
    process refuses writes before anything is copied; reads go on.
+   ``_wait_for_writers`` (``Dialect.wait_for_writers``) then waits for the
+   transactions that wrote before the pause to end, so none commits rows
+   the copy misses.
 5. ``_prepare_target``: the run-time tables are registered on the target
    with the same dataclasses, and rows a receiver of the migration signals
    seeded are flushed (Django's ``sql_flush``).
@@ -35,7 +38,8 @@ engine or not. The steps, each a function of this module:
    themselves or each other in a cycle make the whole copy one
    transaction. Values the target cannot hold stop the move, naming
    table, column and row key. Then Django's ``sequence_reset_sql`` sets
-   sequences past the copied keys.
+   sequences past the copied keys, and ``_carry_key_positions``
+   (``Dialect.next_key``) on to where the source's counters stand.
 7. ``_verify``: per table, row count and a checksum of every row, read
    again from both databases and normalised through its Django field
    (``transfer.canonical``), so both engines compute it alike.
@@ -69,7 +73,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from .. import conf, credentials, databases, django_private, ownership
@@ -102,6 +106,8 @@ LEASE_SECONDS = 120
 HEARTBEAT_SECONDS = 5
 #: Added to ``ROUTING_CACHE_SECONDS`` before copying: writes that passed their check just before it.
 IN_FLIGHT_SECONDS = 1.0
+#: Longest wait for transactions that wrote to the tenant before its writes paused (``Dialect.wait_for_writers``).
+WRITERS_TIMEOUT_SECONDS = 30.0
 _OPEN = (Tenant.Status.PROVISIONING, Tenant.Status.FAILED, Tenant.Status.MOVING)
 
 
@@ -237,8 +243,10 @@ def move_tenant(
             _pause_writes(tenant, move, settle)
             notify(MoveStep("paused"))
             target_db, plan = _prepare_target(tenant, move, source_db, specs)
+            _wait_for_writers(tenant, source_db, plan)
             beat = _heartbeat(move, me)
             _copy(plan, source_db, target_db, batch_size, beat, notify)
+            _carry_key_positions(plan, source_db, target_db)
             notify(MoveStep("copied"))
             checks = _verify(tenant, plan, source_db, target_db, batch_size, beat, notify)
             tenant, kept = _switch(tenant, move, me)
@@ -451,6 +459,25 @@ def _pause_writes(tenant: Tenant, move: Tenant, settle: float | None) -> None:
         time.sleep(wait)
 
 
+def _wait_for_writers(tenant: Tenant, source_db: TenantDatabase, plan: list[transfer.TableCopy]) -> None:
+    """Wait for the source's transactions that wrote before the pause to end, so their rows are copied.
+
+    Maintenance mode refuses each write from the pause on, but a transaction
+    that wrote before it may commit later; copied without its rows, they
+    would stay behind on the source. ``MoveFailed`` after
+    ``WRITERS_TIMEOUT_SECONDS``: the tenant then stays where it is.
+    """
+    connection = source_db.connection
+    try:
+        source_db.dialect.wait_for_writers(connection, [t.name for t in plan], WRITERS_TIMEOUT_SECONDS)
+    except DatabaseError as exc:
+        raise MoveFailed(
+            f"a transaction that wrote to tenant {tenant.slug!r} before its writes paused was still open after "
+            f"{WRITERS_TIMEOUT_SECONDS:g} s, so it stays on server {tenant.server!r}; move it again once that "
+            f"transaction ends ({transfer.first_line(exc)})"
+        ) from exc
+
+
 def _build_target(row: Tenant) -> Tenant:
     """The database of a move's (or an import's) row at the current plan (``provisioning`` -> ``moving``),
     as provisioning makes any."""
@@ -551,6 +578,16 @@ def _copy(
         beat()
 
     transfer.copy_tables(plan, target_db, read, copied)
+
+
+def _carry_key_positions(plan: list[transfer.TableCopy], source_db: TenantDatabase, target_db: TenantDatabase) -> None:
+    """Each table's generated keys continue on the target where the source's counter stands."""
+    dialect, connection = source_db.dialect, source_db.connection
+
+    def position(table: transfer.TableCopy) -> int | None:
+        return dialect.next_key(connection, table.name, table.source._meta.pk.column)
+
+    transfer.carry_key_positions(plan, target_db, position)
 
 
 # -- verifying -----------------------------------------------------------------------------------

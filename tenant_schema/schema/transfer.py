@@ -297,6 +297,35 @@ def reset_sequences(target_db: TenantDatabase, plan: list[TableCopy]) -> None:
                 cursor.execute(sql)
 
 
+def carry_key_positions(
+    plan: list[TableCopy], target_db: TenantDatabase, position: Callable[[TableCopy], int | None]
+) -> None:
+    """Each table's generated key continues at ``position(table)`` on the target, where that is further on.
+
+    ``position`` is the source's next key (``Dialect.next_key``), ``None``
+    where it has no counter. After ``reset_sequences`` the target's counter
+    is past the copied rows; a source whose last rows were deleted is
+    further on, and its keys are not handed out again. ``CopyFailed`` naming
+    the table when the target cannot follow.
+    """
+    dialect, connection = target_db.dialect, target_db.connection
+    for table in plan:
+        wanted = position(table)
+        if wanted is None:
+            continue
+        column = table.target._meta.pk.column
+        current = dialect.next_key(connection, table.name, column)
+        if current is not None and current >= wanted:
+            continue
+        if not dialect.set_next_key(connection, table.name, column, wanted):
+            continue  # no counter on the target (CockroachDB's unique_rowid())
+        reached = dialect.next_key(connection, table.name, column)
+        if reached is None or reached < wanted:
+            raise CopyFailed(
+                f"table {table.name!r}: its next key on the target is {reached}, not {wanted} as on the source"
+            )
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
