@@ -199,6 +199,24 @@ def test_create_index_is_idempotent_and_names_are_stable(tenant_db):
         create_index(tenant_db, "transactions", ["amount"], index_name=name)
 
 
+def test_create_indexes_specs_leave_out_what_takes_its_default(tenant_db):
+    """(table, columns[, unique[, name[, options]]]): a spec stops where its defaults begin."""
+    register_tables(tenant_db, [(Account, "accounts"), (Transaction, "transactions")])
+    names = create_indexes(
+        tenant_db,
+        [
+            ("transactions", "memo"),
+            ("transactions", ["amount", "memo"], True),
+            ("accounts", "opened", False, "by_opened"),
+        ],
+    )
+    assert names == ["idx_transactions_memo", "idx_transactions_amount_memo", "by_opened"]
+    assert {(i.name, i.columns, i.unique) for i in list_indexes(tenant_db, "transactions")} >= {
+        ("idx_transactions_memo", ("memo",), False),
+        ("idx_transactions_amount_memo", ("amount", "memo"), True),
+    }
+
+
 def test_long_index_names_are_shortened_with_a_stable_hash(tenant_db):
     @dataclass
     class Wide:

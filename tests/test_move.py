@@ -31,9 +31,12 @@ from tenant_schema import (
     TenantSchemaError,
     TenantUnavailable,
     UnknownServer,
+    create_index,
+    create_indexes,
     current_tenant,
     drop_kept_copies,
     kept_copies,
+    list_indexes,
     move_tenant,
     register_table,
     register_tables,
@@ -130,6 +133,7 @@ def fill(tenant: Tenant, notes: int = 5) -> None:
     tdb = tenant.database
     tdb.table("audit_event").batch_create([{"id": 7, "action": "created"}, {"id": 9, "action": ""}])
     register_table(tdb, Payment, PAYMENTS).batch_create(AWKWARD)
+    create_indexes(tdb, [(PAYMENTS, "memo"), (PAYMENTS, ["paid_at", "id"], True)])  # after registration
 
 
 def snapshot(tenant: Tenant) -> dict:
@@ -235,6 +239,11 @@ def check_a_move(tenants, source: str, target: str) -> Tenant:
         assert Note.objects.create(title="after the move").pk == next_note
         assert Category.objects.create(name="new").pk == max(pk for pk, _ in before["categories"]) + 1
     assert register_table(after.database, Payment, PAYMENTS).create(AWKWARD[1]).id == next_payment
+    # The indexes created on a run-time table after it was registered are there too.
+    assert {(i.columns, i.unique) for i in list_indexes(after.database, PAYMENTS)} >= {
+        (("memo",), False),
+        (("paid_at", "id"), True),
+    }
     # The source is kept, recorded as a copy with the tenant's marker, and nothing else moved.
     (kept,) = kept_copies(after)
     assert result.kept == kept and (kept.server, kept.database_name) == old and kept.status == "copy"
@@ -339,6 +348,43 @@ def test_a_value_the_target_cannot_hold_is_named_never_truncated(tenants, write,
     after = get_tenant(tenant.slug)
     assert (after.server, after.maintenance) == ("sqlite", False)
     assert snapshot(after) == before and open_moves(tenant) == []
+
+
+@dataclasses.dataclass
+class Code:
+    code: str
+    id: Optional[int] = None
+
+
+@pytest.mark.parametrize("value", ["deep-json", "nul-json"])
+def test_json_a_target_engine_rejects_is_named(tenants, value):
+    """MariaDB refuses JSON nested deeper than 32 levels, PostgreSQL a NUL character: the move says which row."""
+    source, target, details = {
+        "deep-json": ("pg", "mysql", json.loads("[" * 40 + "]" * 40)),
+        "nul-json": ("sqlite", "pg", {"text": "a\x00b"}),
+    }[value]
+    require_live_server(target)
+    tenant = tenants(source)
+    fill(tenant)
+    table = register_table(tenant.database, Payment, PAYMENTS)
+    bad = table.create(dataclasses.replace(AWKWARD[1], details=details)).id
+    before = snapshot(tenant)
+    with pytest.raises(MoveFailed, match=rf"table '{PAYMENTS}', row id={bad}, column 'details': "):
+        moved(tenant, target)
+    assert get_tenant(tenant.slug).server == source and snapshot(tenant) == before
+
+
+def test_a_unique_text_index_mariadb_can_only_hold_by_prefix_is_named(tenants):
+    """MariaDB indexes TEXT by its first 191 characters: two codes PostgreSQL keeps apart collide there."""
+    require_live_server("mysql")
+    tenant = tenants("pg")
+    fill(tenant)
+    codes = register_table(tenant.database, Code, "codes")
+    create_index(tenant.database, "codes", "code", unique=True)
+    codes.batch_create([Code("a" * 200 + "1"), Code("a" * 200 + "2")])
+    with pytest.raises(MoveFailed, match=r"table 'codes', row id=2, column 'code': MariaDB refuses it: .*Duplicate"):
+        moved(tenant, "mysql")
+    assert get_tenant(tenant.slug).server == "pg" and codes.count() == 2
 
 
 # -- writers during the move -----------------------------------------------------------------------

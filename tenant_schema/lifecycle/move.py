@@ -27,7 +27,8 @@ engine or not. The steps, each a function of this module:
    transactions that wrote before the pause to end, so none commits rows
    the copy misses.
 5. ``_prepare_target``: the run-time tables are registered on the target
-   with the same dataclasses, and rows a receiver of the migration signals
+   with the same dataclasses, the indexes created on them since
+   (``create_index``) too, and rows a receiver of the migration signals
    seeded are flushed (Django's ``sql_flush``).
 6. ``_copy`` (``transfer.copy_tables``): each table in
    foreign-key order, in keyset batches ordered by primary key, written
@@ -81,12 +82,13 @@ from ..databases import TenantDatabase, database_name
 from ..exceptions import CopyFailed, MoveFailed, NotOurDatabase, TenantSchemaError
 from ..migration_plan import migration_plan
 from ..models import Tenant
-from ..names import MOVE_SLUG_PREFIX
+from ..names import MOVE_SLUG_PREFIX, validate_identifier
 from ..plugins import get_plugins
 from ..registry import lifecycle_writes, ready_tenants, registry_db
 from ..schema import transfer
 from ..schema.building import normalize_specs
 from ..schema.ddl import list_tables, register_tables
+from ..schema.indexes import create_indexes, list_indexes
 from ..schema.transfer import TableCheck
 from ..servers import Server, get_server
 from ..signals import tenant_maintenance_changed, tenant_moved
@@ -516,9 +518,41 @@ def _prepare_target(
     _check_target(tenant, move, target_db)
     with lifecycle_writes(move.slug):
         target_tables = register_tables(target_db, specs)
+        _carry_indexes(source_db, target_db, [name for _source, name, _pk in specs])
     plan = _plan(source_db, specs, target_tables)
     transfer.flush(target_db, plan)
     return target_db, plan
+
+
+def _carry_indexes(source_db: TenantDatabase, target_db: TenantDatabase, tables: list[str]) -> None:
+    """The run-time tables' indexes the source has and the target lacks (``create_index`` after they were
+    registered), created on the target before the copy, so a row that breaks a unique one is named.
+
+    Indexes are matched by columns and uniqueness, not name (engines name
+    the ones they make themselves differently); the source's name is kept
+    where the target can take it.
+    """
+    limit = target_db.dialect.max_identifier_length
+    wanted = []
+    for table in tables:
+        present = list_indexes(target_db, table)
+        have = {(i.columns, i.unique) for i in present}
+        taken = {i.name for i in present}
+        for index in list_indexes(source_db, table):
+            if (index.columns, index.unique) in have or not all(index.columns):
+                continue  # there already, or on an expression (no columns to name)
+            name = index.name if index.name not in taken and _valid_name(index.name, limit) else None
+            wanted.append((table, index.columns, index.unique, name))
+    if wanted:
+        create_indexes(target_db, wanted)
+
+
+def _valid_name(name: str, limit: int) -> bool:
+    try:
+        validate_identifier(name, "index name", limit)
+    except ValueError:
+        return False
+    return True
 
 
 def _plan(source_db: TenantDatabase, specs: list[Any], target_tables: dict[str, Any]) -> list[transfer.TableCopy]:

@@ -92,8 +92,9 @@ def _normalize_index_specs(tenant_db: TenantDatabase, specs: Iterable[Any]) -> l
     for raw in specs:
         if isinstance(raw, dict):
             raw = (raw.get("table"), raw.get("columns"), raw.get("unique", False), raw.get("name"), raw.get("options"))
-        parts = (*tuple(raw), False, None, None)
-        table, columns, unique, name, options = parts[:5]
+        raw = tuple(raw)
+        # What a spec leaves out takes its default: (table, columns, unique=False, name=None, options=None).
+        table, columns, unique, name, options = raw[:5] + (None, None, False, None, None)[len(raw) :]
         validate_identifier(table, "table name", limit)
         if isinstance(columns, str):
             columns = [c.strip() for c in columns.split(",")] if "," in columns else [columns]

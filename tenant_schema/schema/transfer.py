@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.core.management.color import no_style
@@ -258,33 +258,87 @@ def does_not_fit(field: models.Field, value: Any, connection) -> str | None:
 
 
 def unstorable(table: TableCopy, rows: list[tuple], target_db: TenantDatabase, exc: Exception) -> CopyFailed:
-    """The error for a batch the target refused: the first row it refuses alone, and its column when known."""
+    """The error for a batch the target refused: the first row it refuses alone, and its column when known.
+
+    The column is the one Django's field refuses to prepare, else the one
+    a unique index named in the error covers, else the one whose value,
+    swapped for ``None`` or for the accepted row's before it, lets the row
+    in (each try rolled back).
+    """
     connection = target_db.connection
     alias = target_db.alias
     found = None
     try:
         with transaction.atomic(using=alias):
-            for row in rows:
-                one = bulk.Batch(list(table.target_fields), [[v] for v in row], [0], len(row))
+            for i, row in enumerate(rows):
                 try:
-                    with transaction.atomic(using=alias):
-                        bulk.insert(table.codec, connection, one, raw=True)
+                    _insert_one(table, row, connection, alias)
                 except Exception as error:  # noqa: BLE001 - reported below
-                    found = (row, error)
+                    columns = unique_columns_named(connection, table.name, str(error))
+                    found = (row, error, columns or _culprit(table, row, rows[i - 1] if i else None, target_db))
                     break
             transaction.set_rollback(True, using=alias)
     except Exception:
         logger.debug("could not single out the row table %s refused", table.name, exc_info=True)
     if found is None:
         return CopyFailed(f"table {table.name!r}: the target refused a batch of rows: {first_line(exc)}")
-    row, error = found
+    row, error, columns = found
     where = f"table {table.name!r}, row {table.pk}={row[table.pk_index]!r}"
     for field, value in zip(table.target_fields, row):
         try:
             field.get_db_prep_save(value, connection)
         except Exception as bad:  # noqa: BLE001 - it names the column
             return CopyFailed(f"{where}, column {field.column!r}: {first_line(bad)}")
+    if columns:
+        where += f", column{'s' if len(columns) > 1 else ''} {', '.join(repr(c) for c in columns)}"
     return CopyFailed(f"{where}: {connection.display_name} refuses it: {first_line(error)}")
+
+
+class _Accepted(Exception):
+    """Rolls a probing insert back once the target accepted it."""
+
+
+def _insert_one(table: TableCopy, row: Sequence[Any], connection, alias: str) -> None:
+    one = bulk.Batch(list(table.target_fields), [[v] for v in row], [0], len(row))
+    with transaction.atomic(using=alias):
+        bulk.insert(table.codec, connection, one, raw=True)
+
+
+def _culprit(table: TableCopy, row: tuple, accepted: tuple | None, target_db: TenantDatabase) -> list[str]:
+    """The column whose value alone keeps ``row`` out: swapped for ``None`` (where the column allows it) or
+    for the value of the ``accepted`` row, the row gets in. Every try is rolled back."""
+    for index, field in enumerate(table.target_fields):
+        if index == table.pk_index:
+            continue
+        swaps = ([None] if field.null else []) + ([accepted[index]] if accepted is not None else [])
+        for value in swaps:
+            if value is row[index]:
+                continue
+            probe = list(row)
+            probe[index] = value
+            try:
+                with transaction.atomic(using=target_db.alias):
+                    _insert_one(table, probe, target_db.connection, target_db.alias)
+                    raise _Accepted
+            except _Accepted:
+                return [field.column]
+            except Exception:  # noqa: BLE001 - refused for another reason: try the next
+                continue
+    return []
+
+
+def unique_columns_named(connection, table: str, message: str) -> list[str]:
+    """The columns of ``table``'s unique index whose name ``message`` quotes (a duplicate key error names
+    it: MySQL's prefix indexes on TEXT refuse values other engines hold apart)."""
+    try:
+        with connection.cursor() as cursor:
+            constraints = connection.introspection.get_constraints(cursor, table)
+    except Exception:  # noqa: BLE001 - the message without the columns, then
+        return []
+    for name, info in constraints.items():
+        if info.get("unique") and not info.get("primary_key") and name and name in message:
+            return [c for c in info["columns"] if c]
+    return []
 
 
 def reset_sequences(target_db: TenantDatabase, plan: list[TableCopy]) -> None:
