@@ -175,7 +175,7 @@ def test_an_export_imports_onto_another_engine_unchanged(sources, imported, tmp_
     checks = {c.table: (c.rows, c.checksum) for c in result.tables}
     assert checks == {c.table: (c.rows, c.checksum) for c in export.tables}
     assert set(checks) >= {"tenantapp_note", "tenantapp_tag_notes", "django_migrations", "audit_event", PAYMENTS}
-    assert checks[PAYMENTS][0] == 4 and checks["tenantapp_note"][0] == 4
+    assert checks[PAYMENTS][0] == 5 and checks["tenantapp_note"][0] == 4
     assert [s.phase for s in export_steps][:2] == ["export", "rows"] and export_steps[-1].phase == "exported"
     assert sum(s.rows for s in export_steps if s.phase == "rows") == sum(c.rows for c in export.tables)
     assert [s.phase for s in import_steps][:3] == ["target", "copy", "rows"] and import_steps[-1].phase == "imported"
@@ -269,15 +269,16 @@ def test_values_are_written_through_their_fields(sources, tmp_path):
         [
             "-1234567890.1230",  # a decimal as a string, every digit kept
             "1999-12-31",
-            {"z": [1, 2.5, None], "a": {"ünï": "cødé 🚀"}, "flag": True},  # JSON as JSON
+            [{"z": [1, 2.5, None], "a": {"ünï": "cødé 🚀"}, "flag": True}],  # JSON as JSON, in a one-element array
             1,
             "",  # not null
             "2024-02-29T18:29:59.123456+00:00",  # 23:59:59 at +05:30, in UTC with its offset
             "AP9ieXRlcw==",  # bytes in base64
             True,
         ],
-        ["0.0001", None, None, 2, None, "2030-01-01T00:00:00+00:00", None, False],
-        ["42.0000", None, [], 3, "zażółć gęślą jaźń — 日本語", "2001-09-09T01:46:40+00:00", None, False],
+        ["0.0001", None, None, 2, None, "2030-01-01T00:00:00+00:00", None, False],  # SQL NULL: null
+        ["42.0000", None, [[]], 3, "zażółć gęślą jaźń — 日本語", "2001-09-09T01:46:40+00:00", None, False],
+        ["0.0001", None, [None], 4, None, "2030-01-01T00:00:00+00:00", None, False],  # JSON null: [null]
     ]
 
 
@@ -326,7 +327,7 @@ def test_every_value_comes_back_through_its_field():
     from django.db import models
 
     from tenant_schema.schema.portable import decoder, encoder
-    from tenant_schema.schema.transfer import canonical
+    from tenant_schema.schema.transfer import JSON_NULL, canonical
 
     cases = [
         (models.DurationField(), datetime.timedelta(days=-1, hours=2, microseconds=5), "-P0DT21H59M59.999995S"),
@@ -339,7 +340,10 @@ def test_every_value_comes_back_through_its_field():
         (models.DecimalField(max_digits=30, decimal_places=20), decimal.Decimal("1E-20"), "1E-20"),
         (models.DateTimeField(), datetime.datetime(2024, 1, 1, 5, 30, tzinfo=UTC), "2024-01-01T05:30:00+00:00"),
         (models.UUIDField(), "12345678-1234-5678-1234-567812345678", "12345678123456781234567812345678"),
-        (models.JSONField(), {"a": [None, "", 1.5, {"ü": True}]}, {"a": [None, "", 1.5, {"ü": True}]}),
+        (models.JSONField(), {"a": [None, "", 1.5, {"ü": True}]}, [{"a": [None, "", 1.5, {"ü": True}]}]),
+        (models.JSONField(null=True), JSON_NULL, [None]),
+        (models.JSONField(null=True), None, None),
+        (models.JSONField(), "null", ["null"]),  # a JSON string, not JSON null
         (models.CharField(max_length=5, null=True), "", ""),
         (models.CharField(max_length=5, null=True), None, None),
     ]
@@ -349,6 +353,8 @@ def test_every_value_comes_back_through_its_field():
         assert canonical(field, decoder(field)(encoded)) == canonical(field, value), field
     nan = decoder(models.FloatField())(json.loads(json.dumps(encoder(models.FloatField())(math.nan))))
     assert math.isnan(nan)
+    with pytest.raises(ValueError, match=r"a JSON column's value is null or a one-element array, not \{"):
+        decoder(models.JSONField())({"a": 1})  # as an export before JSON values were wrapped wrote it
 
 
 # -- what is refused before anything is created ------------------------------------------------------
@@ -709,7 +715,7 @@ def test_the_commands_print_each_table_and_its_verification(sources, imported, t
         f"Exported tenant {tenant.slug!r} to {path} (tenant-schema-export version 1, {path.stat().st_size} bytes):"
     )
     assert "  tenantapp_note: 4 rows, verified (checksum " in out
-    assert f"  {PAYMENTS}: 3 rows, verified (checksum " in out
+    assert f"  {PAYMENTS}: 4 rows, verified (checksum " in out
     tables = [line for line in lines if line.startswith("  ")]
     assert lines[-1].startswith(f"{len(tables)} tables, {sum(int(line.split()[1]) for line in tables)} rows in ")
     assert "exporting" in capsys.readouterr().err  # the progress bar

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.migrations.recorder import MigrationRecorder
+from django.db.models import JSONField, Value
 
 from tenant_schema import (
     MoveFailed,
@@ -49,7 +50,7 @@ from tenant_schema.models import Tenant
 from tenant_schema.ownership import read_marker
 from tenant_schema.plugins import get_plugins
 from tenant_schema.registry import get_tenant
-from tenant_schema.schema.transfer import canonical
+from tenant_schema.schema.transfer import JSON_NULL, canonical
 from tenant_schema.servers import get_server
 from tenant_schema.testing import unique_slug
 from tests.tenantapp.helpers import CHILD_ENV, CHILD_SETUP, ROOT, child_command
@@ -132,7 +133,13 @@ def fill(tenant: Tenant, notes: int = 5) -> None:
         tag.notes.set(made[1:3])
     tdb = tenant.database
     tdb.table("audit_event").batch_create([{"id": 7, "action": "created"}, {"id": 9, "action": ""}])
-    register_table(tdb, Payment, PAYMENTS).batch_create(AWKWARD)
+    payments = register_table(tdb, Payment, PAYMENTS)
+    payments.batch_create(AWKWARD)
+    # JSON null, which Django reads as None as it does SQL NULL: stored the way Django documents.
+    json_null = payments.create(AWKWARD[1]).id
+    payments.model._base_manager.db_manager(tdb.alias).filter(pk=json_null).update(
+        details=Value(None, output_field=JSONField())
+    )
     create_indexes(tdb, [(PAYMENTS, "memo"), (PAYMENTS, ["paid_at", "id"], True)])  # after registration
 
 
@@ -150,8 +157,11 @@ def snapshot(tenant: Tenant) -> dict:
     data["audit"] = [
         row if isinstance(row, dict) else dataclasses.asdict(row) for row in tdb.table("audit_event").list()
     ]
-    payments = register_table(tdb, Payment, PAYMENTS).list()
-    data["payments"] = [dataclasses.astuple(p) for p in payments]
+    payments = register_table(tdb, Payment, PAYMENTS)
+    data["payments"] = [dataclasses.astuple(p) for p in payments.list()]
+    rows = payments.model._base_manager.db_manager(tdb.alias)
+    data["json null"] = sorted(rows.filter(details=None).values_list("pk", flat=True))
+    data["sql null"] = sorted(rows.filter(details__isnull=True).values_list("pk", flat=True))
     data["migrations"] = sorted(
         MigrationRecorder.Migration.objects.using(tdb.alias).values_list("id", "app", "name", "applied")
     )
@@ -276,6 +286,7 @@ def test_the_checksum_is_the_same_whatever_the_engine_returns():
     assert canonical(flag, 1) is True and canonical(flag, False) is False
     assert canonical(doc, {"b": 1, "a": [1, "ü"]}) == canonical(doc, {"a": [1, "ü"], "b": 1}) == '{"a":[1,"ü"],"b":1}'
     assert canonical(text, None) is None and canonical(text, "") == ""
+    assert canonical(doc, JSON_NULL) == "null" and canonical(doc, None) is None and canonical(doc, "null") != "null"
     assert canonical(models.BinaryField(), memoryview(b"\x00\xff")) == canonical(models.BinaryField(), b"\x00\xff")
 
 
@@ -372,6 +383,20 @@ def test_json_a_target_engine_rejects_is_named(tenants, value):
     with pytest.raises(MoveFailed, match=rf"table '{PAYMENTS}', row id={bad}, column 'details': "):
         moved(tenant, target)
     assert get_tenant(tenant.slug).server == source and snapshot(tenant) == before
+
+
+def test_an_aware_datetime_for_a_column_without_a_time_zone_is_named(tenants, settings):
+    """A site running USE_TZ = False whose SQLite text holds a time with its offset (written by other
+    software): Django reads it aware, MariaDB's DATETIME has no zone to keep. Named, never shifted."""
+    require_live_server("mysql")
+    tenant = tenants("sqlite")
+    fill(tenant)
+    settings.USE_TZ = False
+    with tenant.database.connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {PAYMENTS} SET paid_at = '2024-01-01 05:30:00+05:30' WHERE id = 1")
+    with pytest.raises(MoveFailed, match=rf"table '{PAYMENTS}', row id=1, column 'paid_at': .*timezone-aware"):
+        moved(tenant, "mysql")
+    assert get_tenant(tenant.slug).server == "sqlite"
 
 
 def test_a_unique_text_index_mariadb_can_only_hold_by_prefix_is_named(tenants):
@@ -511,6 +536,7 @@ def test_a_handle_from_before_the_move_refuses_to_write_to_the_kept_copy(tenants
     tenant = tenants("sqlite")
     fill(tenant)
     stale_table = register_table(tenant.database, Payment, PAYMENTS)
+    payments = stale_table.count()
     with tenant_context(tenant):
         moved(tenant, "mysql")
         with pytest.raises(TenantMoved, match=r"lives in .* on server 'mysql' now, not in .* on server 'sqlite'"):
@@ -519,7 +545,7 @@ def test_a_handle_from_before_the_move_refuses_to_write_to_the_kept_copy(tenants
         stale_table.create({"amount": decimal.Decimal("1"), "paid_at": datetime.datetime(2020, 1, 1, tzinfo=UTC)})
     fresh = register_table(tenant.slug, Payment, PAYMENTS)
     fresh.create({"amount": decimal.Decimal("1"), "paid_at": datetime.datetime(2020, 1, 1, tzinfo=UTC)})
-    assert fresh.count() == len(AWKWARD) + 1
+    assert fresh.count() == payments + 1
     with tenant_context(tenant.slug):
         Note.objects.create(title="through the registry")
     (kept,) = kept_copies(tenant)
@@ -827,7 +853,7 @@ def test_tenant_move_prints_each_table_and_what_it_kept(tenants, capsys):
     )
     table_lines = [line for line in lines if line.startswith("  ")]
     assert "  tenantapp_note: 4 rows copied, verified (checksum " in "\n".join(table_lines)
-    assert any(line.startswith(f"  {PAYMENTS}: 3 rows copied, verified (checksum ") for line in table_lines)
+    assert any(line.startswith(f"  {PAYMENTS}: 4 rows copied, verified (checksum ") for line in table_lines)
     assert any(line.startswith("  tenantapp_tag_notes: 2 rows copied") for line in table_lines)
     (kept,) = kept_copies(tenant)
     assert lines[-1] == (

@@ -14,8 +14,9 @@ database. Members:
 
 Every value goes through its Django field both ways: ``encoder(field)``
 makes it a JSON value (decimals as strings, datetimes, dates and times in
-ISO 8601, durations in ISO 8601, bytes in base64, UUIDs in hex, JSON
-fields as JSON, ``None`` as ``null``, never ``""``) and ``decoder(field)``
+ISO 8601, durations in ISO 8601, bytes in base64, UUIDs in hex, a JSON
+field's value in a one-element array (``[null]`` is JSON ``null``),
+``None`` as ``null``, never ``""``) and ``decoder(field)``
 turns that back with the field's ``to_python``, so a value read on one
 engine is written as the same value on another. ``ExportWriter`` writes a
 member as batches of rows come (``ZipFile.open(name, "w")``: never a whole
@@ -42,7 +43,7 @@ from django.db import models
 from django.utils.duration import duration_iso_string
 
 from ..exceptions import InvalidExport
-from .transfer import Checksum, first_line
+from .transfer import JSON_NULL, Checksum, first_line
 
 __all__ = [
     "FORMAT",
@@ -81,7 +82,7 @@ def encoder(field: models.Field) -> Callable[[Any], Any]:
 
 def _encoding(field: models.Field) -> Callable[[Any], Any]:
     if isinstance(field, models.JSONField):
-        return _as_is
+        return _json
     if isinstance(field, models.BooleanField):
         return bool
     if isinstance(field, models.IntegerField):  # AutoFields too
@@ -101,8 +102,9 @@ def _encoding(field: models.Field) -> Callable[[Any], Any]:
     return _text
 
 
-def _as_is(value: Any) -> Any:
-    return value
+def _json(value: Any) -> list[Any]:
+    """A JSON column's value in a one-element array, so JSON ``null`` (``[null]``) is not SQL ``NULL`` (``null``)."""
+    return [None if value is JSON_NULL else value]
 
 
 def _number(value: Any) -> float | str:
@@ -129,7 +131,15 @@ def _text(value: Any) -> str:
 def decoder(field: models.Field) -> Callable[[Any], Any]:
     """How values ``encoder(field)`` wrote are read back: the field's ``to_python`` (``null`` stays ``None``)."""
     to_python = field.to_python
+    if isinstance(field, models.JSONField):
+        return lambda value: None if value is None else _unwrap_json(value)
     return lambda value: None if value is None else to_python(value)
+
+
+def _unwrap_json(value: Any) -> Any:
+    if not isinstance(value, list) or len(value) != 1:
+        raise ValueError(f"a JSON column's value is null or a one-element array, not {json.dumps(value)[:60]}")
+    return JSON_NULL if value[0] is None else value[0]
 
 
 def decode_line(decoders: list[Callable[[Any], Any]], line: str) -> tuple:

@@ -44,6 +44,7 @@ from .rows import RowCodec
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "JSON_NULL",
     "Checksum",
     "Step",
     "TableCheck",
@@ -67,6 +68,20 @@ __all__ = [
 ]
 
 _HASH_MOD = 2**256
+
+
+class _JsonNull:
+    """JSON ``null`` in a JSON column, where Django reads both it and SQL ``NULL`` as ``None``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+#: What ``batches`` yields for a JSON column holding JSON ``null``; ``None`` is SQL ``NULL``. Written back
+#: as ``Value(None, JSONField())`` (Django's way to store JSON ``null``), canonical ``"null"``.
+JSON_NULL = _JsonNull()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +142,7 @@ class TableCopy:
         self.target_fields = [dst[c] for c in columns]
         self.pk = self.source._meta.pk.column
         self.pk_index = columns.index(self.pk)
+        self.json_indexes = [i for i, f in enumerate(self.target_fields) if isinstance(f, models.JSONField)]
         self.codec = RowCodec(self.target, dict)
 
 
@@ -164,26 +180,57 @@ def copy_groups(plan: list[TableCopy], checks_off: bool) -> list[list[TableCopy]
 
 
 def batches(model, alias: str, fields: list[models.Field], size: int) -> Iterator[list[tuple]]:
-    """The table's rows in batches of ``size``, ordered by primary key (keyset pagination)."""
+    """The table's rows in batches of ``size``, ordered by primary key (keyset pagination).
+
+    A JSON column's JSON ``null`` is ``JSON_NULL``, its SQL ``NULL`` ``None``:
+    a nullable one is read with ``<column>__isnull`` alongside (true for SQL
+    ``NULL`` only); in one that is not nullable, ``None`` is JSON ``null``.
+    """
     pk = model._meta.pk.attname
     attnames = [f.attname for f in fields]
     position = attnames.index(pk)
     queryset = model._base_manager.db_manager(alias).order_by(pk)
+    json_columns = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    flags = {
+        f"_tenant_schema_sql_null_{i}": models.ExpressionWrapper(
+            models.Q(**{f"{attnames[i]}__isnull": True}), output_field=models.BooleanField()
+        )
+        for i in json_columns
+        if fields[i].null
+    }
+    if flags:
+        queryset = queryset.annotate(**flags)
     after = None
     while True:
         page = queryset if after is None else queryset.filter(**{f"{pk}__gt": after})
-        rows = list(page.values_list(*attnames)[:size])
+        rows = list(page.values_list(*attnames, *flags)[:size])
         if not rows:
             return
+        if json_columns:
+            rows = [_json_nulls(row, fields, json_columns, len(attnames)) for row in rows]
         yield rows
         if len(rows) < size:
             return
         after = rows[-1][position]
 
 
+def _json_nulls(row: tuple, fields: list[models.Field], json_columns: list[int], width: int) -> tuple:
+    """``row`` with its JSON ``null`` values as ``JSON_NULL`` (and without the ``__isnull`` flags after ``width``)."""
+    values = list(row[:width])
+    flag = width
+    for i in json_columns:
+        sql_null = bool(row[flag]) if fields[i].null else False
+        flag += fields[i].null
+        if values[i] is None and not sql_null:
+            values[i] = JSON_NULL
+    return tuple(values)
+
+
 def write_batch(table: TableCopy, rows: list[tuple], target_db: TenantDatabase) -> None:
     """Insert one batch on the target, in one transaction; a row it cannot hold is named."""
     connection = target_db.connection
+    if table.json_indexes:
+        rows = [_storable(row, table.json_indexes) for row in rows]
     columns = [list(column) for column in zip(*rows)]
     check_fits(table, columns, rows, connection)
     batch = bulk.Batch(list(table.target_fields), columns, list(range(len(rows))), len(table.target_fields))
@@ -192,6 +239,13 @@ def write_batch(table: TableCopy, rows: list[tuple], target_db: TenantDatabase) 
             bulk.insert(table.codec, connection, batch, raw=True)
     except Exception as exc:
         raise unstorable(table, rows, target_db, exc) from exc
+
+
+def _storable(row: tuple, json_indexes: list[int]) -> tuple:
+    """``row`` with ``JSON_NULL`` as the expression Django stores JSON ``null`` with."""
+    if not any(row[i] is JSON_NULL for i in json_indexes):
+        return row
+    return tuple(models.Value(None, output_field=models.JSONField()) if v is JSON_NULL else v for v in row)
 
 
 def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], connection) -> None:
@@ -404,6 +458,8 @@ def canonical(field: models.Field, value: Any) -> Any:
     """
     if value is None:
         return None
+    if value is JSON_NULL:
+        return "null"  # as json.dumps(None): no other JSON value dumps to it, and None stays SQL NULL's
     if field.is_relation:
         field = field.target_field
     if isinstance(field, models.BooleanField):
