@@ -399,6 +399,30 @@ def test_an_aware_datetime_for_a_column_without_a_time_zone_is_named(tenants, se
     assert get_tenant(tenant.slug).server == "sqlite"
 
 
+@dataclasses.dataclass
+class Document:
+    body: dict  # a JSON column that is not nullable
+    id: Optional[int] = None
+
+
+@pytest.mark.parametrize("source, target", [("sqlite", "mysql"), ("mysql", "pg"), ("pg", "sqlite")])
+def test_json_null_in_a_column_that_is_not_nullable_is_moved(tenants, source, target):
+    """Django reads its JSON null as None, which it would store as SQL NULL: the move writes JSON null."""
+    require_live_server(target)
+    tenant = tenants(source)
+    documents = register_table(tenant.database, Document, "documents")
+    documents.batch_create([Document({"a": 1}), Document({})])
+    rows = documents.model._base_manager.db_manager(tenant.database.alias)
+    rows.filter(pk=2).update(body=Value(None, output_field=JSONField()))
+    result = moved(tenant, target, tables=[(Document, "documents")])
+    assert {c.table: c.rows for c in result.tables}["documents"] == 2
+    moved_rows = register_table(tenant.slug, Document, "documents").model._base_manager.db_manager(
+        get_tenant(tenant.slug).database.alias
+    )
+    assert sorted(moved_rows.values_list("pk", "body")) == [(1, {"a": 1}), (2, None)]
+    assert list(moved_rows.filter(body=None).values_list("pk", flat=True)) == [2]  # JSON null, as on the source
+
+
 def test_a_unique_text_index_mariadb_can_only_hold_by_prefix_is_named(tenants):
     """MariaDB indexes TEXT by its first 191 characters: two codes PostgreSQL keeps apart collide there."""
     require_live_server("mysql")
