@@ -320,6 +320,7 @@ def _write(
                 "columns": portable.describe_columns(table.source_fields),
                 "rows": given.rows,
                 "checksum": given.digest,
+                "next_key": source_db.dialect.next_key(source_db.connection, name, table.pk),
             }
         )
     if differ:
@@ -599,6 +600,13 @@ def _fill(job: _Filling) -> None:
         job.beat()
 
     transfer.copy_tables(job.plan, job.target_db, read, written)
+    transfer.carry_key_positions(job.plan, job.target_db, lambda table: _next_key(tables[table.name]))
+
+
+def _next_key(entry: dict[str, Any]) -> int | None:
+    """A table's ``next_key`` in the manifest: a positive whole number, else none to carry over."""
+    value = entry.get("next_key")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _verify(job: _Filling) -> list[TableCheck]:
