@@ -803,3 +803,23 @@ def test_bad_input_is_one_line(sources, tmp_path, args, message):
         run_command(*[a.format(**values) for a in args], "--no-progress")
     assert message.format(**values) in str(raised.value) and "\n" not in str(raised.value)
     assert registry_state() == before
+
+
+@pytest.mark.parametrize("source, target", [("pg", "sqlite"), ("sqlite", "mysql")])
+def test_a_generated_column_is_exported_and_computed_again_on_import(sources, imported, tmp_path, source, target):
+    """Its values are in the export (and verified on import), but the importing engine computes them."""
+    from tests.tenantapp.tables import Priced
+
+    require_live_server(target)
+    tenant = sources(source)
+    register_table(tenant.database, Priced, "priced").batch_create([{"label": "abc"}, {"label": ""}])
+    path = tmp_path / "priced.zip"
+    export_tenant(tenant, path, tables=[(Priced, "priced")])
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("tables/priced.jsonl").decode().splitlines() == ['[1,"abc",3]', '[2,"",0]']
+    slug = unique_slug("imp")
+    imported.append(slug)
+    result = import_tenant(path, slug=slug, server=target)
+    assert {c.table: c.rows for c in result.tables}["priced"] == 2
+    rows = register_table(slug, Priced, "priced").list()
+    assert sorted((r.label, r.label_length) for r in rows) == [("", 0), ("abc", 3)]

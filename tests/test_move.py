@@ -55,7 +55,7 @@ from tenant_schema.servers import get_server
 from tenant_schema.testing import unique_slug
 from tests.tenantapp.helpers import CHILD_ENV, CHILD_SETUP, ROOT, child_command
 from tests.tenantapp.models import Category, Note, Tag
-from tests.tenantapp.tables import Payment
+from tests.tenantapp.tables import Payment, Priced
 
 from .conftest import require_live_server, require_server
 
@@ -421,6 +421,21 @@ def test_json_null_in_a_column_that_is_not_nullable_is_moved(tenants, source, ta
     )
     assert sorted(moved_rows.values_list("pk", "body")) == [(1, {"a": 1}), (2, None)]
     assert list(moved_rows.filter(body=None).values_list("pk", flat=True)) == [2]  # JSON null, as on the source
+
+
+@pytest.mark.parametrize("source, target", [("sqlite", "pg"), ("pg", "mysql"), ("mysql", "sqlite")])
+def test_a_generated_column_is_computed_again_on_the_target(tenants, source, target):
+    """The engine computes a generated column; the move copies the columns it is computed from and checks it."""
+    require_live_server(target)
+    model = Priced
+    tenant = tenants(source)
+    table = register_table(tenant.database, model, "priced")
+    table.batch_create([{"label": "a"}, {"label": "ünïcode"}])
+    result = moved(tenant, target, tables=[(model, "priced")])
+    assert {c.table: c.rows for c in result.tables}["priced"] == 2
+    rows = model._base_manager.db_manager(get_tenant(tenant.slug).database.alias)
+    register_table(tenant.slug, model, "priced")
+    assert sorted(rows.values_list("label", "label_length")) == [("a", 1), ("ünïcode", 7)]
 
 
 def test_a_unique_text_index_mariadb_can_only_hold_by_prefix_is_named(tenants):

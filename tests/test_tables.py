@@ -670,3 +670,19 @@ def test_delete_ignores_tables_other_tenants_share_a_model_with(server_key, make
     assert accounts.delete(row.id) is True
     lean.close()
     full.close()
+
+
+def test_a_generated_column_is_computed_by_the_database_and_never_written(tenant_db):
+    """A model's GeneratedField: rows leave it out, a dict that sets it is refused, reads return it."""
+    from tests.tenantapp.tables import Priced
+
+    table = register_table(tenant_db, Priced, "priced")
+    created = table.create({"label": "abc"})
+    assert created.label_length == 3
+    table.batch_create([{"label": "ünï"}, Priced(label="")])  # an instance's label_length is not written
+    assert sorted((r.label, r.label_length) for r in table.list()) == [("", 0), ("abc", 3), ("ünï", 3)]
+    with pytest.raises(ValueError, match=r"sets column 'label_length' of table 'priced', which the database computes"):
+        table.create({"label": "x", "label_length": 1})
+    table.update(created.id, {"label": "abcdef"})
+    assert table.read(created.id).label_length == 6
+    register_table(tenant_db, Priced, "priced")  # the live table matches the model: registered again

@@ -177,7 +177,7 @@ def _shape(codec: RowCodec, row: Any) -> tuple[list[models.Field], list[Callable
             return None
         return fields, [operator.attrgetter(k) for k in keys], type(row)
     if codec.kind == "model" and isinstance(row, codec.model):
-        return list(codec.fields), [operator.attrgetter(f.attname) for f in codec.fields], type(row)
+        return list(codec.written), [operator.attrgetter(f.attname) for f in codec.written], type(row)
     return None
 
 
@@ -229,7 +229,7 @@ def _collect_slow(codec: RowCodec, rows: Sequence[Any], what: str) -> Batch:
 def _fill_defaults(codec: RowCodec, batch: Batch, what: str) -> None:
     given = set(batch.fields)
     codec.check_required(given, what=what)
-    for f in codec.fields:
+    for f in codec.written:
         if f in given or (f.primary_key and codec.auto_pk):
             continue
         if f.has_default() and callable(f.default):

@@ -43,7 +43,7 @@ from django.db import models
 from django.utils.duration import duration_iso_string
 
 from ..exceptions import InvalidExport
-from .transfer import JSON_NULL, Checksum, first_line
+from .transfer import JSON_NULL, Checksum, first_line, value_field
 
 __all__ = [
     "FORMAT",
@@ -75,8 +75,7 @@ def member_name(table: str) -> str:
 
 def encoder(field: models.Field) -> Callable[[Any], Any]:
     """How the values of ``field`` are written: as a JSON value ``decoder(field)`` turns back into the same value."""
-    target = field.target_field if field.is_relation else field
-    encode = _encoding(target)
+    encode = _encoding(value_field(field))
     return lambda value: None if value is None else encode(value)
 
 
@@ -130,6 +129,7 @@ def _text(value: Any) -> str:
 
 def decoder(field: models.Field) -> Callable[[Any], Any]:
     """How values ``encoder(field)`` wrote are read back: the field's ``to_python`` (``null`` stays ``None``)."""
+    field = field.output_field if field.generated else field
     to_python = field.to_python
     if isinstance(field, models.JSONField):
         return lambda value: None if value is None else _unwrap_json(value)

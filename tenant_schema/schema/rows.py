@@ -129,6 +129,8 @@ class RowCodec:
         self.row_type = row_type
         self.table = model._meta.db_table
         self.fields: list[models.Field] = list(model._meta.concrete_fields)
+        #: The fields a write sets: all but those the database computes (``GeneratedField``).
+        self.written: list[models.Field] = [f for f in self.fields if not f.generated]
         self.pk: models.Field = model._meta.pk
         self.auto_pk = is_auto(self.pk)
         if isinstance(row_type, type) and issubclass(row_type, models.Model):
@@ -205,7 +207,7 @@ class RowCodec:
         elif dataclasses.is_dataclass(data) and not isinstance(data, type):
             items = ((f.name, getattr(data, f.name)) for f in dataclasses.fields(data))
         elif isinstance(data, models.Model) and self.kind == "model" and isinstance(data, self.model):
-            return {f: getattr(data, f.attname) for f in self.fields}
+            return {f: getattr(data, f.attname) for f in self.written}
         else:
             raise TypeError(
                 f"a {what} of table {self.table!r} is a dict or a {self.type_name()} instance, "
@@ -214,6 +216,11 @@ class RowCodec:
         values: dict[models.Field, Any] = {}
         for key, value in items:
             field = self.field_for(key)
+            if field.generated:
+                raise ValueError(
+                    f"{what} sets column {field.column!r} of table {self.table!r}, which the database computes "
+                    f"(a GeneratedField): leave it out"
+                )
             if field in values:
                 raise ValueError(
                     f"{what} gives column {field.column!r} of table {self.table!r} twice "

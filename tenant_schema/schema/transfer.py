@@ -63,11 +63,19 @@ __all__ = [
     "flush",
     "reset_sequences",
     "unstorable",
+    "value_field",
     "verify_tables",
     "write_batch",
 ]
 
 _HASH_MOD = 2**256
+
+
+def value_field(field: models.Field) -> models.Field:
+    """The field whose type a column's values have: a foreign key's target, a generated column's output field."""
+    if field.is_relation:
+        field = field.target_field
+    return field.output_field if field.generated else field
 
 
 class _JsonNull:
@@ -143,6 +151,10 @@ class TableCopy:
         self.pk = self.source._meta.pk.column
         self.pk_index = columns.index(self.pk)
         self.json_indexes = [i for i, f in enumerate(self.target_fields) if isinstance(f, models.JSONField)]
+        #: What is written: every column but the ones the target's engine computes (``GeneratedField``),
+        #: which are read, and verified, like any other.
+        self.write_indexes = [i for i, f in enumerate(self.target_fields) if not f.generated]
+        self.write_fields = [self.target_fields[i] for i in self.write_indexes]
         self.codec = RowCodec(self.target, dict)
 
 
@@ -231,9 +243,10 @@ def write_batch(table: TableCopy, rows: list[tuple], target_db: TenantDatabase) 
     connection = target_db.connection
     if table.json_indexes:
         rows = [_storable(row, table.json_indexes) for row in rows]
-    columns = [list(column) for column in zip(*rows)]
+    every = list(zip(*rows))
+    columns = [list(every[i]) for i in table.write_indexes]
     check_fits(table, columns, rows, connection)
-    batch = bulk.Batch(list(table.target_fields), columns, list(range(len(rows))), len(table.target_fields))
+    batch = bulk.Batch(list(table.write_fields), columns, list(range(len(rows))), len(table.write_fields))
     try:
         with transaction.atomic(using=target_db.alias):
             bulk.insert(table.codec, connection, batch, raw=True)
@@ -255,7 +268,7 @@ def check_fits(table: TableCopy, columns: list[list[Any]], rows: list[tuple], co
     and largest integer), value by value only where that finds a problem
     or cannot tell (decimals).
     """
-    for field, column in zip(table.target_fields, columns):
+    for field, column in zip(table.write_fields, columns):
         if _column_fits(field, column, connection):
             continue
         for i, value in enumerate(column):
@@ -338,7 +351,7 @@ def unstorable(table: TableCopy, rows: list[tuple], target_db: TenantDatabase, e
         return CopyFailed(f"table {table.name!r}: the target refused a batch of rows: {first_line(exc)}")
     row, error, columns = found
     where = f"table {table.name!r}, row {table.pk}={row[table.pk_index]!r}"
-    for field, value in zip(table.target_fields, row):
+    for field, value in zip(table.write_fields, [row[i] for i in table.write_indexes]):
         try:
             field.get_db_prep_save(value, connection)
         except Exception as bad:  # noqa: BLE001 - it names the column
@@ -353,7 +366,7 @@ class _Accepted(Exception):
 
 
 def _insert_one(table: TableCopy, row: Sequence[Any], connection, alias: str) -> None:
-    one = bulk.Batch(list(table.target_fields), [[v] for v in row], [0], len(row))
+    one = bulk.Batch(list(table.write_fields), [[row[i]] for i in table.write_indexes], [0], len(table.write_fields))
     with transaction.atomic(using=alias):
         bulk.insert(table.codec, connection, one, raw=True)
 
@@ -361,7 +374,8 @@ def _insert_one(table: TableCopy, row: Sequence[Any], connection, alias: str) ->
 def _culprit(table: TableCopy, row: tuple, accepted: tuple | None, target_db: TenantDatabase) -> list[str]:
     """The column whose value alone keeps ``row`` out: swapped for ``None`` (where the column allows it) or
     for the value of the ``accepted`` row, the row gets in. Every try is rolled back."""
-    for index, field in enumerate(table.target_fields):
+    for index in table.write_indexes:
+        field = table.target_fields[index]
         if index == table.pk_index:
             continue
         swaps = ([None] if field.null else []) + ([accepted[index]] if accepted is not None else [])
@@ -460,8 +474,7 @@ def canonical(field: models.Field, value: Any) -> Any:
         return None
     if value is JSON_NULL:
         return "null"  # as json.dumps(None): no other JSON value dumps to it, and None stays SQL NULL's
-    if field.is_relation:
-        field = field.target_field
+    field = value_field(field)
     if isinstance(field, models.BooleanField):
         return bool(value)
     if isinstance(field, models.JSONField):
@@ -498,7 +511,7 @@ def canonicalizer(field: models.Field) -> Callable[[Any], Any]:
     path; anything else goes through ``canonical``, so the result is the
     same as ``canonical(field, value)`` for every value.
     """
-    target = field.target_field if field.is_relation else field
+    target = value_field(field)
 
     def slow(value: Any) -> Any:
         return canonical(target, value)

@@ -5,6 +5,10 @@ import decimal
 from dataclasses import dataclass, field
 from typing import Optional
 
+from django.apps.registry import Apps
+from django.db import models
+from django.db.models.functions import Length
+
 
 @dataclass
 class AuditEvent:
@@ -24,3 +28,17 @@ class Payment:
     booked_on: Optional[datetime.date] = None
     raw: Optional[bytes] = None
     id: Optional[int] = None
+
+
+class Priced(models.Model):
+    """A Django model with a stored generated column, registered at run time (not one of the tenant apps')."""
+
+    label = models.CharField(max_length=50)
+    label_length = models.GeneratedField(
+        expression=Length("label"), output_field=models.IntegerField(), db_persist=True
+    )
+
+    class Meta:
+        apps = Apps()  # its own registry: no tenant app's model, no migration
+        app_label = "generated"
+        db_table = "priced"
