@@ -16,7 +16,8 @@ from .. import ownership
 from ..databases import TenantDatabase
 from ..exceptions import TenantNotFound, TenantSchemaError
 from ..models import Tenant
-from ..registry import check_server, get_tenant
+from ..names import IMPORT_SLUG_RE, MOVE_SLUG_RE, POOL_SLUG_RE
+from ..registry import check_server, get_tenant, registry_db
 from .archive import purge_tenant
 from .register import register_tenant
 
@@ -55,17 +56,34 @@ def drop_tenant_db(slug: str, server: str | None = None) -> bool:
     return purge_tenant(tenant)
 
 
+#: The reserved rows whose database is being built, as a registration's is, and can be left unmarked.
+_RESERVED_ROWS = (POOL_SLUG_RE, MOVE_SLUG_RE, IMPORT_SLUG_RE)
+_BUILDING = (Tenant.Status.PROVISIONING, Tenant.Status.FAILED, Tenant.Status.MOVING)
+
+
+def _claimable(slug: str) -> Tenant:
+    """The registry row ``claim_tenant_database`` marks the database of: a tenant's, or the row of a pooled
+    database, a move's target or an import still being built (``pool-``, ``move-``, ``import-<hex>``)."""
+    if isinstance(slug, str) and any(pattern.fullmatch(slug) for pattern in _RESERVED_ROWS):
+        row = Tenant.objects.using(registry_db()).filter(slug=slug, status__in=_BUILDING).first()
+        if row is None:
+            raise TenantNotFound(f"no database being built under {slug!r} (a warm pool's, a move's or an import's)")
+        return row
+    return get_tenant(slug)
+
+
 def claim_tenant_database(slug: str) -> Tenant:
     """Write this tenant's ownership marker into a database that has none.
 
     For an operator who has checked that the database under the tenant's
     name really is the tenant's: one made by a tenant-schema version without
     markers, or left by a registration that died between creating the
-    database and marking it. A database marked for another tenant is never
+    database and marking it (or a warm-pool database, a move's target or an
+    import's, by the reserved slug of its registry row). A database marked for another tenant is never
     claimed; a missing one is an error. Nothing else is changed: run
     ``register_tenant`` afterwards to finish an unfinished registration.
     """
-    tenant = get_tenant(slug)
+    tenant = _claimable(slug)
     tenant_db = tenant.database
     if not tenant_db.exists():
         raise TenantSchemaError(

@@ -500,7 +500,7 @@ def canonical(field: models.Field, value: Any) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return repr(value)
+        return repr(value + 0.0)  # -0.0 is 0.0, as every engine compares it (MySQL and SQLite store it so)
     return str(value)
 
 

@@ -16,7 +16,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("slugs", nargs="+", metavar="slug", help="Registered tenants.")
+        parser.add_argument(
+            "slugs",
+            nargs="+",
+            metavar="slug",
+            help="Registered tenants, or the move-/import-/pool-<hex> row a message named.",
+        )
 
     def handle(self, *args, slugs, **options):
         from ...lifecycle.seed import claim_tenant_database
