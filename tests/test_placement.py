@@ -279,3 +279,25 @@ def test_labels_may_be_any_mapping():
     from tenant_schema.servers import parse_labels
 
     assert parse_labels(MappingProxyType({"region": "eu"}), "labels") == {"region": "eu"}
+
+
+def test_an_import_follows_the_labels(settings, tmp_path):
+    """tenant_import --label region=eu puts the new tenant on a server carrying it, as tenant_register does."""
+    from tenant_schema import export_tenant, purge_tenant, register_tenant
+
+    settings.TENANT_SCHEMA = placed("fewest", us="?labels=region:us", eu="?labels=region:eu")
+    made = [register_tenant("placed-source", server="us")]
+    try:
+        path = tmp_path / "source.zip"
+        export_tenant("placed-source", path)
+        out, _ = run_command(
+            "tenant_import", str(path), "--slug", "placed-copy", "--label", "region=eu", "--no-progress"
+        )
+        made.append(Tenant.objects.get(slug="placed-copy"))
+        assert made[-1].server == "eu" and "on 'eu'" in out
+        with pytest.raises(CommandError, match="^no tenant server carries the labels region=ap"):
+            run_command("tenant_import", str(path), "--slug", "placed-ap", "--label", "region=ap", "--no-progress")
+        assert not Tenant.objects.filter(slug="placed-ap").exists(), "nothing was created"
+    finally:
+        for tenant in made:
+            purge_tenant(tenant)

@@ -61,7 +61,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -400,6 +400,7 @@ def import_tenant(
     *,
     slug: str | None = None,
     server: str | None = None,
+    labels: Mapping[str, str] | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[ImportStep], Any] | None = None,
 ) -> ImportResult:
@@ -407,7 +408,8 @@ def import_tenant(
 
     The tenant gets the export's slug (or ``slug``), a fresh ``uid``, and a
     new database on ``server`` (default: where the placement policy puts
-    a new tenant) at the current migration plan, holding the export's rows,
+    a new tenant, on a server carrying every one of ``labels`` as
+    ``register_tenant`` takes them) at the current migration plan, holding the export's rows,
     verified table by table. It is ready, and served, only once all of that
     is done. ``progress`` is called with an ``ImportStep`` at each step.
 
@@ -426,7 +428,7 @@ def import_tenant(
     with portable.ExportReader(path_or_file) as export:
         slug = normalize_slug(export.manifest["tenant"].get("slug") if slug is None else slug)
         incoming = _check_import(export, slug)
-        target = placement.choose_server(server)  # UnknownServer, naming the configured ones
+        target = placement.choose_server(server, labels)  # UnknownServer, or no server with the labels
         drop_abandoned_imports()
         row = _record_import(slug, target)
         me = row.held_by

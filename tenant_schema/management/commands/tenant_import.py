@@ -28,30 +28,39 @@ class Command(BaseCommand):
         parser.add_argument("--slug", default=None, help="The new tenant's slug (default: the exported tenant's).")
         parser.add_argument("--server", default=None, metavar="KEY", help="Key of the server to put the tenant on.")
         parser.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A label the tenant's server must carry (?labels= in its URL), e.g. region=eu; repeatable.",
+        )
+        parser.add_argument(
             "--cleanup", action="store_true", help="Instead of importing: drop what interrupted imports left."
         )
         add_copy_options(parser, tables=False)
 
-    def handle(self, *args, file, slug, server, batch_size, cleanup, no_progress, **options):
+    def handle(self, *args, file, slug, server, label, batch_size, cleanup, no_progress, **options):
         as_json = options["json"]
         if cleanup:
-            if file is not None or slug is not None or server is not None or batch_size is not None:
-                raise CommandError("--cleanup takes no FILE, --slug, --server or --batch-size")
+            if file is not None or slug is not None or server is not None or label or batch_size is not None:
+                raise CommandError("--cleanup takes no FILE, --slug, --server, --label or --batch-size")
             self.cleanup(as_json)
             return
         if file is None:
             raise CommandError("name the export file to import (tenant_import FILE), or --cleanup")
-        result = self.import_file(file, slug, server, batch_size, progress=not no_progress)
+        result = self.import_file(file, slug, server, ",".join(label), batch_size, progress=not no_progress)
         if as_json:
             self.stdout.write(json.dumps(result.as_dict(), indent=2))
             return
         self.report(result)
 
-    def import_file(self, file, slug, server, batch_size, *, progress: bool):
+    def import_file(self, file, slug, server, labels, batch_size, *, progress: bool):
         from ...lifecycle.exchange import import_tenant
 
         with copying({"copy": "importing", "copied": "verifying"}, progress=progress, file=file) as bar:
-            return import_tenant(file, slug=slug, server=server, batch_size=rows_per_batch(batch_size), progress=bar)
+            return import_tenant(
+                file, slug=slug, server=server, labels=labels, batch_size=rows_per_batch(batch_size), progress=bar
+            )
 
     def report(self, result) -> None:
         tenant, source = result.tenant, result.source
