@@ -332,6 +332,11 @@ def test_cockroach_move_sql(crdb):
     assert connection.ops.sql_flush(no_style(), ["events"], allow_cascade=True) == ['TRUNCATE "events" CASCADE;']
     quoted = editor.quote_name("tenant_acme_move")
     assert tdb.dialect.drop_database_sql(tdb.server, quoted) == 'DROP DATABASE IF EXISTS "tenant_acme_move" CASCADE'
+    # No LOCK TABLE and no key counter: neither the wait for writers nor carrying keys sends anything
+    # (verification, which reads the source again, is what catches a late commit there).
+    assert tdb.dialect.wait_for_writers(connection, ["events"], 1.0) is False
+    assert tdb.dialect.next_key(connection, "events", "id") is None
+    transfer.carry_key_positions([copy], tdb, lambda table: 7)  # so it sends nothing (and needs no connection)
 
 
 def test_hash_sharded_option_on_a_live_dialect_without_it_is_plain(tenant_db):

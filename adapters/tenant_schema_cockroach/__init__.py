@@ -46,6 +46,10 @@ class CockroachDialect(PostgresDialect):
         """``None``: keys come from ``unique_rowid()``, not a counter, so there is none to carry over."""
         return None
 
+    def set_next_key(self, connection, table, column, value):
+        """``False``: no counter to set (``next_key``)."""
+        return False
+
     def server_settings(self, parsed):
         parsed["NAME"] = parsed.get("NAME") or "defaultdb"
         return parsed
