@@ -88,6 +88,17 @@ def command_errors() -> Iterator[None]:
         raise CommandError(one_line(missing) if missing else f"database error: {one_line(exc)}") from None
 
 
+def add_label_option(parser) -> None:
+    """``--label NAME=VALUE``, repeatable: what a new tenant's server must carry (tenant_register, tenant_import)."""
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="A label the tenant's server must carry (?labels= in its URL), e.g. region=eu; repeatable.",
+    )
+
+
 def table_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """``header`` and ``rows`` as aligned text columns (``None`` shown as ``-``), for the listing commands."""
     cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]

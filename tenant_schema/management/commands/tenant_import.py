@@ -13,7 +13,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from ..copying import add_copy_options, checked_lines, copying, rows_per_batch
-from ..inspection import command_errors
+from ..inspection import add_label_option, command_errors
 
 
 class Command(BaseCommand):
@@ -27,13 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("file", nargs="?", metavar="FILE")
         parser.add_argument("--slug", default=None, help="The new tenant's slug (default: the exported tenant's).")
         parser.add_argument("--server", default=None, metavar="KEY", help="Key of the server to put the tenant on.")
-        parser.add_argument(
-            "--label",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="A label the tenant's server must carry (?labels= in its URL), e.g. region=eu; repeatable.",
-        )
+        add_label_option(parser)
         parser.add_argument(
             "--cleanup", action="store_true", help="Instead of importing: drop what interrupted imports left."
         )

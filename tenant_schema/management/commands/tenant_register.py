@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...names import normalize_slug
 from ...servers import get_server
-from ..inspection import command_errors
+from ..inspection import add_label_option, command_errors
 
 
 class Command(BaseCommand):
@@ -26,13 +26,7 @@ class Command(BaseCommand):
             "DEFAULT_SERVER unless a policy is set).",
         )
         parser.add_argument("--name", default="", help="Human-readable name shown in the admin.")
-        parser.add_argument(
-            "--label",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="A label the tenant's server must carry (?labels= in its URL), e.g. region=eu; repeatable.",
-        )
+        add_label_option(parser)
         parser.add_argument(
             "--json", action="store_true", help="Print the registered tenant as a JSON object (for scripts)."
         )
