@@ -20,6 +20,7 @@ import functools
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.apps import apps
@@ -112,17 +113,44 @@ def needs_registry(func):
     return wrapper
 
 
-def get_tenant(slug: str) -> Tenant:
-    """The registered tenant ``slug`` (normalised), whatever its status; ``TenantNotFound`` otherwise."""
+#: Slugs per registry query of ``get_tenants`` (below every engine's limit on bound parameters).
+SLUGS_PER_QUERY = 500
+
+
+def _slug(slug: str) -> str:
+    """``slug`` normalised; ``TenantNotFound`` saying why when it cannot be one."""
     try:
-        slug = normalize_slug(slug)
+        return normalize_slug(slug)
     except ValueError as exc:
         raise TenantNotFound(f"no tenant {slug!r}: {exc}") from None
+
+
+def get_tenant(slug: str) -> Tenant:
+    """The registered tenant ``slug`` (normalised), whatever its status; ``TenantNotFound`` otherwise."""
+    slug = _slug(slug)
     Tenant = tenant_model()
     try:
         return Tenant.objects.get(slug=slug)
     except Tenant.DoesNotExist:
         raise TenantNotFound(f"no tenant {slug!r} is registered") from None
+
+
+def get_tenants(slugs: Iterable[str]) -> list[Tenant]:
+    """The registered tenants ``slugs`` (normalised, each once, in their order), whatever their status.
+
+    One query per ``SLUGS_PER_QUERY`` slugs; ``TenantNotFound`` naming the
+    slugs nobody registered (the first five, and how many more).
+    """
+    unique = list(dict.fromkeys(_slug(slug) for slug in slugs))
+    Tenant = tenant_model()
+    found: dict[str, Tenant] = {}
+    for start in range(0, len(unique), SLUGS_PER_QUERY):
+        found.update((t.slug, t) for t in Tenant.objects.filter(slug__in=unique[start : start + SLUGS_PER_QUERY]))
+    missing = [slug for slug in unique if slug not in found]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise TenantNotFound(f"no tenant {', '.join(map(repr, missing[:5]))}{more} is registered")
+    return [found[slug] for slug in unique]
 
 
 def check_server(tenant: Tenant, server_key: str | None) -> None:
@@ -144,17 +172,18 @@ def get_tenant_db(slug: str, server: str | None = None):
     """
     tenant = get_tenant(slug)
     check_server(tenant, server)
-    Tenant = tenant_model()
-    if tenant.status != Tenant.Status.READY:
+    if tenant.status != tenant_model().Status.READY:
         raise TenantDatabaseDoesNotExist(
-            f"tenant {tenant.slug!r} is {tenant.status}, not ready: "
-            + (
-                f"its data is kept; `manage.py tenant_restore {tenant.slug}` serves it again"
-                if tenant.status == Tenant.Status.ARCHIVED
-                else f"`manage.py tenant_register {tenant.slug}` completes it"
-            )
+            f"tenant {tenant.slug!r} is {tenant.status}, not ready: {not_ready_hint(tenant)}"
         )
     return tenant.database
+
+
+def not_ready_hint(tenant: Tenant) -> str:
+    """What serves a tenant that is not ready: ``tenant_restore`` an archived one, ``tenant_register`` the rest."""
+    if tenant.status == tenant_model().Status.ARCHIVED:
+        return f"its data is kept; `manage.py tenant_restore {tenant.slug}` serves it again"
+    return f"`manage.py tenant_register {tenant.slug}` completes it"
 
 
 class ReadyTenants:

@@ -77,7 +77,7 @@ def test_named_tenants_cost_one_registry_query_per_500_and_unknown_ones_are_name
     with CaptureQueriesContext(connections["default"]) as registry:
         report = migrate_tenants(slugs)
     assert len(registry.captured_queries) == 1 and [r.slug for r in report.results] == slugs
-    monkeypatch.setattr(fleet, "SLUGS_PER_QUERY", 2)
+    monkeypatch.setattr("tenant_schema.registry.SLUGS_PER_QUERY", 2)
     with CaptureQueriesContext(connections["default"]) as registry:
         migrate_tenants(slugs)
     assert len(registry.captured_queries) == 2

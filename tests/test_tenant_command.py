@@ -109,7 +109,7 @@ def test_migrate_reaches_the_tenants_database(tenants):
 
 ERRORS = [
     (["tenant_probe", "--tenant", "nobody-here"], r"^no tenant 'nobody-here' is registered$"),
-    (["tenant_probe", "--tenant", "Bad Slug"], r"^invalid tenant \w+ 'Bad Slug'"),
+    (["tenant_probe", "--tenant", "Bad Slug"], r"^no tenant 'Bad Slug': invalid tenant slug 'Bad Slug'"),
     (["no_such_command", "--tenant", "x"], r"^unknown command 'no_such_command'"),
     (["tenant_probe"], r"^name the tenants to run tenant_probe in: --tenant SLUG \(repeatable\) or --all$"),
     (["tenant_probe", "--all"], r"tenant_probe has its own --all: put tenant_command's before the command name"),

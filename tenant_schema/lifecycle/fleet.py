@@ -26,10 +26,10 @@ from typing import Any
 from django.conf import settings
 
 from .. import databases, ownership
-from ..exceptions import TenantNotFound, TenantSchemaError
+from ..exceptions import TenantSchemaError
 from ..migration_plan import migration_plan
 from ..models import Tenant
-from ..names import normalize_slug
+from ..registry import get_tenants
 from . import fleet_worker
 from .build import applied_migrations, create_tenant_tables
 from .migrate import _announcing, migrate_tenant, record_migration_state
@@ -106,7 +106,7 @@ def migrate_tenants(
     if slugs is None:
         tenants = list(Tenant.objects.filter(status__in=MIGRATABLE).order_by("slug"))
     else:
-        tenants = _registered(slugs)  # TenantNotFound before any work
+        tenants = get_tenants(slugs)  # TenantNotFound before any work
     report = MigrationReport()
     notify = _progress(progress, len(tenants))
     try:
@@ -150,32 +150,6 @@ def _being_moved() -> set:
     """
     open_moves = Tenant.objects.filter(copy_of__isnull=False).exclude(status=Tenant.Status.COPY)
     return set(open_moves.values_list("copy_of", flat=True))
-
-
-#: Slugs per registry query when ``migrate_tenants`` is given slugs (below every engine's parameter limit).
-SLUGS_PER_QUERY = 500
-
-
-def _registered(slugs: Iterable[str]) -> list[Tenant]:
-    """The registry rows of ``slugs``, in their order, one query per ``SLUGS_PER_QUERY`` slugs.
-
-    ``TenantNotFound`` naming the slugs that are not registered, before any work.
-    """
-    wanted: list[str] = []
-    for slug in slugs:
-        try:
-            wanted.append(normalize_slug(slug))
-        except ValueError as exc:
-            raise TenantNotFound(f"no tenant {slug!r}: {exc}") from None
-    found: dict[str, Tenant] = {}
-    unique = list(dict.fromkeys(wanted))
-    for start in range(0, len(unique), SLUGS_PER_QUERY):
-        found.update((t.slug, t) for t in Tenant.objects.filter(slug__in=unique[start : start + SLUGS_PER_QUERY]))
-    missing = [slug for slug in unique if slug not in found]
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise TenantNotFound(f"no tenant {', '.join(map(repr, missing[:5]))}{more} is registered")
-    return [found[slug] for slug in unique]
 
 
 def _job(tenant: Tenant) -> tuple[str, str, str, str, str, str]:

@@ -84,7 +84,7 @@ from ..migration_plan import migration_plan
 from ..models import Tenant
 from ..names import MOVE_SLUG_PREFIX, validate_identifier
 from ..plugins import get_plugins
-from ..registry import lifecycle_writes, ready_tenants, registry_db
+from ..registry import lifecycle_writes, not_ready_hint, ready_tenants, registry_db
 from ..schema import transfer
 from ..schema.building import normalize_specs
 from ..schema.ddl import list_tables, register_tables
@@ -308,12 +308,8 @@ def _check_movable(tenant: Tenant, target: Server) -> None:
         raise TenantSchemaError(f"{tenant.slug!r} is {tenant.status}, not a tenant: only tenants are moved")
     if tenant.status != Tenant.Status.READY:
         raise TenantSchemaError(
-            f"tenant {tenant.slug!r} is {tenant.status}, not ready: only a ready tenant is moved"
-            + (
-                f" (`manage.py tenant_restore {tenant.slug}` serves it again)"
-                if tenant.status == Tenant.Status.ARCHIVED
-                else f" (`manage.py tenant_register {tenant.slug}` completes it)"
-            )
+            f"tenant {tenant.slug!r} is {tenant.status}, not ready: only a ready tenant is moved "
+            f"({not_ready_hint(tenant)})"
         )
     if tenant.server == target.key:
         raise TenantSchemaError(

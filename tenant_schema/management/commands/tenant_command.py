@@ -42,8 +42,7 @@ from django.template.defaultfilters import pluralize
 from ... import django_private
 from ...context import tenant_context
 from ...models import Tenant
-from ...names import normalize_slug
-from ...registry import get_tenant
+from ...registry import get_tenants
 from ..inspection import command_errors, one_line
 
 #: tenant_command's options that take a value, and those that do not (how the arguments are split).
@@ -161,7 +160,7 @@ class Command(BaseCommand):
                 else ""
             )
             raise CommandError(f"name the tenants to run {name} in: --tenant SLUG (repeatable) or --all{hint}")
-        tenants = [get_tenant(slug) for slug in dict.fromkeys(normalize_slug(slug) for slug in slugs)]
+        tenants = get_tenants(slugs)  # one registry query; TenantNotFound naming every unknown slug
         for tenant in tenants:
             if tenant.status != Tenant.Status.READY:
                 raise CommandError(
