@@ -259,8 +259,9 @@ class Dialect:
         ``tenant_move`` calls it on the source once the tenant's writes are
         paused and before copying, so a transaction that wrote before the
         pause and commits later is in the copy instead of left behind on the
-        source. Reads go on meanwhile. It raises Django's ``DatabaseError``
-        when such a transaction is still open after ``timeout`` seconds.
+        source. Reads go on meanwhile. It raises ``TimeoutError`` when such
+        a transaction is still open after about ``timeout`` seconds (other
+        failures as Django's ``DatabaseError``).
         ``False`` (the default) where the dialect cannot wait: the move then
         relies on its verification, which reads the source again.
         """

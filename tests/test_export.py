@@ -791,7 +791,7 @@ def test_the_commands_json(sources, imported, tmp_path):
         (["tenant_import", "{export}", "--slug", "Bad Slug!"], "invalid tenant slug 'Bad Slug!'"),
         (["tenant_import", "{export}", "--slug", "fresh-x", "--server", "nowhere"], "unknown tenant server 'nowhere'"),
         (["tenant_import", "{export}", "--batch-size", "0", "--slug", "fresh-y"], "batch_size must be a positive"),
-        (["tenant_import", "{export}", "--cleanup"], "--cleanup takes no FILE, --slug, --server or --batch-size"),
+        (["tenant_import", "{export}", "--cleanup"], "--cleanup takes no FILE, --slug, --server, --label or"),
     ],
 )
 def test_bad_input_is_one_line(sources, tmp_path, args, message):

@@ -141,6 +141,7 @@ def fill(tenant: Tenant, notes: int = 5) -> None:
         details=Value(None, output_field=JSONField())
     )
     create_indexes(tdb, [(PAYMENTS, "memo"), (PAYMENTS, ["paid_at", "id"], True)])  # after registration
+    create_index(tdb, "tenantapp_note", ["pinned", "title"])  # on a tenant app's table too
 
 
 def snapshot(tenant: Tenant) -> dict:
@@ -254,6 +255,12 @@ def check_a_move(tenants, source: str, target: str) -> Tenant:
         (("memo",), False),
         (("paid_at", "id"), True),
     }
+    # On a tenant app's table: the model's own indexes are the target engine's (none of the source's, such as
+    # PostgreSQL's _like ones, is carried as well), plus the one create_index added.
+    fresh = tenants(target)
+    assert {(i.columns, i.unique) for i in list_indexes(after.database, "tenantapp_note")} == {
+        (i.columns, i.unique) for i in list_indexes(fresh.database, "tenantapp_note")
+    } | {(("pinned", "title"), False)}
     # The source is kept, recorded as a copy with the tenant's marker, and nothing else moved.
     (kept,) = kept_copies(after)
     assert result.kept == kept and (kept.server, kept.database_name) == old and kept.status == "copy"

@@ -685,4 +685,8 @@ def test_a_generated_column_is_computed_by_the_database_and_never_written(tenant
         table.create({"label": "x", "label_length": 1})
     table.update(created.id, {"label": "abcdef"})
     assert table.read(created.id).label_length == 6
+    [returned] = table.batch_create([{"label": "four"}], returning=True)
+    assert (returned.label, returned.label_length) == ("four", 4)  # computed by the database, read when first used
+    with pytest.raises(ValueError, match=r"updates column 'label_length', which the database computes"):
+        table.upsert([{"id": 1, "label": "x"}], conflict="id", update=["label_length"])
     register_table(tenant_db, Priced, "priced")  # the live table matches the model: registered again

@@ -91,7 +91,8 @@ class MySQLDialect(Dialect):
     set_next_key_template = "ALTER TABLE %(table)s AUTO_INCREMENT = %(value)d"
 
     def wait_for_writers(self, connection, tables, timeout):
-        """``LOCK TABLES ... READ`` under ``lock_wait_timeout``, released at once (``UNLOCK TABLES``)."""
+        """``LOCK TABLES ... READ`` under ``lock_wait_timeout`` (whole seconds, for each table's lock),
+        released at once (``UNLOCK TABLES``)."""
         if not tables:
             return True
         quoted = ", ".join(f"{connection.ops.quote_name(table)} READ" for table in tables)
@@ -101,6 +102,10 @@ class MySQLDialect(Dialect):
             cursor.execute("SET SESSION lock_wait_timeout = %s", [max(1, math.ceil(timeout))])
             try:
                 cursor.execute(self.wait_for_writers_template % {"tables": quoted})
+            except OperationalError as exc:
+                if _errno(exc) == ER_LOCK_WAIT_TIMEOUT:
+                    raise TimeoutError(f"a table lock waited {timeout:g} s: {exc}") from exc
+                raise
             finally:
                 cursor.execute("UNLOCK TABLES")
                 cursor.execute("SET SESSION lock_wait_timeout = %s", [before])
@@ -109,10 +114,18 @@ class MySQLDialect(Dialect):
     def next_key(self, connection, table, column):
         """The table's ``AUTO_INCREMENT`` (one per table: Django's key is its only auto-increment column)."""
         with connection.cursor() as cursor:
-            if not connection.mysql_is_mariadb:  # MySQL 8 caches the figure for a day unless told not to
+            if connection.mysql_is_mariadb:
+                cursor.execute(self.next_key_sql, [table])
+                row = cursor.fetchone()
+            else:  # MySQL 8 caches the figure for a day unless told not to, for this read only
+                cursor.execute("SELECT @@SESSION.information_schema_stats_expiry")
+                (before,) = cursor.fetchone()
                 cursor.execute("SET SESSION information_schema_stats_expiry = 0")
-            cursor.execute(self.next_key_sql, [table])
-            row = cursor.fetchone()
+                try:
+                    cursor.execute(self.next_key_sql, [table])
+                    row = cursor.fetchone()
+                finally:
+                    cursor.execute("SET SESSION information_schema_stats_expiry = %s", [before])
         return None if row is None or row[0] is None else int(row[0])
 
     def set_next_key(self, connection, table, column, value):

@@ -247,6 +247,8 @@ class PostgresDialect(Dialect):
     #: SHARE conflicts with the ROW EXCLUSIVE lock every writing transaction holds until it ends, and
     #: with nothing a read takes.
     wait_for_writers_template = "LOCK TABLE %(tables)s IN SHARE MODE"
+    #: lock_not_available (``lock_timeout``), query_canceled (``statement_timeout``).
+    timeout_sqlstates = frozenset({"55P03", "57014"})
     #: The sequence behind a serial or identity column (its name quoted by PostgreSQL), ``NULL`` if none.
     key_sequence_sql = "SELECT pg_catalog.pg_get_serial_sequence(%s, %s)"
     #: A sequence's position: ``is_called`` false means ``last_value`` is handed out next.
@@ -258,12 +260,19 @@ class PostgresDialect(Dialect):
     set_next_key_sql = "SELECT pg_catalog.setval(%s::regclass, %s, false)"
 
     def wait_for_writers(self, connection, tables, timeout):
-        """``LOCK TABLE ... IN SHARE MODE`` under ``lock_timeout``, in a transaction of its own, released at once."""
+        """``LOCK TABLE ... IN SHARE MODE`` under ``statement_timeout`` (the whole wait) and ``lock_timeout``,
+        in a transaction of its own, released at once. SHARE also waits for a manual ``VACUUM`` of the tables."""
         if tables:
             quoted = ", ".join(connection.ops.quote_name(table) for table in tables)
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [_milliseconds(timeout)])
-                cursor.execute(self.wait_for_writers_template % {"tables": quoted})
+            try:
+                with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                    for setting in ("statement_timeout", "lock_timeout"):
+                        cursor.execute("SELECT pg_catalog.set_config(%s, %s, true)", [setting, _milliseconds(timeout)])
+                    cursor.execute(self.wait_for_writers_template % {"tables": quoted})
+            except DatabaseError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) in self.timeout_sqlstates:
+                    raise TimeoutError(f"a table lock waited {timeout:g} s: {exc}") from exc
+                raise
         return True
 
     def key_sequence(self, connection, table: str, column: str) -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import OperationalError
 from django.db.backends.signals import connection_created
 
 from tenant_schema import hookimpl
@@ -108,6 +109,10 @@ class SQLiteDialect(Dialect):
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 cursor.execute("ROLLBACK")
+            except OperationalError as exc:
+                if "locked" in str(exc):  # SQLITE_BUSY once busy_timeout has passed
+                    raise TimeoutError(f"the database stayed locked for {timeout:g} s: {exc}") from exc
+                raise
             finally:
                 cursor.execute(f"PRAGMA busy_timeout = {int(before)}")
         return True

@@ -27,8 +27,8 @@ engine or not. The steps, each a function of this module:
    transactions that wrote before the pause to end, so none commits rows
    the copy misses.
 5. ``_prepare_target``: the run-time tables are registered on the target
-   with the same dataclasses, the indexes created on them since
-   (``create_index``) too, and rows a receiver of the migration signals
+   with the same dataclasses, the indexes ``create_index`` added to any
+   table (``_carry_indexes``) too, and rows a receiver of the migration signals
    seeded are flushed (Django's ``sql_flush``).
 6. ``_copy`` (``transfer.copy_tables``): each table in
    foreign-key order, in keyset batches ordered by primary key, written
@@ -468,11 +468,16 @@ def _wait_for_writers(tenant: Tenant, source_db: TenantDatabase, plan: list[tran
     connection = source_db.connection
     try:
         source_db.dialect.wait_for_writers(connection, [t.name for t in plan], WRITERS_TIMEOUT_SECONDS)
-    except DatabaseError as exc:
+    except TimeoutError as exc:
         raise MoveFailed(
             f"a transaction that wrote to tenant {tenant.slug!r} before its writes paused was still open after "
             f"{WRITERS_TIMEOUT_SECONDS:g} s, so it stays on server {tenant.server!r}; move it again once that "
             f"transaction ends ({transfer.first_line(exc)})"
+        ) from exc
+    except DatabaseError as exc:
+        raise MoveFailed(
+            f"waiting for the writes to tenant {tenant.slug!r} to end failed, so it stays on server "
+            f"{tenant.server!r}: {transfer.first_line(exc)}"
         ) from exc
 
 
@@ -514,33 +519,48 @@ def _prepare_target(
     _check_target(tenant, move, target_db)
     with lifecycle_writes(move.slug):
         target_tables = register_tables(target_db, specs)
-        _carry_indexes(source_db, target_db, [name for _source, name, _pk in specs])
-    plan = _plan(source_db, specs, target_tables)
+        plan = _plan(source_db, specs, target_tables)
+        _carry_indexes(source_db, target_db, plan)
     transfer.flush(target_db, plan)
     return target_db, plan
 
 
-def _carry_indexes(source_db: TenantDatabase, target_db: TenantDatabase, tables: list[str]) -> None:
-    """The run-time tables' indexes the source has and the target lacks (``create_index`` after they were
-    registered), created on the target before the copy, so a row that breaks a unique one is named.
+def _carry_indexes(source_db: TenantDatabase, target_db: TenantDatabase, plan: list[transfer.TableCopy]) -> None:
+    """The indexes ``create_index`` added on the source (to any table), created on the target before the
+    copy, so a row that breaks a unique one is named.
 
-    Indexes are matched by columns and uniqueness, not name (engines name
-    the ones they make themselves differently); the source's name is kept
-    where the target can take it.
+    An index the table's model declares (a field's, ``Meta.indexes`` and
+    ``constraints``, and what Django's schema editor adds for them, such as
+    PostgreSQL's ``_like`` indexes) is left to the target's engine, which
+    builds it or cannot (a partial index on MySQL); the others are matched
+    by columns and uniqueness, not name (engines name their own indexes
+    differently), and keep the source's name where the target can take it.
     """
     limit = target_db.dialect.max_identifier_length
+    migrations = django_private.migration_model()._meta.db_table
     wanted = []
-    for table in tables:
-        present = list_indexes(target_db, table)
+    for table in plan:
+        if table.name == migrations:
+            continue
+        declared = _declared_sql(source_db, table.source)
+        present = list_indexes(target_db, table.name)
         have = {(i.columns, i.unique) for i in present}
         taken = {i.name for i in present}
-        for index in list_indexes(source_db, table):
-            if (index.columns, index.unique) in have or not all(index.columns):
-                continue  # there already, or on an expression (no columns to name)
+        quote = source_db.connection.ops.quote_name
+        for index in list_indexes(source_db, table.name):
+            if (index.columns, index.unique) in have or not all(index.columns) or quote(index.name) in declared:
+                continue  # there already, on an expression (no columns to name), or the model's own
             name = index.name if index.name not in taken and _valid_name(index.name, limit) else None
-            wanted.append((table, index.columns, index.unique, name))
+            wanted.append((table.name, index.columns, index.unique, name))
     if wanted:
         create_indexes(target_db, wanted)
+
+
+def _declared_sql(tenant_db: TenantDatabase, model: type[models.Model]) -> str:
+    """The SQL Django's schema editor would create ``model``'s table with on ``tenant_db``: only collected."""
+    with tenant_db.connection.schema_editor(collect_sql=True, atomic=False) as editor:
+        editor.create_model(model)
+    return "\n".join(editor.collected_sql)
 
 
 def _valid_name(name: str, limit: int) -> bool:

@@ -348,8 +348,10 @@ def insert(
     value_types = [set(map(type, c)) for c in batch.columns]
     plain = not any(hasattr(f, "get_placeholder") for f in fields) if raw else plain_fields(fields)
     if not fields or not plain or has_expressions(value_types):
-        if raw and not returning and not conflict and any(not saved_as_given(f) for f in fields):
-            _insert_raw(codec, connection, batch, batch_size)  # bulk_create would let auto_now replace values
+        if raw and not returning and not conflict:
+            # Django's raw insert, as loaddata's: bulk_create would let auto_now replace values, and
+            # refuses a multi-table-inheritance child's table, which a copy writes on its own.
+            _insert_raw(codec, connection, batch, batch_size)
             return None
         return _insert_orm(codec, connection, batch, batch_size, returning, conflict)
     sample = types.SimpleNamespace(**{f.attname: codec.norm(f, c[0]) for f, c in zip(fields, batch.columns)})

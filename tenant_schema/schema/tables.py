@@ -337,6 +337,12 @@ class Table:
             update_fields = [f for f in given if f not in targets and not f.primary_key]
         else:
             update_fields = [codec.field_for(c, "update") for c in update]
+            for f in update_fields:
+                if f.generated:
+                    raise ValueError(
+                        f"upsert on table {self.name!r} updates column {f.column!r}, which the database computes "
+                        "(a GeneratedField): leave it out of update"
+                    )
         self._check_duplicates(batch, targets)
         self._writable()
         connection = self._connection()
