@@ -494,9 +494,14 @@ def _build_target(row: Tenant) -> Tenant:
 
 def _check_target(tenant: Tenant, move: Tenant, target_db: TenantDatabase) -> None:
     """``NotOurDatabase`` unless the target is this move's: marked with the tenant's uid and the move's slug."""
+    _refuse_own_database(tenant, move)
+    _check_filled(move, target_db)
+
+
+def _refuse_own_database(tenant: Tenant, move: Tenant) -> None:
+    """``NotOurDatabase`` when the move's row names the database the tenant lives in."""
     if (move.server, move.database_name) == (tenant.server, tenant.database_name):
         raise NotOurDatabase(f"the move's target {move.database_name!r} is the tenant's own database")
-    _check_filled(move, target_db)
 
 
 def _check_filled(row: Tenant, target_db: TenantDatabase) -> None:
@@ -538,6 +543,7 @@ def _carry_indexes(source_db: TenantDatabase, target_db: TenantDatabase, plan: l
     """
     limit = target_db.dialect.max_identifier_length
     migrations = django_private.migration_model()._meta.db_table
+    quote = source_db.connection.ops.quote_name
     wanted = []
     for table in plan:
         if table.name == migrations:
@@ -546,7 +552,6 @@ def _carry_indexes(source_db: TenantDatabase, target_db: TenantDatabase, plan: l
         present = list_indexes(target_db, table.name)
         have = {(i.columns, i.unique) for i in present}
         taken = {i.name for i in present}
-        quote = source_db.connection.ops.quote_name
         for index in list_indexes(source_db, table.name):
             if (index.columns, index.unique) in have or not all(index.columns) or quote(index.name) in declared:
                 continue  # there already, on an expression (no columns to name), or the model's own
@@ -764,8 +769,7 @@ def _discard(tenant: Tenant, move: Tenant) -> None:
 
 def _drop_target(tenant: Tenant, move: Tenant) -> None:
     """Drop the move's target if it is there and provably this move's (or an unmarked clone of a template)."""
-    if (move.server, move.database_name) == (tenant.server, tenant.database_name):
-        raise NotOurDatabase(f"the move's target {move.database_name!r} is the tenant's own database")
+    _refuse_own_database(tenant, move)
     _drop_filled(move)
 
 

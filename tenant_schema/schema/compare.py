@@ -12,6 +12,7 @@ from django.db import models
 from .. import django_private
 from ..databases import TenantDatabase
 from ..exceptions import SchemaMismatch
+from .rows import value_field
 
 TYPE_FAMILIES = {
     "integer": {
@@ -81,8 +82,7 @@ def check_columns(tenant_db: TenantDatabase, model: type[models.Model], table: s
         # A generated column's nullability is the engine's (NULL where its expression is).
         if bool(row.null_ok) != bool(field.null) and not field.primary_key and not field.generated:
             problems.append(f"column {column!r} should be {'nullable' if field.null else 'NOT NULL'}")
-        target = field.target_field if field.is_relation else field
-        target = target.output_field if target.generated else target
+        target = value_field(field)
         want = _FAMILY.get(target.get_internal_type())
         have = _FAMILY.get(_introspected_type(connection, row) or "")
         if want and have and want != have:

@@ -117,6 +117,13 @@ def _saved_as_given(field: models.Field) -> bool:
     )
 
 
+def value_field(field: models.Field) -> models.Field:
+    """The field whose type a column's values have: a foreign key's target, a generated column's output field."""
+    if field.is_relation:
+        field = field.target_field
+    return field.output_field if field.generated else field
+
+
 class RowCodec:
     """Key checking and row conversion for one model and its row type.
 
@@ -302,12 +309,12 @@ class RowCodec:
         return self.from_values(tuple(getattr(obj, a) for a in self.out_attnames))
 
     def from_field_values(self, values: Mapping[models.Field, Any]) -> Any:
-        """A row from ``{field: value}`` (every field present, but those the database computes: ``None``)."""
+        """A row from ``{field: value}`` (every field present, but those the database computes)."""
         if self.kind == "model":  # a computed field is loaded when first read
             return self.model(**{f.attname: values[f] for f in self.written})
         if self.kind == "dict":
-            return {f.column: values.get(f) for f in self.fields}
-        return self.from_values(tuple(values.get(f) for _, f, _ in self.dc_fields))
+            return {f.column: values[f] for f in self.fields}
+        return self.from_values(tuple(values[f] for _, f, _ in self.dc_fields))
 
     # -- where and order_by -------------------------------------------------
     def where_q(self, where: Any) -> Q:

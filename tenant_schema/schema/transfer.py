@@ -39,7 +39,7 @@ from django.db import models, transaction
 from ..databases import TenantDatabase
 from ..exceptions import CopyFailed, TenantSchemaError
 from . import bulk
-from .rows import RowCodec
+from .rows import RowCodec, value_field
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +69,6 @@ __all__ = [
 ]
 
 _HASH_MOD = 2**256
-
-
-def value_field(field: models.Field) -> models.Field:
-    """The field whose type a column's values have: a foreign key's target, a generated column's output field."""
-    if field.is_relation:
-        field = field.target_field
-    return field.output_field if field.generated else field
 
 
 class _JsonNull:
